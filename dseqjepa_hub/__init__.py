@@ -1,0 +1,39 @@
+"""dseqjepa-hub: DSeq-JEPA vision transformers for Hugging Face transformers.
+
+Importing the package registers the model with the Auto classes, so `AutoModel.from_pretrained`
+finds it, and marks the classes for remote code, so `save_pretrained` writes `auto_map` and copies
+the model files: a saved folder then loads with `trust_remote_code=True` without this package.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+)
+
+from .configuration_dseqjepa import PRESETS, DSeqJEPAConfig
+from .image_processing_dseqjepa import DSeqJEPAImageProcessor, DSeqJEPAImageProcessorPil
+from .modeling_dseqjepa import (
+    DSeqJEPAForImageClassification,
+    DSeqJEPAModel,
+    DSeqJEPAModelOutput,
+    DSeqJEPAPreTrainedModel,
+)
+from .regions import saliency_map
+
+AutoConfig.register(DSeqJEPAConfig.model_type, DSeqJEPAConfig, exist_ok=True)
+AutoModel.register(DSeqJEPAConfig, DSeqJEPAModel, exist_ok=True)
+AutoModelForImageClassification.register(DSeqJEPAConfig, DSeqJEPAForImageClassification, exist_ok=True)
+AutoImageProcessor.register(
+    DSeqJEPAConfig,
+    image_processor_classes={"torchvision": DSeqJEPAImageProcessor, "pil": DSeqJEPAImageProcessorPil},
+    exist_ok=True,
+)
+DSeqJEPAConfig.register_for_auto_class()
+DSeqJEPAModel.register_for_auto_class("AutoModel")
+DSeqJEPAForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+DSeqJEPAImageProcessor.register_for_auto_class("AutoImageProcessor")
+DSeqJEPAImageProcessorPil.register_for_auto_class("AutoImageProcessor")
+
+__version__ = "0.1.0"

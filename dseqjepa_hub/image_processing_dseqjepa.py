@@ -1,0 +1,79 @@
+"""DSeq-JEPA image processors on transformers 5's two backends (torchvision, the default, and PIL).
+
+Both resize (to a fixed height x width, or the shorter side to `size["shortest_edge"]` followed by a
+centre crop), convert any mode to RGB, rescale to [0, 1] and normalise with ImageNet statistics.
+`crop_box` maps the model input back onto the original image, which is how region masks and boxes
+are drawn at the original size.
+"""
+
+from __future__ import annotations
+
+from transformers.image_processing_backends import PilBackend, TorchvisionBackend
+from transformers.image_utils import PILImageResampling
+
+from .configuration_dseqjepa import IMAGENET_MEAN, IMAGENET_STD, DSeqJEPAConfig
+
+
+class _DSeqJEPAProcessingDefaults:
+    resample = PILImageResampling.BICUBIC
+    image_mean = IMAGENET_MEAN
+    image_std = IMAGENET_STD
+    size = {"height": 224, "width": 224}
+    crop_size = {"height": 224, "width": 224}
+    do_resize = True
+    do_center_crop = False
+    do_rescale = True
+    do_normalize = True
+    do_convert_rgb = True
+    model_input_names = ["pixel_values"]
+
+    @classmethod
+    def from_model_config(cls, config: DSeqJEPAConfig, center_crop: bool = False, **kwargs):
+        """A processor for `config`'s input size and statistics: a direct resize, or with `center_crop`
+        the shorter side resized to 8/7 of the input size (256 for 224, the I-JEPA evaluation) then cropped."""
+        side = config.image_size
+        if center_crop:
+            kwargs.setdefault("size", {"shortest_edge": round(side * 8 / 7)})
+            kwargs.setdefault("crop_size", {"height": side, "width": side})
+            kwargs.setdefault("do_center_crop", True)
+        else:
+            kwargs.setdefault("size", {"height": side, "width": side})
+        return cls(image_mean=list(config.image_mean), image_std=list(config.image_std), **kwargs)
+
+    def crop_box(self, original_size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1), exclusive end, of the part of an (H, W) image that the model input shows."""
+        height, width = original_size
+        size = self.size
+        if not self.do_resize:
+            resized = (height, width)
+        elif size.get("shortest_edge"):
+            short = size["shortest_edge"]
+            if height <= width:
+                resized = (short, int(short * width / height))
+            else:
+                resized = (int(short * height / width), short)
+        else:
+            resized = (size["height"], size["width"])
+        if not self.do_center_crop:
+            return 0, 0, width, height
+        crop_h = min(self.crop_size["height"], resized[0])
+        crop_w = min(self.crop_size["width"], resized[1])
+        top, left = (resized[0] - crop_h) // 2, (resized[1] - crop_w) // 2
+        scale_y, scale_x = height / resized[0], width / resized[1]
+        return (
+            round(left * scale_x),
+            round(top * scale_y),
+            round((left + crop_w) * scale_x),
+            round((top + crop_h) * scale_y),
+        )
+
+
+class DSeqJEPAImageProcessor(_DSeqJEPAProcessingDefaults, TorchvisionBackend):
+    r"""DSeq-JEPA image processor (torchvision backend). Direct resize to 224x224 by default."""
+
+
+class DSeqJEPAImageProcessorPil(_DSeqJEPAProcessingDefaults, PilBackend):
+    r"""DSeq-JEPA image processor (PIL backend), numerically close to the torchvision one."""
+
+
+__all__ = ["DSeqJEPAImageProcessor", "DSeqJEPAImageProcessorPil"]

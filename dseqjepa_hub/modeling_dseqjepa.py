@@ -1,0 +1,398 @@
+"""DSeq-JEPA vision transformer for transformers: outputs, encoder, base model, classification head.
+
+The encoder is the authors' release ViT (METHOD.md sections 1 and 7): conv patch embedding, an
+optional CLS token with a zero position embedding, fixed 2-D sin-cos position embeddings for the
+patches, pre-norm blocks with fused qkv, a final LayerNorm. Its state-dict names are the release's
+(`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.{i}.attn.qkv`, ..., `norm`), so converting a
+release checkpoint is a prefix rename.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+
+from .configuration_dseqjepa import DSeqJEPAConfig
+from .regions import saliency_map
+
+
+def sincos_pos_embed_2d(dim: int, height: int, width: int, device=None) -> torch.Tensor:
+    """I-JEPA's fixed 2-D sin-cos position embedding for a (height, width) patch grid -> (height*width, dim).
+
+    As in I-JEPA (and MAE), the first half of the channels encodes the column index and the second
+    half the row index, each as [sin | cos] over dim/4 frequencies 1 / 10000^(2i/(dim/2)).
+    Computed in float64, returned in float32.
+    """
+    if dim % 4:
+        raise ValueError(f"sin-cos position embeddings need a width divisible by 4, found {dim}")
+    rows, cols = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64, device=device),
+        torch.arange(width, dtype=torch.float64, device=device),
+        indexing="ij",
+    )
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64, device=device) / (dim / 4))  # (dim/4,)
+
+    def embed_1d(positions: torch.Tensor) -> torch.Tensor:
+        angles = positions.reshape(-1, 1) * omega  # (h*w, dim/4)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([embed_1d(cols), embed_1d(rows)], dim=1).float()  # (h*w, dim)
+
+
+@dataclass
+class DSeqJEPAModelOutput(BaseModelOutputWithPooling):
+    r"""
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 1 + num_patches, hidden_size)`):
+        Final-norm tokens, the CLS token first when the model has one.
+    pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+        Mean of the patch tokens of `last_hidden_state` (I-JEPA's evaluation protocol).
+    saliency (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`, *optional*):
+        CLS-similarity saliency of every patch (METHOD.md section 1), with `output_saliency=True`.
+    """
+
+    saliency: torch.FloatTensor | None = None
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain softmax attention that also returns the attention probabilities. (B, H, L, d) in, (B, L, H, d) out."""
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Lq, Lk)
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # (B, Lq, H, d)
+    return attn_output, attn_weights
+
+
+class DSeqJEPAAttention(nn.Module):
+    def __init__(self, config: DSeqJEPAConfig, hidden_size: int, num_heads: int):
+        super().__init__()
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=config.qkv_bias)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, _ = hidden_states.shape
+        qkv = self.qkv(hidden_states).reshape(batch, length, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, d)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self, query, key, value, attention_mask, scaling=self.scaling, dropout=0.0
+        )
+        return self.proj(attn_output.reshape(batch, length, -1)), attn_weights
+
+
+class DSeqJEPAMLP(nn.Module):
+    def __init__(self, config: DSeqJEPAConfig, hidden_size: int, intermediate_size: int):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(hidden_states)))
+
+
+class DSeqJEPABlock(GradientCheckpointingLayer):
+    """Pre-norm transformer block. Sizes default to the encoder's; the pretraining predictor passes its own."""
+
+    def __init__(
+        self,
+        config: DSeqJEPAConfig,
+        hidden_size: int | None = None,
+        num_heads: int | None = None,
+        intermediate_size: int | None = None,
+    ):
+        super().__init__()
+        hidden_size = hidden_size or config.hidden_size
+        num_heads = num_heads or config.num_attention_heads
+        intermediate_size = intermediate_size or config.intermediate_size
+        self.norm1 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.attn = DSeqJEPAAttention(config, hidden_size, num_heads)
+        self.norm2 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.mlp = DSeqJEPAMLP(config, hidden_size, intermediate_size)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.attn(self.norm1(hidden_states), attention_mask)
+        hidden_states = hidden_states + attn_output
+        hidden_states = hidden_states + self.mlp(self.norm2(hidden_states))
+        return hidden_states, attn_weights
+
+
+def additive_attention_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Bool mask (True = may attend), (B, Lk) keys or (B, Lq, Lk) pairs -> additive (B, 1, Lq|1, Lk) in `dtype`."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool:
+        raise ValueError(f"attention_mask must be a bool tensor (True = may attend), found {mask.dtype}")
+    if mask.dim() == 2:
+        mask = mask[:, None, None, :]  # (B, 1, 1, Lk)
+    elif mask.dim() == 3:
+        mask = mask[:, None]  # (B, 1, Lq, Lk)
+    else:
+        raise ValueError(f"attention_mask must be (B, Lk) or (B, Lq, Lk), found shape {tuple(mask.shape)}")
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+class DSeqJEPAPreTrainedModel(PreTrainedModel):
+    config_class = DSeqJEPAConfig
+    config: DSeqJEPAConfig
+    base_model_prefix = "dseqjepa"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["DSeqJEPABlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, DSeqJEPAModel):
+            if module.cls_token is not None:
+                init.trunc_normal_(module.cls_token, mean=0.0, std=std)
+            height, width = module.config.grid_size
+            init.copy_(module.pos_embed, sincos_pos_embed_2d(module.config.hidden_size, height, width)[None])
+        else:
+            super()._init_weights(module)
+
+
+class DSeqJEPAModel(DSeqJEPAPreTrainedModel):
+    """The DSeq-JEPA encoder. `forward` returns final-norm tokens, their patch mean and, on request, the saliency."""
+
+    def __init__(self, config: DSeqJEPAConfig):
+        super().__init__(config)
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if config.use_cls_token else None
+        height, width = config.grid_size
+        # Fixed, never trained; persistent so the state dict keeps the release's `pos_embed`.
+        self.register_buffer("pos_embed", sincos_pos_embed_2d(config.hidden_size, height, width)[None])  # (1, N, D)
+        self.blocks = nn.ModuleList([DSeqJEPABlock(config) for _ in range(config.num_hidden_layers)])
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1 if self.cls_token is not None else 0
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.patch_embed.proj
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool) -> None:
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
+            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+            raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, found {shape}")
+        _, channels, height, width = pixel_values.shape
+        config = self.config
+        if channels != config.num_channels:
+            raise ValueError(
+                f"pixel_values has {channels} channel(s) but the model expects {config.num_channels}: "
+                "convert images to RGB (the image processor does this)"
+            )
+        if height % config.patch_size or width % config.patch_size:
+            raise ValueError(
+                f"input size {height}x{width} is not a multiple of the patch size {config.patch_size}"
+            )
+        if not interpolate_pos_encoding and (height, width) != (config.image_size, config.image_size):
+            raise ValueError(
+                f"input size {height}x{width} differs from the model's {config.image_size}x{config.image_size}; "
+                "pass interpolate_pos_encoding=True to run at another resolution"
+            )
+
+    def embed(
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Pixels -> tokens with position embeddings, CLS first when present: ((B, [1] + N, D), (h, w))."""
+        self._check_pixel_values(pixel_values, interpolate_pos_encoding)
+        patches = self.patch_embed.proj(pixel_values.to(self.patch_embed.proj.weight.dtype))  # (B, D, h, w)
+        height, width = patches.shape[-2:]
+        tokens = patches.flatten(2).transpose(1, 2)  # (B, N, D)
+        if (height, width) == self.config.grid_size:
+            pos_embed = self.pos_embed
+        else:
+            pos_embed = sincos_pos_embed_2d(self.config.hidden_size, height, width, device=tokens.device)[None]
+        tokens = tokens + pos_embed.to(tokens.dtype)
+        if self.cls_token is not None:  # the CLS token's position embedding is zero
+            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
+        return tokens, (height, width)
+
+    def encode(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        capture_block: int | None = None,
+    ) -> tuple[torch.Tensor, tuple | None, tuple | None, torch.Tensor | None]:
+        """Run the blocks and the final norm on (B, L, D) tokens.
+
+        attention_mask: bool, (B, L) keys or (B, L, L) query-key pairs, True = may attend.
+        Returns (final-norm tokens, hidden states (embeddings + every block) or None, attentions or None,
+        the output of block `capture_block` or None).
+        """
+        mask = additive_attention_mask(attention_mask, tokens.dtype)
+        hidden_states = (tokens,) if output_hidden_states else None
+        attentions = () if output_attentions else None
+        captured = None
+        for index, block in enumerate(self.blocks):
+            tokens, attn_weights = block(tokens, mask)
+            if output_hidden_states:
+                hidden_states += (tokens,)
+            if output_attentions:
+                attentions += (attn_weights,)
+            if index == capture_block:
+                captured = tokens
+        return self.norm(tokens), hidden_states, attentions, captured
+
+    def saliency_from_block(self, block_output: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+        """(B, [1] + N, D) output of the saliency block -> (B, h, w) CLS-similarity saliency (METHOD.md 1)."""
+        keys = self.norm(block_output[:, self.num_prefix_tokens :])  # (B, N, D)
+        if self.config.saliency_query == "cls_token":
+            query = self.cls_token[0, 0]  # (D,) the learnable parameter, not the CLS output
+        else:
+            query = keys.mean(dim=1)  # (B, D) fallback for encoders without a CLS token
+        return saliency_map(query, keys, grid_size)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        output_saliency: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> DSeqJEPAModelOutput | tuple:
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        if output_attentions and self.config._attn_implementation != "eager":
+            raise ValueError(
+                f"output_attentions=True needs attn_implementation='eager' (the model uses "
+                f"'{self.config._attn_implementation}'): load it with attn_implementation='eager'"
+            )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+
+        tokens, grid_size = self.embed(pixel_values, bool(interpolate_pos_encoding))
+        last_hidden_state, hidden_states, attentions, saliency_block = self.encode(
+            tokens,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            capture_block=self.config.saliency_layer if output_saliency else None,
+        )
+        pooled = last_hidden_state[:, self.num_prefix_tokens :].mean(dim=1)  # (B, D)
+        saliency = self.saliency_from_block(saliency_block, grid_size) if output_saliency else None
+        output = DSeqJEPAModelOutput(
+            last_hidden_state=last_hidden_state,
+            pooler_output=pooled,
+            hidden_states=hidden_states,
+            attentions=attentions,
+            saliency=saliency,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class DSeqJEPAForImageClassification(DSeqJEPAPreTrainedModel):
+    """A linear head over pooled encoder features; with `classifier_batchnorm` and `freeze_backbone` the
+    paper's linear probe (affine-free BatchNorm, then a linear layer, on a frozen encoder)."""
+
+    def __init__(self, config: DSeqJEPAConfig):
+        super().__init__(config)
+        if config.classifier_pooling != "mean" and not config.use_cls_token:
+            raise ValueError(
+                f"DSeqJEPAConfig.classifier_pooling: {config.classifier_pooling!r} needs a CLS token "
+                "(use_cls_token=True); use 'mean'"
+            )
+        self.num_labels = config.num_labels
+        self.dseqjepa = DSeqJEPAModel(config)
+        features = config.hidden_size * (2 if config.classifier_pooling == "cls+mean" else 1)
+        self.batchnorm = nn.BatchNorm1d(features, affine=False, eps=1e-6) if config.classifier_batchnorm else None
+        self.classifier = nn.Linear(features, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        if config.freeze_backbone:
+            self.dseqjepa.requires_grad_(False)
+        self.post_init()
+
+    def pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        """(B, [1] + N, D) -> (B, D) or (B, 2D) as `classifier_pooling` says."""
+        patch_mean = last_hidden_state[:, self.dseqjepa.num_prefix_tokens :].mean(dim=1)
+        if self.config.classifier_pooling == "mean":
+            return patch_mean
+        if self.config.classifier_pooling == "cls":
+            return last_hidden_state[:, 0]
+        return torch.cat([last_hidden_state[:, 0], patch_mean], dim=-1)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput | tuple:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
+            outputs = self.dseqjepa(
+                pixel_values,
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
+                interpolate_pos_encoding=interpolate_pos_encoding,
+                return_dict=True,
+            )
+        features = self.pool(outputs.last_hidden_state)
+        if self.batchnorm is not None:
+            features = self.batchnorm(features)
+        logits = self.classifier(features)
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        output = ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "DSeqJEPABlock",
+    "DSeqJEPAForImageClassification",
+    "DSeqJEPAModel",
+    "DSeqJEPAModelOutput",
+    "DSeqJEPAPreTrainedModel",
+    "sincos_pos_embed_2d",
+]
