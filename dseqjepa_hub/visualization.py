@@ -53,16 +53,16 @@ def draw_regions(
     image = image.convert("RGB")
     width, height = image.size
     line_width = max(1, round(math.sqrt(width * height) / 250))
-    font = ImageFont.load_default(size=max(9, round(math.sqrt(width * height) / 28)))
+    font = ImageFont.load_default(size=max(9, round(math.sqrt(width * height) / 36)))
 
-    pixels = np.asarray(image, dtype=np.float32).copy()  # (H, W, 3)
+    pixels = np.array(image)  # (H, W, 3) uint8
     foreground = [region for region in regions if not region["is_background"]]
     for region in foreground:
         mask = _checked_mask(region, (height, width))
         color = np.array(region_color(region["rank"]), dtype=np.float32)
-        pixels[mask] = (1 - alpha) * pixels[mask] + alpha * color
-        pixels[_inner_outline(mask, line_width)] = color
-    overlay = Image.fromarray(np.round(pixels).astype(np.uint8))
+        pixels[mask] = np.round((1 - alpha) * pixels[mask] + alpha * color).astype(np.uint8)
+        pixels[_inner_outline(mask, line_width)] = color.astype(np.uint8)
+    overlay = Image.fromarray(pixels)
 
     draw = ImageDraw.Draw(overlay)
     for region in foreground:

@@ -1,0 +1,188 @@
+"""Safe image loading: every conversion and every bad-file case, each with its message."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dseqjepa_hub.image_io import ImageLoadError, find_images, load_image, load_images, to_rgb
+
+RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
+
+
+def two_halves(width=60, height=40) -> Image.Image:
+    """Left half red, right half blue: orientation changes are visible."""
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[:, : width // 2] = RED
+    pixels[:, width // 2 :] = BLUE
+    return Image.fromarray(pixels)
+
+
+def write_good_jpeg(path: Path) -> Path:
+    two_halves().save(path, quality=95)
+    return path
+
+
+def write_truncated_jpeg(path: Path) -> Path:
+    source = path.with_name("full_" + path.name)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(source)
+    data = source.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def write_zero_byte(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def write_text(path: Path) -> Path:
+    path.write_text("this is not an image\n")
+    return path
+
+
+BAD_FILES = {
+    "truncated.jpg": (write_truncated_jpeg, "truncated or corrupt image data"),
+    "empty.png": (write_zero_byte, "empty file (0 bytes)"),
+    "notes.jpg": (write_text, "not an image file that Pillow can read"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_file_has_its_message(tmp_path, name):
+    write, message = BAD_FILES[name]
+    path = write(tmp_path / name)
+    with pytest.raises(ImageLoadError) as raised:
+        load_image(path)
+    assert raised.value.path == path
+    assert message in raised.value.reason
+    assert str(path) in str(raised.value)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ImageLoadError, match="file not found"):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        load_image(tmp_path)
+
+
+@pytest.mark.parametrize("limit_factor", [0.3, 0.9])  # above 2x the limit Pillow raises, between 1x and 2x it warns
+def test_decompression_bomb_refused(tmp_path, monkeypatch, limit_factor):
+    path = write_good_jpeg(tmp_path / "big.jpg")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(60 * 40 * limit_factor))
+    with pytest.raises(ImageLoadError) as raised:
+        load_image(path)
+    assert "decompression bomb" in raised.value.reason
+    assert "MAX_IMAGE_PIXELS" in raised.value.reason
+
+
+def test_exif_orientation_applied(tmp_path):
+    image = two_halves()  # stored 60 wide, 40 high
+    exif = image.getexif()
+    exif[0x0112] = 6  # display = stored rotated 90 degrees clockwise
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif, quality=95)
+    loaded = np.asarray(load_image(path)).astype(int)
+    assert loaded.shape == (60, 40, 3)
+    # The stored left (red) half is on top once rotated clockwise.
+    assert np.abs(loaded[5, 20] - RED).max() < 40
+    assert np.abs(loaded[55, 20] - BLUE).max() < 40
+
+
+def test_cmyk_converted(tmp_path):
+    path = tmp_path / "cmyk.tif"
+    two_halves().convert("CMYK").save(path)  # lossless
+    loaded = load_image(path)
+    assert loaded.mode == "RGB"
+    assert np.array_equal(np.asarray(loaded), np.asarray(two_halves()))
+
+
+def test_cmyk_jpeg_converted(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    two_halves().convert("CMYK").save(path, quality=95)
+    loaded = np.asarray(load_image(path)).astype(int)
+    assert np.abs(loaded[20, 5] - RED).max() < 40 and np.abs(loaded[20, 55] - BLUE).max() < 40
+
+
+def test_sixteen_bit_scaled(tmp_path):
+    values = np.array([[0, 257 * 100, 65535]], dtype=np.uint16)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode == "I;16"
+    loaded = np.asarray(load_image(path))
+    assert loaded.shape == (1, 3, 3)
+    assert loaded[0, :, 0].tolist() == [0, 100, 255]
+    assert (loaded == loaded[..., :1]).all()  # grey
+
+
+def test_thirty_two_bit_integer_and_float(tmp_path):
+    assert np.asarray(to_rgb(Image.fromarray(np.array([[0, 65535]], dtype=np.int32), mode="I")))[0, :, 0].tolist() == [0, 255]
+    wide = np.array([[-1000, 0, 1000]], dtype=np.int32)  # outside 16 bits: min-max
+    assert np.asarray(to_rgb(Image.fromarray(wide, mode="I")))[0, :, 0].tolist() == [0, 128, 255]
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32)).save(path)
+    assert np.asarray(load_image(path))[0, :, 0].tolist() == [0, 128, 255]
+    unbounded = Image.fromarray(np.array([[10.0, 20.0, 30.0]], dtype=np.float32))
+    assert np.asarray(to_rgb(unbounded))[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_palette_transparency_on_white(tmp_path):
+    indices = np.zeros((4, 4), dtype=np.uint8)
+    indices[:, 2:] = 1
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    path = tmp_path / "palette.png"
+    image.save(path, transparency=0)  # index 0 (black) transparent
+    loaded = np.asarray(load_image(path))
+    assert loaded[:, :2].reshape(-1, 3).tolist() == [list(WHITE)] * 8
+    assert loaded[:, 2:].reshape(-1, 3).tolist() == [list(RED)] * 8
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+def test_alpha_composited_on_white(tmp_path, mode):
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[..., :3] = 100
+    rgba[0, 0, 3] = 255  # opaque
+    rgba[0, 1, 3] = 0  # transparent
+    rgba[1, :, 3] = 128  # half
+    path = tmp_path / f"alpha_{mode}.png"
+    Image.fromarray(rgba, mode="RGBA").convert(mode).save(path)
+    loaded = np.asarray(load_image(path)).astype(int)
+    assert loaded[0, 0].tolist() == [100] * 3
+    assert loaded[0, 1].tolist() == [255] * 3
+    assert np.abs(loaded[1, 0] - (100 * 128 + 255 * 127) / 255).max() <= 1
+
+
+def test_grey_and_bilevel_to_rgb(tmp_path):
+    for mode in ("L", "1"):
+        path = tmp_path / f"grey_{mode}.png"
+        Image.new(mode, (3, 2), 1 if mode == "1" else 77).save(path)
+        loaded = load_image(path)
+        assert loaded.mode == "RGB" and loaded.size == (3, 2)
+        assert np.asarray(loaded)[0, 0].tolist() == ([255] * 3 if mode == "1" else [77] * 3)
+
+
+def test_batch_keeps_good_files_and_lists_failures(tmp_path):
+    good = write_good_jpeg(tmp_path / "good.jpg")
+    bad = [write(tmp_path / name) for name, (write, _) in sorted(BAD_FILES.items())]
+    also_good = tmp_path / "also_good.png"
+    two_halves(8, 8).save(also_good)
+    images, failures = load_images([good, *bad, also_good])
+    assert [path for path, _ in images] == [good, also_good]
+    assert all(image.mode == "RGB" for _, image in images)
+    assert [path for path, _ in failures] == bad
+    for (_, reason), name in zip(failures, sorted(BAD_FILES)):
+        assert BAD_FILES[name][1] in reason
+
+
+def test_find_images_walks_sorted_skips_hidden_keeps_explicit(tmp_path):
+    root = tmp_path / "photos"
+    (root / "b").mkdir(parents=True)
+    (root / ".cache").mkdir()
+    for relative in ("b/z.JPG", "b/a.png", "top.webp", "readme.txt", ".hidden.jpg", ".cache/x.png"):
+        (root / relative).write_bytes(b"x")
+    explicit = tmp_path / "notes.txt"
+    explicit.write_text("x")
+    found = find_images([root, explicit, root / "top.webp"])
+    assert found == [root / "b/a.png", root / "b/z.JPG", root / "top.webp", explicit]
