@@ -1,0 +1,6 @@
+"""Pretraining: DSeq-JEPA, the I-JEPA baseline and the release's mixed curriculum (`dseqjepa train`)."""
+
+from .config import ConfigError, TrainConfig, load_config
+from .trainer import TrainingDiverged, TrainResult, train
+
+__all__ = ["ConfigError", "TrainConfig", "TrainResult", "TrainingDiverged", "load_config", "train"]

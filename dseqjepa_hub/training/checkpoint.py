@@ -1,0 +1,127 @@
+"""Training checkpoints: written atomically, found by `--resume`, loaded without unpickling code.
+
+Layout (one folder per checkpoint):
+    OUTPUT/checkpoints/step_000123/
+        context_encoder.safetensors  target_encoder.safetensors  (DSeqJEPAModel state-dict names)
+        predictor.safetensors        (the release's predictor names)
+        config.json                  (DSeqJEPAConfig of the encoders)
+        config.yaml                  (the effective training config)
+        trainer_state.pt             (optimizer, step, RNG states; torch.load(weights_only=True))
+        complete                     (written last)
+A checkpoint is written into a hidden temporary folder beside it and renamed into place once
+complete, so a kill at any moment leaves every earlier checkpoint intact; leftovers of an
+interrupted write are hidden folders that `latest_checkpoint` ignores and the next save removes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import TrainConfig, save_config
+
+CHECKPOINT_DIR = "checkpoints"
+NETWORK_FILES = {
+    "context_encoder": "context_encoder.safetensors",
+    "target_encoder": "target_encoder.safetensors",
+    "predictor": "predictor.safetensors",
+}
+TRAINER_STATE = "trainer_state.pt"
+COMPLETE_MARKER = "complete"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def _save_network(module: nn.Module, path: Path) -> None:
+    save_file({name: tensor.detach().contiguous().cpu() for name, tensor in module.state_dict().items()},
+              str(path), metadata={"format": "pt"})
+
+
+def rng_states() -> dict:
+    """RNG states of python, numpy, torch and CUDA as tensors and plain values (weights_only-safe)."""
+    numpy_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2]),
+                  "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    numpy = states["numpy"]
+    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
+                         numpy["cached_gaussian"]))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(output_dir: str | os.PathLike, step: int, networks: dict[str, nn.Module],
+                    trainer_state: dict, config: TrainConfig, keep: int = 0) -> Path:
+    """Write checkpoint `step` atomically and keep only the newest `keep` (0: all). Returns its folder."""
+    root = Path(output_dir) / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    for leftover in root.glob(".tmp_*"):  # an interrupted earlier write
+        shutil.rmtree(leftover, ignore_errors=True)
+    final = root / checkpoint_name(step)
+    temporary = root / f".tmp_{checkpoint_name(step)}_{os.getpid()}"
+    temporary.mkdir()
+    for name, filename in NETWORK_FILES.items():
+        _save_network(networks[name], temporary / filename)
+    networks["context_encoder"].config.to_json_file(str(temporary / "config.json"))
+    save_config(config, temporary / "config.yaml")
+    torch.save(trainer_state, temporary / TRAINER_STATE)
+    (temporary / COMPLETE_MARKER).write_text(f"{step}\n")
+    if final.exists():  # re-saving a step: move the old one aside, then swap
+        stale = root / f".tmp_stale_{checkpoint_name(step)}_{os.getpid()}"
+        os.replace(final, stale)
+        os.replace(temporary, final)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        os.replace(temporary, final)
+    if keep > 0:
+        for old in complete_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def complete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoint folders, oldest first."""
+    root = Path(output_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = _STEP_DIR.match(path.name)
+        if match and (path / COMPLETE_MARKER).is_file():
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    checkpoints = complete_checkpoints(output_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+    """(state dicts of the three networks, trainer state) of one checkpoint folder."""
+    path = Path(path)
+    if not (path / COMPLETE_MARKER).is_file():
+        raise FileNotFoundError(f"{path}: not a complete checkpoint (no '{COMPLETE_MARKER}' marker)")
+    networks = {name: load_file(str(path / filename)) for name, filename in NETWORK_FILES.items()}
+    trainer_state = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=True)
+    return networks, trainer_state
