@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES = (
     "dseqjepa_hub.cli_info",
+    "dseqjepa_hub.datakit.cli",
 )
 
 
