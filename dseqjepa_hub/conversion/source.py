@@ -1,0 +1,33 @@
+"""What every reader returns: the encoder under release names, its sizes, and an independent reference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .layout import EncoderLayout
+
+
+@dataclass
+class SourceCheckpoint:
+    """One checkpoint, read and renamed.
+
+    encoder: the encoder tensors under DSeqJEPAModel's state-dict (= the release's) names.
+    reference: the source architecture, built independently of the DSeq-JEPA core (timm or
+        transformers) from the source tensors: images (B, C, H, W) -> tokens (B, [1] + N, D),
+        in the order of DSeqJEPAModel's `last_hidden_state`.
+    config_overrides: DSeqJEPAConfig fields beyond the layout (layer_norm_eps, predictor sizes ...).
+    predictor: the pretraining predictor's tensors (release names) when asked for, else None.
+    provenance: what conversion.json records about the source (format, file, encoder, license ...).
+    notes: things the user should know (dropped heads, folded position embeddings ...).
+    """
+
+    encoder: dict[str, torch.Tensor]
+    layout: EncoderLayout
+    reference: Callable[[torch.Tensor], torch.Tensor]
+    config_overrides: dict = field(default_factory=dict)
+    predictor: dict[str, torch.Tensor] | None = None
+    provenance: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
