@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = (
     "dseqjepa_hub.cli_info",
     "dseqjepa_hub.datakit.cli",
+    "dseqjepa_hub.training.cli",
 )
 
 
