@@ -37,3 +37,5 @@ DSeqJEPAImageProcessor.register_for_auto_class("AutoImageProcessor")
 DSeqJEPAImageProcessorPil.register_for_auto_class("AutoImageProcessor")
 
 __version__ = "0.1.0"
+
+from .regions import Regions, extract_regions, region_dicts  # noqa: E402  (regions API)
