@@ -1,0 +1,320 @@
+"""Publishing a model folder to the Hugging Face Hub: staging, the model card, the upload.
+
+`stage` writes exactly what will be uploaded into a folder: the model re-saved with its remote
+code and the saliency-ranking pipeline (config.json with `auto_map` and `custom_pipelines`,
+model.safetensors, preprocessor_config.json, the `.py` files), README.md from the `model_card.md`
+template, and the extras found beside the model (predictor.safetensors, conversion.json,
+eval_results.json). The folder is loaded and run, and the card metadata checked, before any
+network call. `push` then makes one commit with huggingface_hub (create_repo, create_branch for a
+new --revision, create_commit).
+
+Evaluation files: what `dseqjepa eval --out FILE.json` writes (one object: task, dataset, split,
+metric, value, ...), a list of such objects, or {"results": [...]}. Per result, dataset, metric and
+value are required; task (`linear`, `knn`, `regions` or a Hub task id), split, dataset_name and
+protocol are optional. DIR/eval_results.json is read when present; the staged folder gets all
+results, normalised, in eval_results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from . import __version__
+from .configuration_dseqjepa import DSeqJEPAConfig
+from .image_processing_dseqjepa import DSeqJEPAImageProcessor
+from .modeling_dseqjepa import DSeqJEPAModel
+from .pipeline_saliency_ranking import rank_regions, save_pretrained_with_pipeline
+
+CARD_TEMPLATE = files("dseqjepa_hub") / "model_card.md"
+EVAL_FILE = "eval_results.json"
+EXTRA_FILES = ("predictor.safetensors", "conversion.json")
+TAGS = ["dseq-jepa", "jepa", "self-supervised-learning", "vision-transformer", "saliency", "image-feature-extraction"]
+PIPELINE_TAG = "image-feature-extraction"
+EVAL_TASKS = {  # `dseqjepa eval --task` -> (Hub task type, protocol)
+    "linear": ("image-classification", "linear probe (frozen encoder)"),
+    "knn": ("image-classification", "k-NN (frozen encoder)"),
+    "regions": ("image-feature-extraction", "region quality (top-1 region on an object)"),
+}
+
+
+class HubError(Exception):
+    """A folder, card or repo id that cannot be published, with the reason in words."""
+
+
+def check_repo_id(repo_id: str) -> None:
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise HubError(f"--repo-id {repo_id!r}: {error}") from None
+    if repo_id.count("/") != 1:
+        raise HubError(f"--repo-id {repo_id!r}: expected ORG/NAME")
+
+
+def load_model_folder(model_dir: Path) -> tuple[DSeqJEPAModel, DSeqJEPAImageProcessor]:
+    """Load the folder and rank the regions of one image with it: a folder that fails here is refused."""
+    if not (model_dir / "config.json").is_file():
+        raise HubError(f"{model_dir}: not a model folder (no config.json)")
+    try:
+        model = DSeqJEPAModel.from_pretrained(model_dir).eval()
+        if (model_dir / "preprocessor_config.json").is_file():
+            processor = DSeqJEPAImageProcessor.from_pretrained(model_dir)
+        else:
+            processor = DSeqJEPAImageProcessor.from_model_config(model.config)
+        config = model.config
+        pixel_values = torch.zeros(1, config.num_channels, config.image_size, config.image_size)
+        with torch.no_grad():
+            rank_regions(model, pixel_values)
+    except Exception as error:  # noqa: BLE001 - any failure means: do not publish
+        raise HubError(f"{model_dir}: the folder does not load or run as a DSeq-JEPA model: {error}") from error
+    return model, processor
+
+
+def read_eval_results(path: Path) -> list[dict]:
+    """Rows of one evaluation file (schema in the module docstring), checked and normalised."""
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise HubError(f"{path}: not a readable JSON file ({error})") from None
+    rows = loaded.get("results", [loaded]) if isinstance(loaded, dict) else loaded
+    if not isinstance(rows, list) or not rows:
+        raise HubError(f"{path}: expected a result object, {{'results': [...]}} or a non-empty list of results")
+    checked = []
+    for index, row in enumerate(rows):
+        missing = [key for key in ("dataset", "metric", "value") if not isinstance(row, dict) or key not in row]
+        if missing:
+            raise HubError(f"{path}: result {index} lacks {missing}")
+        if isinstance(row["value"], bool) or not isinstance(row["value"], (int, float)):
+            raise HubError(f"{path}: result {index}: value must be a number, found {row['value']!r}")
+        task = row.get("task", "image-classification")
+        task_type, protocol = EVAL_TASKS.get(task, (task, ""))
+        checked.append({
+            "task": task_type,
+            "dataset": str(row["dataset"]),
+            "dataset_name": str(row.get("dataset_name", row["dataset"])),
+            "split": str(row.get("split", "test")),
+            "protocol": str(row.get("protocol", protocol)),
+            "metric": str(row["metric"]),
+            "value": row["value"],
+        })
+    return checked
+
+
+def _training_text(provenance: dict) -> str:
+    fmt = provenance.get("format")
+    if fmt in ("ijepa-release", "hf-ijepa"):
+        return ("Weights converted from I-JEPA (Assran et al., 2023), pretrained without labels on ImageNet "
+                "with I-JEPA's multi-block objective; DSeq-JEPA's region ranking is applied at inference only.")
+    if fmt == "dseq-release":
+        return ("Weights converted from the DSeq-JEPA authors' release. Their ViT-B/16 recipe: ImageNet-1k, "
+                "224 px, 600 epochs, batch 2048, AdamW (LR 2e-4 -> 8e-4 over 15 warm-up epochs, cosine to 1e-4, "
+                "weight decay 0.04 -> 0.4), EMA 0.996 -> 1.0, random-resized crops (0.3, 1.0), predictor "
+                "depth 6 width 192, DSeq steps mixed with I-JEPA multi-block steps.")
+    if fmt == "timm":
+        return "Weights converted from a timm VisionTransformer checkpoint; see the source model for its training."
+    recipe = provenance.get("training_config")
+    if fmt == "training" and recipe:
+        keys = ("method", "epochs", "batch_size", "lr", "weight_decay", "ema_start", "crop_scale", "precision")
+        items = ", ".join(f"{key} {recipe[key]}" for key in keys if key in recipe)
+        return f"Pretrained with `dseqjepa train` ({provenance.get('source', 'checkpoint')}): {items}."
+    return "Pretrained with DSeq-JEPA's self-supervised objective; no further training record was supplied."
+
+
+def render_card(
+    config: DSeqJEPAConfig,
+    repo_id: str,
+    *,
+    num_parameters: int,
+    license: str,
+    datasets: list[str] | None,
+    base_model: str | None,
+    provenance: dict,
+    eval_rows: list[dict],
+) -> ModelCard:
+    """README.md from the model_card.md template, its YAML metadata checked."""
+    model_name = repo_id.split("/")[-1]
+    eval_results = [
+        EvalResult(
+            task_type=row["task"], dataset_type=row["dataset"], dataset_name=row["dataset_name"],
+            dataset_split=row["split"], metric_type=row["metric"], metric_value=row["value"],
+            task_name=row["protocol"] or None,
+        )
+        for row in eval_rows
+    ] or None
+    try:
+        card_data = ModelCardData(
+            library_name="transformers", pipeline_tag=PIPELINE_TAG, tags=TAGS, license=license,
+            datasets=datasets or None, base_model=base_model, model_name=model_name, eval_results=eval_results,
+        )
+    except (ValueError, TypeError) as error:
+        raise HubError(f"the model card metadata does not validate: {error}") from None
+    grid = config.image_size // config.patch_size
+    source = provenance.get("format")
+    source_text = (
+        f"Converted from a `{source}` checkpoint"
+        + (f" ([{base_model}](https://huggingface.co/{base_model}))" if base_model else "")
+        + f"; the conversion was checked against the source architecture (max abs difference "
+        f"{provenance.get('max_abs_difference', float('nan')):.1e}, fp32)."
+        if source and source != "training" else ""
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(CARD_TEMPLATE),
+        model_name=model_name,
+        repo_id=repo_id,
+        size_text=f"width {config.hidden_size}, depth {config.num_hidden_layers}, patch {config.patch_size}, "
+        f"{config.image_size} px",
+        source_text=source_text,
+        training_text=_training_text(provenance),
+        eval_rows=eval_rows,
+        num_parameters=f"{num_parameters / 1e6:.1f} M",
+        num_tokens=grid * grid + int(config.use_cls_token),
+        grid_size=grid,
+        **{key: getattr(config, key) for key in (
+            "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
+            "image_size", "use_cls_token", "saliency_query", "saliency_layer", "min_region_fraction",
+            "num_regions", "image_mean", "image_std",
+        )},
+    )
+    check_card(card.content, expect_eval=len(eval_rows))
+    return card
+
+
+def check_card(content: str, expect_eval: int = 0) -> None:
+    """Parse README.md back and check the metadata the Hub needs (locally: no network)."""
+    try:
+        data = ModelCard(content).data
+    except (ValueError, TypeError) as error:
+        raise HubError(f"the model card metadata does not parse: {error}") from None
+    problems = []
+    if data.library_name != "transformers":
+        problems.append(f"library_name {data.library_name!r}, expected 'transformers'")
+    if data.pipeline_tag != PIPELINE_TAG:
+        problems.append(f"pipeline_tag {data.pipeline_tag!r}, expected {PIPELINE_TAG!r}")
+    if not data.license:
+        problems.append("no license")
+    if len(data.eval_results or []) != expect_eval:
+        problems.append(f"{len(data.eval_results or [])} eval results, expected {expect_eval}")
+    if problems:
+        raise HubError("the model card metadata does not validate: " + "; ".join(problems))
+
+
+def _check_empty(folder: Path, what: str) -> None:
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise HubError(f"{what} {folder} exists and is not an empty folder")
+
+
+def _add_classification_auto_class(config_file: Path) -> None:
+    """Let the card's fine-tuning example load the encoder into the classification head by repo id."""
+    config = json.loads(config_file.read_text())
+    config.setdefault("auto_map", {})["AutoModelForImageClassification"] = (
+        "modeling_dseqjepa.DSeqJEPAForImageClassification"
+    )
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def stage(
+    model_dir: str | os.PathLike,
+    stage_dir: str | os.PathLike,
+    *,
+    repo_id: str,
+    license: str | None = None,
+    datasets: list[str] | None = None,
+    base_model: str | None = None,
+    eval_files: list[str | os.PathLike] | None = None,
+) -> list[str]:
+    """Write the folder to upload into `stage_dir` (absent or empty); returns its file names."""
+    model_dir, stage_dir = Path(model_dir), Path(stage_dir)
+    check_repo_id(repo_id)
+    _check_empty(stage_dir, "--stage-dir")
+    model, processor = load_model_folder(model_dir)
+    provenance_file = model_dir / "conversion.json"
+    provenance = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}
+    license = license or provenance.get("license")
+    if not license:
+        raise HubError(f"{model_dir}: no license known for these weights: pass --license (e.g. apache-2.0)")
+    eval_paths = [Path(path) for path in eval_files or []]
+    if (model_dir / EVAL_FILE).is_file():
+        eval_paths.insert(0, model_dir / EVAL_FILE)
+    eval_rows = [row for path in eval_paths for row in read_eval_results(path)]
+    card = render_card(
+        model.config, repo_id, num_parameters=model.num_parameters(), license=license, datasets=datasets,
+        base_model=base_model or provenance.get("base_model"), provenance=provenance, eval_rows=eval_rows,
+    )
+
+    stage_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=stage_dir.parent, prefix=f".{stage_dir.name}.partial-"))
+    try:
+        save_pretrained_with_pipeline(model, processor, partial)
+        _add_classification_auto_class(partial / "config.json")
+        for name in EXTRA_FILES:
+            if (model_dir / name).is_file():
+                shutil.copy2(model_dir / name, partial / name)
+        if eval_rows:
+            (partial / EVAL_FILE).write_text(json.dumps({"results": eval_rows}, indent=1) + "\n")
+        card.save(partial / "README.md")
+        if stage_dir.exists():
+            stage_dir.rmdir()
+        os.replace(partial, stage_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return sorted(str(path.relative_to(stage_dir)) for path in stage_dir.rglob("*") if path.is_file())
+
+
+def push(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    dry_run: bool = False,
+    stage_dir: str | os.PathLike | None = None,
+    log=print,
+    **card_options,
+):
+    """Stage `model_dir` and upload it in one commit (`HF_ENDPOINT`, `HF_TOKEN` honoured).
+
+    dry_run: stage into `stage_dir` and stop before any network call. Returns the CommitInfo, or the
+    staged file names on a dry run.
+    """
+    if dry_run and stage_dir is None:
+        raise HubError("--dry-run needs --stage-dir, the folder that shows what would be uploaded")
+    temporary = None if stage_dir is not None else tempfile.mkdtemp(prefix="dseqjepa-push-")
+    folder = Path(stage_dir) if stage_dir is not None else Path(temporary) / "staged"
+    try:
+        names = stage(model_dir, folder, repo_id=repo_id, **card_options)
+        log(f"staged {len(names)} files in {folder}: {', '.join(names)}")
+        if dry_run:
+            return names
+        api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=os.environ.get("HF_TOKEN") or None)
+        message = commit_message or f"Upload DSeq-JEPA model with dseqjepa-hub {__version__}"
+        # create_commit, not upload_folder: with hf_xet installed, upload_folder may split a folder
+        # into several commits; the staged folder goes up as exactly one.
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in names]
+        try:
+            api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+            if revision and not create_pr:
+                api.create_branch(repo_id, repo_type="model", branch=revision, exist_ok=True)
+            commit = api.create_commit(
+                repo_id=repo_id, repo_type="model", operations=operations, commit_message=message,
+                revision=revision, create_pr=create_pr,
+            )
+        except HfHubHTTPError as error:
+            raise HubError(f"upload to {repo_id} failed: {error}") from None
+        log(f"uploaded to {getattr(commit, 'pr_url', None) or getattr(commit, 'commit_url', repo_id)}")
+        return commit
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
