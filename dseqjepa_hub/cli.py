@@ -14,6 +14,8 @@ import sys
 COMMAND_MODULES = (
     "dseqjepa_hub.cli_info",
     "dseqjepa_hub.datakit.cli",
+    "dseqjepa_hub.conversion.cli",
+    "dseqjepa_hub.cli_hub",
     "dseqjepa_hub.training.cli",
 )
 
