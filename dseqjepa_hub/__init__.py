@@ -38,4 +38,11 @@ DSeqJEPAImageProcessorPil.register_for_auto_class("AutoImageProcessor")
 
 __version__ = "0.1.0"
 
+from .pipeline_saliency_ranking import (  # noqa: E402  (the saliency-ranking pipeline)
+    SaliencyRankingPipeline,
+    register_saliency_ranking_pipeline,
+    save_pretrained_with_pipeline,
+)
+
+register_saliency_ranking_pipeline()  # pipeline("saliency-ranking", ...) in this process
 from .regions import Regions, extract_regions, region_dicts  # noqa: E402  (regions API)

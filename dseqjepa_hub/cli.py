@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES = (
     "dseqjepa_hub.cli_info",
+    "dseqjepa_hub.cli_regions",
     "dseqjepa_hub.datakit.cli",
     "dseqjepa_hub.conversion.cli",
     "dseqjepa_hub.cli_hub",

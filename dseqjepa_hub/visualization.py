@@ -53,7 +53,7 @@ def draw_regions(
     image = image.convert("RGB")
     width, height = image.size
     line_width = max(1, round(math.sqrt(width * height) / 250))
-    font = ImageFont.load_default(size=max(9, round(math.sqrt(width * height) / 36)))
+    font = ImageFont.load_default(size=max(10, round(math.sqrt(width * height) / 30)))
 
     overlay = image.copy()
     foreground = [region for region in regions if not region["is_background"]]

@@ -1,0 +1,172 @@
+"""The "saliency-ranking" pipeline: ranked discriminative regions of images.
+
+Remote code: this file travels inside saved model folders (see `save_pretrained_with_pipeline`)
+so that `pipeline("saliency-ranking", model=repo_or_folder, trust_remote_code=True)` runs from
+the folder alone. It imports only torch / transformers / numpy / PIL and its sibling core files.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoModel, Pipeline
+from transformers.image_utils import load_image
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .regions import extract_regions, region_dicts
+
+TASK = "saliency-ranking"
+
+
+def rank_regions(
+    model: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    *,
+    min_region_fraction: float | None = None,
+    num_regions: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """One forward pass -> saliency, ranked regions and embeddings, all batched on the model's device.
+
+    Returns saliency (B, h, w), masks (B, R, h, w) bool, scores (B, R), valid (B, R) bool,
+    region_embeddings (B, R, D) (mean of each region's last-layer patch features, zero for
+    empty regions) and pooler_output (B, D). Defaults come from the model config.
+    """
+    config = model.config
+    outputs = model(pixel_values=pixel_values, output_saliency=True)
+    regions = extract_regions(
+        outputs.saliency,
+        min_region_fraction=config.min_region_fraction if min_region_fraction is None else min_region_fraction,
+        num_regions=config.num_regions if num_regions is None else num_regions,
+    )
+    patches = outputs.last_hidden_state[:, 1:] if config.use_cls_token else outputs.last_hidden_state  # (B, N, D)
+    weights = regions.masks.flatten(2).to(patches.dtype)  # (B, R, N)
+    region_embeddings = weights @ patches / weights.sum(-1, keepdim=True).clamp(min=1)  # (B, R, D)
+    return {
+        "saliency": outputs.saliency,
+        "masks": regions.masks,
+        "scores": regions.scores,
+        "valid": regions.valid,
+        "region_embeddings": region_embeddings,
+        "pooler_output": outputs.pooler_output,
+    }
+
+
+class SaliencyRankingPipeline(Pipeline):
+    """Rank the discriminative regions of images with a DSeq-JEPA model (METHOD.md sections 1-2).
+
+    Inputs: a path, a PIL image, a numpy array (H, W), (H, W, 3) or (H, W, 4), uint8 or float in
+    [0, 1], or a list of them. Parameters (defaults from the model config where they exist):
+    `min_region_fraction`, `num_regions` (background slot included), `include_background`
+    (True), `return_embeddings` (False: add each region's `embedding` (D,)), `return_saliency`
+    (False: add the image's `saliency` map (h, w) to each region dict, the same array).
+    Returns one list of region dicts per image (docs/ARCHITECTURE.md), ranked, background last.
+    """
+
+    _load_processor = False
+    _load_image_processor = True
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def _sanitize_parameters(
+        self,
+        min_region_fraction=None,
+        num_regions=None,
+        include_background=None,
+        return_embeddings=None,
+        return_saliency=None,
+        timeout=None,
+    ):
+        preprocess_params = {} if timeout is None else {"timeout": timeout}
+        forward_params = {}
+        if min_region_fraction is not None:
+            forward_params["min_region_fraction"] = float(min_region_fraction)
+        if num_regions is not None:
+            forward_params["num_regions"] = int(num_regions)
+        postprocess_params = {}
+        for name, value in (
+            ("include_background", include_background),
+            ("return_embeddings", return_embeddings),
+            ("return_saliency", return_saliency),
+        ):
+            if value is not None:
+                postprocess_params[name] = bool(value)
+        return preprocess_params, forward_params, postprocess_params
+
+    def preprocess(self, image, timeout=None):
+        image = _to_pil(image, timeout)
+        pixel_values = self.image_processor(image, return_tensors="pt")["pixel_values"].to(self.dtype)
+        # (1, 2) so that the pipeline's collation concatenates it like the pixels.
+        return {"pixel_values": pixel_values, "original_size": torch.tensor([[image.height, image.width]])}
+
+    def _forward(self, model_inputs, min_region_fraction=None, num_regions=None):
+        ranked = rank_regions(
+            self.model,
+            model_inputs["pixel_values"],
+            min_region_fraction=min_region_fraction,
+            num_regions=num_regions,
+        )
+        return {**ranked, "original_size": model_inputs["original_size"]}
+
+    def postprocess(self, model_outputs, include_background=True, return_embeddings=False, return_saliency=False):
+        height, width = (int(v) for v in model_outputs["original_size"][0])
+        regions = region_dicts(
+            masks=model_outputs["masks"][0],
+            scores=model_outputs["scores"][0],
+            valid=model_outputs["valid"][0],
+            original_size=(height, width),
+            crop_box=self.image_processor.crop_box(original_size=(height, width)),
+            embeddings=model_outputs["region_embeddings"][0] if return_embeddings else None,
+        )
+        if not include_background:
+            regions = [region for region in regions if not region["is_background"]]
+        if return_saliency:
+            saliency = model_outputs["saliency"][0].float().numpy()  # (h, w)
+            for region in regions:
+                region["saliency"] = saliency
+        return regions
+
+
+def _to_pil(image, timeout=None) -> Image.Image:
+    """A path, URL, PIL image or numpy array -> upright RGB PIL image."""
+    if isinstance(image, os.PathLike):
+        image = os.fspath(image)
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(_array_to_uint8(image))
+    return load_image(image, timeout=timeout)
+
+
+def _array_to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
+        raise ValueError(
+            f"expected an image array of shape (H, W), (H, W, 3) or (H, W, 4) (channels last), found {array.shape}"
+        )
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating) and array.size and 0.0 <= array.min() and array.max() <= 1.0:
+        return np.round(array * 255).astype(np.uint8)
+    raise ValueError(f"expected a uint8 image array or a float one in [0, 1], found dtype {array.dtype}")
+
+
+def register_saliency_ranking_pipeline() -> None:
+    """Make `pipeline("saliency-ranking", ...)` known in this process (done on `import dseqjepa_hub`)."""
+    registered = PIPELINE_REGISTRY.supported_tasks.get(TASK)
+    if registered is None or registered["impl"] is not SaliencyRankingPipeline:
+        PIPELINE_REGISTRY.register_pipeline(
+            TASK, pipeline_class=SaliencyRankingPipeline, pt_model=AutoModel, type="image"
+        )
+
+
+def save_pretrained_with_pipeline(model, image_processor, save_directory: str | os.PathLike) -> None:
+    """`model.save_pretrained` + `image_processor.save_pretrained` that also ship the pipeline.
+
+    transformers' own `Pipeline.save_pretrained` writes `custom_pipelines` into config.json and
+    copies this file with its relative imports, so the folder alone runs
+    `pipeline("saliency-ranking", model=folder, trust_remote_code=True)`.
+    """
+    register_saliency_ranking_pipeline()
+    SaliencyRankingPipeline(model=model, image_processor=image_processor, task=TASK).save_pretrained(save_directory)

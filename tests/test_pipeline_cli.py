@@ -1,0 +1,357 @@
+"""The saliency-ranking pipeline (in process and as remote code from a saved folder), the
+`dseqjepa regions` and `dseqjepa embed` commands (torchrun included), on scikit-image photos
+with a tiny random model."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dseqjepa_hub
+from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAImageProcessor, DSeqJEPAModel, SaliencyRankingPipeline
+from dseqjepa_hub.cli import main
+from dseqjepa_hub.cli_regions import (
+    mask_to_rle,
+    rank_regions_in_files,
+    regions_from_json,
+    resolve_model,
+    rle_to_mask,
+)
+from dseqjepa_hub.image_io import load_image
+from dseqjepa_hub.pipeline_saliency_ranking import save_pretrained_with_pipeline
+from dseqjepa_hub.regions import extract_regions
+
+skimage_data = pytest.importorskip("skimage.data")
+
+MIN_FRACTION = 0.03  # a random model's saliency is noisy: a low area filter keeps several regions
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(saved folder, model, processor): 64 px input, 8 px patches (8x8 grid), width 32, 2 blocks."""
+    config = DSeqJEPAConfig(
+        image_size=64, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    torch.manual_seed(0)
+    model = DSeqJEPAModel(config).eval()
+    processor = DSeqJEPAImageProcessor.from_model_config(config)
+    folder = tmp_path_factory.mktemp("tiny_model")
+    save_pretrained_with_pipeline(model, processor, folder)
+    return folder, model, processor
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Three real photos of different shapes: astronaut 512x512, chelsea 451x300, coffee 600x400."""
+    folder = tmp_path_factory.mktemp("photos")
+    paths = []
+    for name, suffix in (("astronaut", ".png"), ("chelsea", ".jpg"), ("coffee", ".png")):
+        path = folder / f"{name}{suffix}"
+        Image.fromarray(getattr(skimage_data, name)()).save(path)
+        paths.append(path)
+    return paths
+
+
+def reference_outputs(model, processor, image: Image.Image):
+    """An independent forward: saliency (h, w) and patch features (N, D) of one image."""
+    pixel_values = processor(image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        outputs = model(pixel_values=pixel_values, output_saliency=True)
+    return outputs.saliency[0], outputs.last_hidden_state[0, 1:].numpy(), outputs.pooler_output[0].numpy()
+
+
+def check_region_dicts(regions, image_size, grid=(8, 8)):
+    """Contract of docs/ARCHITECTURE.md for one image's regions, with a direct resize (crop box = image)."""
+    width, height = image_size
+    ranks = [region["rank"] for region in regions]
+    assert ranks == list(range(1, len(regions) + 1))
+    assert [region["is_background"] for region in regions] == [False] * (len(regions) - 1) + [True]
+    foreground_scores = [region["score"] for region in regions[:-1]]
+    assert foreground_scores == sorted(foreground_scores, reverse=True)
+    rows = np.arange(height) * grid[0] // height  # nearest patch of each pixel
+    cols = np.arange(width) * grid[1] // width
+    union = np.zeros((height, width), dtype=int)
+    for region in regions:
+        mask, patch_mask = region["mask"], region["patch_mask"]
+        assert mask.shape == (height, width) and mask.dtype == bool
+        assert patch_mask.shape == grid and patch_mask.dtype == bool
+        assert np.array_equal(mask, patch_mask[np.ix_(rows, cols)])
+        ys, xs = np.nonzero(mask)
+        assert region["box"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        x0, y0, x1, y1 = region["box"]
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert region["area_fraction"] == pytest.approx(patch_mask.mean())
+        union += mask
+    assert (union == 1).all()  # the regions partition the image
+
+
+def test_pipeline_regions_on_photos(tiny, photos):
+    folder, model, processor = tiny
+    pipe = SaliencyRankingPipeline(model=model, image_processor=processor, device="cpu")
+    for path in photos:
+        image = Image.open(path).convert("RGB")
+        regions = pipe(
+            str(path), min_region_fraction=MIN_FRACTION, return_embeddings=True, return_saliency=True
+        )
+        check_region_dicts(regions, image.size)
+        assert len(regions) >= 2  # at least one component and the background
+
+        saliency, patch_features, _ = reference_outputs(model, processor, image)
+        torch.testing.assert_close(torch.from_numpy(regions[0]["saliency"]), saliency, rtol=1e-5, atol=1e-6)
+        expected = extract_regions(saliency[None], min_region_fraction=MIN_FRACTION, num_regions=5)
+        expected_masks = [m.numpy() for m, v in zip(expected.masks[0], expected.valid[0]) if v]
+        assert all(np.array_equal(r["patch_mask"], m) for r, m in zip(regions, expected_masks, strict=True))
+        for region in regions:
+            mean_feature = patch_features[region["patch_mask"].ravel()].mean(axis=0)
+            np.testing.assert_allclose(region["embedding"], mean_feature, rtol=1e-5, atol=1e-6)
+
+
+def test_pipeline_inputs_parameters_and_batching(tiny, photos):
+    _, model, processor = tiny
+    pipe = SaliencyRankingPipeline(model=model, image_processor=processor, device="cpu")
+    image = Image.open(photos[1]).convert("RGB")
+    array = np.asarray(image)
+    single = pipe(image, min_region_fraction=MIN_FRACTION)
+    assert isinstance(single, list) and isinstance(single[0], dict)
+    for same in (pipe(photos[1], min_region_fraction=MIN_FRACTION), pipe(array, min_region_fraction=MIN_FRACTION)):
+        assert [r["box"] for r in same] == [r["box"] for r in single]
+
+    # Parameters reach the ranking: fewer slots, no background, a strict area filter.
+    assert len(pipe(image, min_region_fraction=MIN_FRACTION, num_regions=2)) <= 2
+    assert not any(r["is_background"] for r in pipe(image, min_region_fraction=MIN_FRACTION, include_background=False))
+    assert all(r["area_fraction"] >= 0.4 for r in pipe(image, min_region_fraction=0.4)[:-1])
+    assert "embedding" not in single[0] and "saliency" not in single[0]
+
+    # A batch of three in forward passes of two equals one at a time.
+    images = [Image.open(path).convert("RGB") for path in photos]
+    batched = pipe(images, batch_size=2, min_region_fraction=MIN_FRACTION)
+    assert len(batched) == 3
+    for image, regions in zip(images, batched):
+        alone = pipe(image, min_region_fraction=MIN_FRACTION)
+        assert [r["rank"] for r in regions] == [r["rank"] for r in alone]
+        assert all(np.array_equal(a["mask"], b["mask"]) for a, b in zip(regions, alone))
+        np.testing.assert_allclose([r["score"] for r in regions], [r["score"] for r in alone], rtol=1e-5)
+
+    grey_float = np.asarray(image.convert("L"), dtype=np.float32) / 255
+    check_region_dicts(pipe(grey_float, min_region_fraction=MIN_FRACTION), image.size)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        pipe(np.zeros((3, 32, 32), dtype=np.uint8))
+    with pytest.raises(ValueError, match="float one in \\[0, 1\\]"):
+        pipe(np.full((8, 8, 3), 300.0))
+
+
+def test_saved_folder_runs_without_the_package(tiny, photos, tmp_path):
+    """config.json carries auto_map + custom_pipelines and the folder the code: a process that cannot
+    import dseqjepa_hub runs both pipelines from the folder alone."""
+    folder, model, processor = tiny
+    config = json.loads((folder / "config.json").read_text())
+    assert config["custom_pipelines"]["saliency-ranking"]["impl"] == "pipeline_saliency_ranking.SaliencyRankingPipeline"
+    assert {"pipeline_saliency_ranking.py", "regions.py", "modeling_dseqjepa.py"} <= {p.name for p in folder.iterdir()}
+    script = f"""
+import json, sys
+sys.modules["dseqjepa_hub"] = None  # the package cannot be imported
+from transformers import pipeline
+ranking = pipeline("saliency-ranking", model={str(folder)!r}, trust_remote_code=True)
+assert "transformers_modules" in type(ranking).__module__
+regions = ranking({str(photos[1])!r}, min_region_fraction={MIN_FRACTION})
+features = pipeline("image-feature-extraction", model={str(folder)!r}, trust_remote_code=True)
+pooled = features({str(photos[1])!r}, pool=True)[0]
+print(json.dumps({{"regions": [[r["rank"], r["score"], r["box"]] for r in regions], "pooled": pooled}}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    remote = json.loads(done.stdout.strip().splitlines()[-1])
+
+    local = SaliencyRankingPipeline(model=model, image_processor=processor, device="cpu")(
+        photos[1], min_region_fraction=MIN_FRACTION
+    )
+    assert [r[0] for r in remote["regions"]] == [r["rank"] for r in local]
+    assert [r[2] for r in remote["regions"]] == [r["box"] for r in local]
+    np.testing.assert_allclose([r[1] for r in remote["regions"]], [r["score"] for r in local], rtol=1e-5)
+    _, _, pooled = reference_outputs(model, processor, load_image(photos[1]))
+    np.testing.assert_allclose(remote["pooled"], pooled, rtol=1e-4, atol=1e-5)
+
+
+def write_mixed_folder(folder: Path, photos) -> tuple[list[Path], dict[str, str]]:
+    """Good photos, good files in awkward formats, and bad files -> (good paths, {bad name: message})."""
+    folder.mkdir()
+    good = []
+    for path in photos:
+        target = folder / path.name
+        target.write_bytes(path.read_bytes())
+        good.append(target)
+    chelsea = Image.open(photos[1]).convert("RGB")
+    chelsea.convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((np.asarray(chelsea.convert("L")).astype(np.uint16) * 257)).save(folder / "grey16.png")
+    palette = chelsea.convert("P")
+    palette.save(folder / "palette.png", transparency=0)
+    exif = chelsea.getexif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: 300 wide, 451 high
+    chelsea.save(folder / "rotated.jpg", exif=exif)
+    good += [folder / name for name in ("cmyk.jpg", "grey16.png", "palette.png", "rotated.jpg")]
+
+    data = photos[1].read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.png").write_text("not an image")
+    Image.new("RGB", (3000, 2000)).save(folder / "bomb.png")  # 6 M pixels, over twice the 1.1 M limit set below
+    bad = {
+        "truncated.jpg": "truncated or corrupt image data",
+        "empty.png": "empty file (0 bytes)",
+        "notes.png": "not an image file that Pillow can read",
+        "bomb.png": "decompression bomb",
+    }
+    return sorted(good), bad
+
+
+def test_regions_command_on_photos_and_bad_files(tiny, photos, tmp_path, monkeypatch, capsys):
+    folder, model, processor = tiny
+    good, bad = write_mixed_folder(tmp_path / "in", photos)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_100_000)
+    out = tmp_path / "out"
+    argv = ["regions", str(tmp_path / "in"), "--model", str(folder), "--out", str(out), "--json", "--show-saliency",
+            "--min-region-fraction", str(MIN_FRACTION), "--batch-size", "3"]
+    assert main(argv) == 1  # some files failed
+    stderr = capsys.readouterr().err
+    assert f"{len(bad)} file(s) could not be read" in stderr
+    for name, message in bad.items():
+        line = next(line for line in stderr.splitlines() if line.strip().startswith(str(tmp_path / "in" / name)))
+        assert message in line
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{p.stem}.regions.{ext}" for p in good for ext in ("png", "json")
+    )
+
+    pipe = SaliencyRankingPipeline(model=model, image_processor=processor, device="cpu")
+    for path in good:
+        image = load_image(path)
+        overlay = Image.open(out / f"{path.stem}.regions.png")
+        overlay.load()
+        assert overlay.format == "PNG" and overlay.height == image.height
+        assert image.width * 2 < overlay.width < image.width * 2 + 20  # overlay, gap, heatmap
+        record = json.loads((out / f"{path.stem}.regions.json").read_text())
+        assert record["image"] == str(path) and record["size"] == [image.height, image.width]
+        decoded = regions_from_json(record["regions"])
+        check_region_dicts(decoded, image.size)
+        expected = pipe(image, min_region_fraction=MIN_FRACTION)
+        assert len(decoded) == len(expected)
+        for got, want in zip(decoded, expected):
+            assert np.array_equal(got["mask"], want["mask"]) and np.array_equal(got["patch_mask"], want["patch_mask"])
+            assert got["box"] == want["box"] and got["rank"] == want["rank"]
+            assert got["score"] == pytest.approx(want["score"], rel=1e-6)
+    assert Image.open(out / "rotated.regions.png").height == 451  # EXIF applied
+
+    # Resuming rewrites nothing, still reports the bad files.
+    stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(argv + ["--skip-existing"]) == 1
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+
+def test_rank_regions_in_files_plain_overlay(tiny, photos, tmp_path):
+    _, model, processor = tiny
+    results, failures = rank_regions_in_files(
+        photos[1:2], model, processor, out_dir=tmp_path, min_region_fraction=MIN_FRACTION, progress=False
+    )
+    assert failures == [] and len(results) == 1
+    assert results[0]["json"] is None and results[0]["num_regions"] >= 2
+    with Image.open(results[0]["overlay"]) as overlay:
+        assert overlay.size == (451, 300)
+
+
+def test_default_model_is_random_and_says_so(monkeypatch, capsys):
+    monkeypatch.delattr(dseqjepa_hub, "default_model_path", raising=False)
+    model, processor, description = resolve_model(None)
+    assert "RANDOMLY INITIALISED" in capsys.readouterr().err
+    assert "random" in description and model.config.hidden_size == 192 and not model.training
+    assert processor.size == {"height": 224, "width": 224}
+
+
+def test_mask_rle_round_trip():
+    rng = np.random.default_rng(0)
+    masks = [np.zeros((3, 4), bool), np.ones((2, 5), bool), np.zeros((0, 3), bool)]
+    masks += [rng.random((rng.integers(1, 30), rng.integers(1, 30))) < rng.random() for _ in range(50)]
+    for mask in masks:
+        rle = json.loads(json.dumps(mask_to_rle(mask)))
+        assert np.array_equal(rle_to_mask(rle), mask)
+        assert sum(rle["counts"]) == mask.size
+
+
+def expected_embeddings(model, processor, paths, num_regions=5):
+    """Pooled and region embeddings computed here from the model outputs and extract_regions."""
+    images = [load_image(path) for path in paths]
+    with torch.no_grad():
+        outputs = model(pixel_values=processor(images, return_tensors="pt")["pixel_values"], output_saliency=True)
+    patches = outputs.last_hidden_state[:, 1:].numpy()
+    regions = extract_regions(outputs.saliency, num_regions=num_regions)
+    masks = regions.masks.flatten(2).numpy()  # (B, R, N)
+    region_embeddings = np.stack(
+        [[patches[b][masks[b, r]].mean(0) if masks[b, r].any() else np.zeros(patches.shape[-1]) for r in range(num_regions)] for b in range(len(paths))]
+    )
+    return patches.mean(1), region_embeddings, regions.valid.numpy(), regions.scores.numpy()
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+def test_embed_command(tiny, photos, tmp_path, suffix, capsys):
+    folder, model, processor = tiny
+    (tmp_path / "in").mkdir()
+    inputs = [tmp_path / "in" / p.name for p in photos]
+    for source, target in zip(photos, inputs):
+        target.write_bytes(source.read_bytes())
+    (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8\xff")
+    out = tmp_path / f"emb{suffix}"
+    assert main(["embed", str(tmp_path / "in"), "--model", str(folder), "--out", str(out), "--regions", "--batch-size", "2"]) == 1
+    assert "broken.jpg" in capsys.readouterr().err
+
+    sidecar = json.loads(Path(f"{out}.json").read_text())
+    assert sidecar["files"] == [str(p) for p in sorted(inputs)]
+    assert [Path(f["file"]).name for f in sidecar["failures"]] == ["broken.jpg"]
+    if suffix == ".npy":
+        arrays = {name: np.load(tmp_path / info["file"]) for name, info in sidecar["arrays"].items()}
+        assert sidecar["arrays"]["regions"]["file"] == "emb.regions.npy"
+    else:
+        from safetensors.numpy import load_file
+
+        arrays = load_file(out)
+    pooled, regions, valid, scores = expected_embeddings(model, processor, sorted(inputs))
+    assert arrays["pooled"].shape == (3, 32) and arrays["regions"].shape == (3, 5, 32)
+    np.testing.assert_allclose(arrays["pooled"], pooled, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(arrays["regions"], regions, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(arrays["region_valid"], valid)
+    np.testing.assert_allclose(arrays["region_scores"], scores, rtol=1e-6)
+
+    with pytest.raises(SystemExit, match="safetensors or .npy"):
+        main(["embed", str(inputs[0]), "--model", str(folder), "--out", str(tmp_path / "emb.pt")])
+
+
+def test_embed_under_torchrun_writes_shards_and_index(tiny, photos, tmp_path):
+    folder, model, processor = tiny
+    inputs = [str(p) for p in photos]
+    out = tmp_path / "emb.safetensors"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "dseqjepa_hub.cli", "embed", *inputs, "--model", str(folder), "--out", str(out)]
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    from safetensors.numpy import load_file
+
+    index = json.loads((tmp_path / "emb.index.json").read_text())
+    assert index["world_size"] == 2
+    assert [s["file"] for s in index["shards"]] == ["emb.rank0-of-2.safetensors", "emb.rank1-of-2.safetensors"]
+    assert [s["num_images"] for s in index["shards"]] == [2, 1]
+    pooled, _, _, _ = expected_embeddings(model, processor, photos)
+    for rank, shard in enumerate(index["shards"]):
+        sidecar = json.loads((tmp_path / shard["sidecar"]).read_text())
+        assert sidecar["files"] == inputs[rank::2]  # strided split
+        np.testing.assert_allclose(load_file(tmp_path / shard["file"])["pooled"], pooled[rank::2], rtol=1e-5, atol=1e-6)
+    assert not out.exists()
