@@ -48,5 +48,6 @@ def run_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"trained to step {result.step}, loss {result.loss:.4f}; checkpoint: {result.checkpoint}")
+    if result.checkpoint is not None:  # rank 0
+        print(f"trained to step {result.step}, loss {result.loss:.4f}; checkpoint: {result.checkpoint}")
     return 0

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..modeling_dseqjepa import DSeqJEPAModel
-from .. import regions as regions_module
+from ..regions import extract_regions
 from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from .config import ConfigError, TrainConfig, atomic_write_text, config_from_dict, save_config
 from .data import build_loader, derive_seed, list_image_files
@@ -154,6 +154,13 @@ class Pretrainer:
         return path
 
     # -- one step ----------------------------------------------------------------------------
+    def diverged(self, what: str) -> None:
+        where = self.last_checkpoint or "none (no checkpoint was written yet)"
+        raise TrainingDiverged(
+            f"{what} at step {self.step + 1}: training stopped before updating the weights. "
+            f"The last good checkpoint is {where}."
+        )
+
     def set_hyperparameters(self) -> dict:
         values = {"lr": self.schedules.lr(self.step), "weight_decay": self.schedules.weight_decay(self.step),
                   "ema": self.schedules.ema_momentum(self.step), "lambda": self.schedules.dseq_probability(self.step)}
@@ -169,8 +176,10 @@ class Pretrainer:
         with torch.no_grad(), self.autocast:
             output = self.target_encoder(images, output_saliency=use_dseq)
             targets = target_features(output.last_hidden_state, self.target_encoder.num_prefix_tokens)
+        if not bool(torch.isfinite(output.last_hidden_state).all()):  # diverged weights: no regions to draw
+            self.diverged("the target encoder's output is not finite")
         if use_dseq:
-            regions = regions_module.extract_regions(output.saliency, min_region_fraction=model_config.min_region_fraction,
+            regions = extract_regions(output.saliency, min_region_fraction=model_config.min_region_fraction,
                                       num_regions=model_config.num_regions)
             return targets, dseq_task(regions.masks, config.release_compat)
         context, blocks = multiblock_masks(
@@ -190,11 +199,7 @@ class Pretrainer:
         loss = jepa_loss(predictions, targets, task, positions, keep)
         loss_value = all_reduce_mean(loss.detach(), self.dist).item()
         if not math.isfinite(loss_value):
-            where = self.last_checkpoint or "none (no checkpoint was written yet)"
-            raise TrainingDiverged(
-                f"the loss is {loss_value} at step {self.step + 1}: training stopped before updating the weights. "
-                f"The last good checkpoint is {where}."
-            )
+            self.diverged(f"the loss is {loss_value}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip is not None:
