@@ -49,8 +49,13 @@ def _rename(name: str, rules: list[tuple[str, str]]) -> str:
     return name
 
 
-def read_hf_ijepa(path, *, num_heads: int | None = None, preset: str | None = None, **unused) -> SourceCheckpoint:
+def read_hf_ijepa(
+    path, *, num_heads: int | None = None, preset: str | None = None, with_predictor: bool = False, **ignored
+) -> SourceCheckpoint:
+    """`ignored`: --encoder, which a single-encoder format does not have."""
     path = Path(path)
+    if with_predictor:
+        raise ConversionError(f"{path}: --with-predictor: a hf-ijepa checkpoint holds no JEPA predictor")
     saved_config = {}
     if path.is_dir():
         state = load_hf_folder_state(path)

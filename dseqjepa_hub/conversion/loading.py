@@ -8,6 +8,7 @@ nothing in it runs. Truncated and unreadable files give a `ConversionError` nami
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 import zipfile
@@ -106,7 +107,7 @@ def describe_checkpoint(obj: object) -> str:
         return "a transformers IJepaModel state dict (hf-ijepa)"
     if "blocks.0.attn.qkv.weight" in keys and "pos_embed" in keys:
         pos_embed = obj.get("pos_embed", obj.get("module.pos_embed"))
-        if "cls_token" in keys and isinstance(pos_embed, torch.Tensor) and _is_square(pos_embed.shape[1] - 1):
+        if "cls_token" in keys and isinstance(pos_embed, torch.Tensor) and is_square(pos_embed.shape[1] - 1):
             return "a timm VisionTransformer state dict with the CLS position in pos_embed (timm)"
         if any(key.startswith(("head.", "fc_norm.")) for key in keys):
             return "a timm VisionTransformer state dict (timm)"
@@ -117,5 +118,5 @@ def describe_checkpoint(obj: object) -> str:
     return f"an unrecognised dict with keys {sorted(keys)[:12]}"
 
 
-def _is_square(n: int) -> bool:
-    return n > 0 and int(round(n**0.5)) ** 2 == n
+def is_square(n: int) -> bool:
+    return n > 0 and math.isqrt(n) ** 2 == n

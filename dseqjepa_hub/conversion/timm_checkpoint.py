@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from ..configuration_dseqjepa import PRESETS
 from ..modeling_dseqjepa import DSeqJEPAModel
 from .layout import infer_layout
-from .loading import ConversionError, as_state_dict, describe_checkpoint, load_tensor_file, strip_prefix
+from .loading import ConversionError, as_state_dict, describe_checkpoint, is_square, load_tensor_file, strip_prefix
 from .source import SourceCheckpoint
 from .verify import timm_reference, verify
 
@@ -37,8 +37,13 @@ _UNSUPPORTED = {  # tensor name part -> the timm feature DSeq-JEPA's encoder doe
 }
 
 
-def read_timm(path, *, num_heads: int | None = None, preset: str | None = None, **unused) -> SourceCheckpoint:
+def read_timm(
+    path, *, num_heads: int | None = None, preset: str | None = None, with_predictor: bool = False, **ignored
+) -> SourceCheckpoint:
+    """`ignored`: --encoder, which a single-encoder format does not have."""
     path = Path(path)
+    if with_predictor:
+        raise ConversionError(f"{path}: --with-predictor: a timm checkpoint holds no JEPA predictor")
     checkpoint = load_tensor_file(path)
     if isinstance(checkpoint, dict):
         for wrapper in ("state_dict", "model", "state_dict_ema"):
@@ -62,7 +67,7 @@ def read_timm(path, *, num_heads: int | None = None, preset: str | None = None, 
     if pos_embed is None or pos_embed.dim() != 3:
         raise ConversionError(f"{path}: pos_embed missing or not (1, N, D)")
     has_cls = "cls_token" in state
-    pos_embed_has_cls = has_cls and _is_square(pos_embed.shape[1] - 1) and not _is_square(pos_embed.shape[1])
+    pos_embed_has_cls = has_cls and is_square(pos_embed.shape[1] - 1) and not is_square(pos_embed.shape[1])
     grid = math.isqrt(pos_embed.shape[1] - pos_embed_has_cls)
     layout = infer_layout(state, str(path), num_heads=num_heads, preset=preset, grid=grid)
     if grid * grid != pos_embed.shape[1] - pos_embed_has_cls:
@@ -86,10 +91,6 @@ def read_timm(path, *, num_heads: int | None = None, preset: str | None = None, 
         provenance={"format": "timm", "source": path.name},
         notes=notes,
     )
-
-
-def _is_square(n: int) -> bool:
-    return n > 0 and math.isqrt(n) ** 2 == n
 
 
 def timm_model_args(model: DSeqJEPAModel) -> tuple[str, dict]:

@@ -42,6 +42,7 @@ def timm_reference(
         no_embed_class=not pos_embed_has_cls,
         fc_norm=False,
         norm_layer=partial(nn.LayerNorm, eps=layer_norm_eps),
+        weight_init="skip",  # every tensor is loaded below
     )
     check_tensors(state, model.state_dict(), source)
     model.load_state_dict(state, strict=True)
