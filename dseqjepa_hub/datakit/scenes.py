@@ -22,10 +22,10 @@ background photos (at least one) go to validation; nothing is shared between the
 
 Each image (deterministic from (seed, split, index), so a build can resume anywhere):
 a square crop (35-100% of the photo's short side, random position, random mirror) of a
-background resized to `image_size`, then 1 to 4 stamps of the split, each scaled so its longest
-side is 30-75% of the image (times n_objects ** -0.3), randomly mirrored (unless the stamp's
-`.dat` says `nomirror`) and placed fully inside the image; a placement is redrawn (up to 10
-times) when it would hide more than half of an earlier object. Ground truth is the visible part
+background resized to `image_size`, then n = 1 to 4 stamps of the split, each scaled so that its
+opaque pixels cover 10-40% of the image (times n ** -0.5; at most the whole width or height),
+randomly mirrored (unless the stamp's `.dat` says `nomirror`) and placed fully inside the image;
+a placement is redrawn (up to 10 times) when it would hide more than half of an earlier object. Ground truth is the visible part
 of each object (alpha >= 128, later objects on top).
 
 Layout of a built set:
@@ -231,8 +231,9 @@ def compose_scene(
     for _ in range(num_objects):
         stamp_index = int(rng.integers(len(stamps)))
         stamp = stamps[stamp_index]
-        longest = size * rng.uniform(0.3, 0.75) * num_objects**-0.3
-        scale = longest / max(stamp.size)
+        opaque_pixels = int((np.asarray(stamp)[..., 3] >= 128).sum())
+        target_area = rng.uniform(0.1, 0.4) * num_objects**-0.5 * size * size
+        scale = min((target_area / max(opaque_pixels, 1)) ** 0.5, size / max(stamp.size))
         width, height = max(1, round(stamp.width * scale)), max(1, round(stamp.height * scale))
         # Premultiplied alpha while resampling, so transparent pixels' colours do not bleed in.
         cutout = stamp.convert("RGBa").resize((width, height), Image.Resampling.LANCZOS).convert("RGBA")
