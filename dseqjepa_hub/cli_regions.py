@@ -71,10 +71,18 @@ def resolve_model(model_arg: str | None, device: str = "cpu") -> tuple[DSeqJEPAM
         processor = DSeqJEPAImageProcessor.from_model_config(config)
         description = f"random-init {RANDOM_MODEL_PRESET} (seed 0)"
     else:
-        model = DSeqJEPAModel.from_pretrained(model_arg)
-        processor = DSeqJEPAImageProcessor.from_pretrained(model_arg)
+        try:
+            model = DSeqJEPAModel.from_pretrained(model_arg)
+            processor = DSeqJEPAImageProcessor.from_pretrained(model_arg)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"dseqjepa: cannot load the model {model_arg!r}: {error}") from None
         description = str(model_arg)
     return model.to(device).eval(), processor, description
+
+
+def require_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"dseqjepa: --device {device}: no CUDA device is available here")
 
 
 # ----------------------------------------------------------------------------- regions
@@ -241,8 +249,12 @@ def report_failures(failures: Sequence[tuple[Path, str]]) -> None:
 
 
 def run_regions(args: argparse.Namespace) -> int:
+    require_device(args.device)
     model, processor, description = resolve_model(args.model, args.device)
     paths = find_images(args.inputs)
+    if not paths:
+        print(f"dseqjepa regions: no image files found in {' '.join(args.inputs)}", file=sys.stderr)
+        return 1
     results, failures = rank_regions_in_files(
         paths,
         model,
@@ -362,6 +374,7 @@ def run_embed(args: argparse.Namespace) -> int:
         raise SystemExit(f"dseqjepa embed: --out {out}: expected a file name ending in .safetensors or .npy")
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = args.device
+    require_device(device)
     if world_size > 1:
         if device == "cuda":
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
@@ -369,7 +382,10 @@ def run_embed(args: argparse.Namespace) -> int:
         torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=timedelta(hours=2))
     try:
         model, processor, description = resolve_model(args.model, device)
-        paths = find_images(args.inputs)[rank::world_size]
+        paths = find_images(args.inputs)
+        if not paths:
+            raise SystemExit(f"dseqjepa embed: no image files found in {' '.join(args.inputs)}")
+        paths = paths[rank::world_size]
         files, arrays, failures = embed_files(
             paths, model, processor, regions=args.regions, batch_size=args.batch_size, progress=rank == 0
         )

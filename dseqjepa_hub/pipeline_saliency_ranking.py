@@ -117,7 +117,7 @@ class SaliencyRankingPipeline(Pipeline):
             scores=model_outputs["scores"][0],
             valid=model_outputs["valid"][0],
             original_size=(height, width),
-            crop_box=self.image_processor.crop_box(original_size=(height, width)),
+            crop_box=_crop_box(self.image_processor, (height, width)),
             embeddings=model_outputs["region_embeddings"][0] if return_embeddings else None,
         )
         if not include_background:
@@ -127,6 +127,12 @@ class SaliencyRankingPipeline(Pipeline):
             for region in regions:
                 region["saliency"] = saliency
         return regions
+
+
+def _crop_box(image_processor, original_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The part of the image the model saw; None (all of it) for processors without `crop_box`."""
+    crop_box = getattr(image_processor, "crop_box", None)
+    return None if crop_box is None else crop_box(original_size=original_size)
 
 
 def _to_pil(image, timeout=None) -> Image.Image:
@@ -169,4 +175,5 @@ def save_pretrained_with_pipeline(model, image_processor, save_directory: str | 
     `pipeline("saliency-ranking", model=folder, trust_remote_code=True)`.
     """
     register_saliency_ranking_pipeline()
-    SaliencyRankingPipeline(model=model, image_processor=image_processor, task=TASK).save_pretrained(save_directory)
+    pipe = SaliencyRankingPipeline(model=model, image_processor=image_processor, task=TASK, device=model.device)
+    pipe.save_pretrained(save_directory)

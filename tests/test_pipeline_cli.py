@@ -355,3 +355,14 @@ def test_embed_under_torchrun_writes_shards_and_index(tiny, photos, tmp_path):
         assert sidecar["files"] == inputs[rank::2]  # strided split
         np.testing.assert_allclose(load_file(tmp_path / shard["file"])["pooled"], pooled[rank::2], rtol=1e-5, atol=1e-6)
     assert not out.exists()
+
+
+def test_commands_refuse_clearly(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["regions", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
+    assert "no image files found" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="cannot load the model"):
+        resolve_model(str(tmp_path / "empty"))
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            main(["regions", str(tmp_path / "empty"), "--device", "cuda"])
