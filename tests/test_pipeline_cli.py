@@ -366,3 +366,20 @@ def test_commands_refuse_clearly(tmp_path, capsys):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="no CUDA device"):
             main(["regions", str(tmp_path / "empty"), "--device", "cuda"])
+
+
+def test_pipeline_with_centre_crop_maps_regions_into_the_crop(tiny, photos):
+    _, model, _ = tiny
+    processor = DSeqJEPAImageProcessor.from_model_config(model.config, center_crop=True)
+    image = load_image(photos[2])  # 600 x 400: the crop drops a band left and right
+    x0, y0, x1, y1 = processor.crop_box(original_size=(image.height, image.width))
+    assert (x0, x1) != (0, image.width)
+    regions = SaliencyRankingPipeline(model=model, image_processor=processor, device="cpu")(
+        image, min_region_fraction=MIN_FRACTION
+    )
+    union = np.zeros((image.height, image.width), dtype=int)
+    for region in regions:
+        union += region["mask"]
+        bx0, by0, bx1, by1 = region["box"]
+        assert x0 <= bx0 < bx1 <= x1 and y0 <= by0 < by1 <= y1
+    assert (union[y0:y1, x0:x1] == 1).all() and union.sum() == (y1 - y0) * (x1 - x0)
