@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "dseqjepa_hub.cli_info",
     "dseqjepa_hub.cli_regions",
     "dseqjepa_hub.datakit.cli",
+    "dseqjepa_hub.evaluation.cli",
     "dseqjepa_hub.conversion.cli",
     "dseqjepa_hub.cli_hub",
     "dseqjepa_hub.training.cli",
