@@ -53,7 +53,8 @@ def draw_regions(
     image = image.convert("RGB")
     width, height = image.size
     line_width = max(1, round(math.sqrt(width * height) / 250))
-    font = ImageFont.load_default(size=max(10, round(math.sqrt(width * height) / 30)))
+    font_size = max(10, round(math.sqrt(width * height) / 30))
+    font = ImageFont.load_default(size=font_size)
 
     overlay = image.copy()
     foreground = [region for region in regions if not region["is_background"]]
@@ -65,12 +66,12 @@ def draw_regions(
         overlay.paste(color, mask=Image.fromarray(_inner_outline(mask, line_width)))
 
     draw = ImageDraw.Draw(overlay)
-    if font.size <= 16:
+    if font_size <= 16:
         draw.fontmode = "1"  # no anti-aliasing: crisper glyphs at thumbnail sizes
     for region in foreground:
-        mask = region["mask"]
-        if mask.any():
-            _draw_label(draw, f"{region['rank']}: {region['score']:.2f}", _label_anchor(mask), region_color(region["rank"]), font, (width, height))
+        if region["mask"].any():
+            text = f"{region['rank']}: {region['score']:.2f}"
+            _draw_label(draw, text, _label_anchor(region["mask"]), region_color(region["rank"]), font, (width, height))
 
     if not show_saliency:
         return overlay
