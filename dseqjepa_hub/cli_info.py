@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import torch
@@ -28,7 +29,7 @@ def describe(config: DSeqJEPAConfig) -> dict:
         "parameters": sum(p.numel() for p in encoder.parameters()),
         "patch_grid": f"{grid[0]}x{grid[1]}",
         "tokens": grid[0] * grid[1] + int(config.use_cls_token),
-        "config": config.to_diff_dict() | {"hidden_size": config.hidden_size},
+        "config": {name: getattr(config, name) for name in inspect.signature(DSeqJEPAConfig).parameters if name != "kwargs"},
     }
 
 
