@@ -8,6 +8,9 @@ under torch.inference_mode on the same random pixels:
   forward   model(pixel_values)                               the plain forward pass
   saliency  model(pixel_values, output_saliency=True)         + the saliency map, same pass
   ranking   rank_regions(model, pixel_values)                 + extract_regions + region embeddings
+and, alone, the part of `ranking` after the forward pass (`regions_from_outputs`: extract_regions
++ region embeddings) with --post-repeats repeats: on a busy machine the noise of a forward pass
+can exceed the whole overhead, and this row bounds it directly.
 Prints the median seconds per batch and each variant's overhead over the plain forward. With
 --device cuda, `ranking` runs under torch.cuda.set_sync_debug_mode("error"), so a host
 synchronisation anywhere inside it raises.
@@ -24,7 +27,7 @@ import torch
 import transformers
 
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel
-from dseqjepa_hub.pipeline_saliency_ranking import rank_regions
+from dseqjepa_hub.pipeline_saliency_ranking import rank_regions, regions_from_outputs
 
 
 def main() -> None:
@@ -32,6 +35,7 @@ def main() -> None:
     parser.add_argument("--preset", default="vit_base_patch16_224")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--post-repeats", type=int, default=50)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = parser.parse_args()
@@ -42,19 +46,22 @@ def main() -> None:
     pixel_values = torch.randn(args.batch_size, 3, config.image_size, config.image_size, device=device, dtype=dtype)
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    def ranking():
-        if device.type == "cuda":
-            torch.cuda.set_sync_debug_mode("error")
-        try:
-            return rank_regions(model, pixel_values)
-        finally:
+    def without_host_sync(function):
+        def run():
             if device.type == "cuda":
-                torch.cuda.set_sync_debug_mode("default")
+                torch.cuda.set_sync_debug_mode("error")
+            try:
+                return function()
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.set_sync_debug_mode("default")
+
+        return run
 
     variants = {
         "forward": lambda: model(pixel_values=pixel_values),
         "saliency": lambda: model(pixel_values=pixel_values, output_saliency=True),
-        "ranking": ranking,
+        "ranking": without_host_sync(lambda: rank_regions(model, pixel_values)),
     }
     times = {name: [] for name in variants}
     with torch.inference_mode():
@@ -67,14 +74,25 @@ def main() -> None:
                 run()
                 synchronize()
                 times[name].append(time.perf_counter() - start)
+        outputs = model(pixel_values=pixel_values, output_saliency=True)
+        post = without_host_sync(lambda: regions_from_outputs(outputs, config))
+        post()
+        synchronize()
+        times["post only"] = []
+        for _ in range(args.post_repeats):
+            start = time.perf_counter()
+            post()
+            synchronize()
+            times["post only"].append(time.perf_counter() - start)
 
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {where}")
-    print(f"{args.preset}, batch {args.batch_size}, {args.dtype}, median of {args.repeats}")
+    print(f"{args.preset}, batch {args.batch_size}, {args.dtype}, median of {args.repeats} ({args.post_repeats} for post only)")
     base = statistics.median(times["forward"])
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"  {name:9s} {median * 1000:10.1f} ms/batch   overhead {100 * (median / base - 1):+6.2f}%")
+        share = median / base if name == "post only" else median / base - 1
+        print(f"  {name:9s} {median * 1000:10.1f} ms/batch   overhead {100 * share:+6.2f}% of forward")
 
 
 if __name__ == "__main__":

@@ -34,8 +34,16 @@ def rank_regions(
     region_embeddings (B, R, D) (mean of each region's last-layer patch features, zero for
     empty regions) and pooler_output (B, D). Defaults come from the model config.
     """
-    config = model.config
     outputs = model(pixel_values=pixel_values, output_saliency=True)
+    return regions_from_outputs(
+        outputs, model.config, min_region_fraction=min_region_fraction, num_regions=num_regions
+    )
+
+
+def regions_from_outputs(
+    outputs, config, *, min_region_fraction: float | None = None, num_regions: int | None = None
+) -> dict[str, torch.Tensor]:
+    """The part of `rank_regions` after the forward pass, from a `DSeqJEPAModelOutput` with saliency."""
     regions = extract_regions(
         outputs.saliency,
         min_region_fraction=config.min_region_fraction if min_region_fraction is None else min_region_fraction,
