@@ -95,32 +95,34 @@ def extract_regions(
 def otsu_threshold(levels: torch.Tensor) -> torch.Tensor:
     """Otsu's threshold of each row of 8-bit levels (B, N) int64 -> (B,) int64.
 
-    The criterion is OpenCV's (THRESH_OTSU): between-class variance over thresholds t with
+    The criterion is OpenCV's (THRESH_OTSU): the between-class variance over thresholds t with
     both classes non-empty, first maximum, 0 when no threshold qualifies (constant maps).
-    It is evaluated in exact integer arithmetic: sigma(t) * N^2 = num^2 / den with
-    num = N * s1 - S * n1 and den = n1 * (N - n1) (n1, s1: count and sum of levels <= t;
-    S: sum of all levels), split as floor + remainder / den so that comparisons are exact.
-    OpenCV evaluates it in float64 (or in IPP on x86 wheels); the two agree with each other
-    and with this except where two thresholds giving different masks have exactly equal
-    variance (symmetric histograms), which they resolve by rounding noise, differently.
+    N^2 sigma(t) = num^2 / den with num = N s1 - S n1 and den = n1 (N - n1) (n1, s1: count and
+    sum of the levels <= t; S: sum of all levels) is compared exactly, as an integer part plus
+    a fraction. OpenCV computes sigma in float64 (or in IPP, on x86 wheels); they agree with
+    this except where two thresholds that give different masks have exactly equal variance
+    (symmetric histograms): OpenCV then picks by rounding noise, not the same with and
+    without IPP, and this picks the first.
     """
     batch, num_patches = levels.shape
     histogram = torch.zeros(batch, 256, dtype=torch.int64, device=levels.device)
     histogram.scatter_add_(1, levels, torch.ones_like(levels))  # (B, 256)
-    bins = torch.arange(256, device=levels.device)
     n1 = histogram.cumsum(1)  # (B, 256) count of levels <= t
-    s1 = (histogram * bins).cumsum(1)  # (B, 256) sum of levels <= t
-    total = s1[:, -1:]  # (B, 1)
-    num = (num_patches * s1 - total * n1).abs()  # |num| <= 255 N^2 / 4
+    s1 = (histogram * torch.arange(256, device=levels.device)).cumsum(1)  # sum of levels <= t
+    num = (num_patches * s1 - s1[:, -1:] * n1).abs().double()  # <= 255 N^2 / 4: exact
     den = n1 * (num_patches - n1)
     qualifies = den > 0
-    den = den.clamp(min=1)
-    # num^2 / den = (q den + r)^2 / den = q^2 den + 2 q r + r^2 / den, every term within int64.
-    quotient = num // den
+    den = den.clamp(min=1).double()  # <= N^2 / 4: exact
+    # num^2 / den = q^2 den + 2 q r + r^2 / den with num = q den + r, q <= 255. For N <= 16000
+    # the float64 floors below are exact (no quotient comes within rounding of an integer)
+    # and distinct fractions (r^2 mod den) / den stay distinct.
+    quotient = torch.floor(num / den)
     remainder = num - quotient * den
-    whole = quotient * quotient * den + 2 * quotient * remainder + remainder * remainder // den
-    fraction = (remainder * remainder % den).double() / den.double()  # exact order for N < 16000
-    whole = torch.where(qualifies, whole, -1)
+    squared = remainder * remainder
+    carry = torch.floor(squared / den)
+    whole = quotient * (quotient * den + 2 * remainder) + carry
+    fraction = (squared - carry * den) / den
+    whole = torch.where(qualifies, whole, -1.0)
     best = qualifies & (whole == whole.amax(dim=1, keepdim=True))
     return torch.where(best, fraction, -1.0).argmax(dim=1)  # first maximum; 0 if none
 
@@ -131,41 +133,85 @@ def connected_components(foreground: torch.Tensor, connectivity: int = 8) -> tor
     A foreground pixel's label is the raster index (y * w + x) of its component's first pixel;
     a background pixel's label is its own index. A fixed number of rounds, set by the grid
     size alone, is exact for every input (see `_merge_rounds`), so nothing waits on the data.
+
+    The batch is laid out as one flat vector of zero-padded grids (the padding keeps images
+    apart), so that neighbours are 1-D shifts and tree pointers are indices into it. Blends
+    are written as integer arithmetic: torch.where and bool tensors are several times slower
+    than int32 arithmetic on the CPU.
     """
     batch, height, width = foreground.shape
-    num_patches = height * width
-    index = torch.arange(num_patches, device=foreground.device).expand(batch, num_patches)  # (B, N)
-    fg = foreground.reshape(batch, num_patches)
+    padded_height, row = 2 * ((height + 2) // 2) + 1, width + 2  # odd: one top pad row + row pairs
+    size = batch * padded_height * row
+    device = foreground.device
+    dtype = torch.int32 if size < 2**31 - 1 else torch.int64
+    grid = F.pad(foreground, (1, 1, 1, padded_height - height - 1)).to(dtype)  # (B, H', W')
+    on = grid.reshape(size)  # (M,) 1 on foreground
+    background_high = (1 - on) * size  # (M,) size on background, 0 on foreground
+    position = torch.arange(size + 1, dtype=dtype, device=device)  # (M + 1,) slot M: background's root
+    pixels = position[:size]
 
-    # Every horizontal run of foreground starts as one tree rooted at its first pixel.
-    flat_index = index.view(batch, height, width)
-    starts = foreground.clone()
-    starts[:, :, 1:] &= ~foreground[:, :, :-1]
-    roots = torch.where(starts, flat_index, -1).cummax(dim=2).values.reshape(batch, num_patches)
-    roots = torch.where(fg, roots, index)  # (B, N) root of each pixel's tree; stars throughout
-
-    fg_pair = fg.view(1, batch, height, width)
-    for trees in _merge_rounds(height * ((width + 1) // 2)):
-        # lo / hi: the smallest / largest root adjacent to (or equal to) each tree's root.
-        signed = torch.stack((roots, -roots)).view(2, batch, height, width)
-        signed = torch.where(fg_pair, signed, num_patches)
-        nearest = torch.where(fg_pair, _neighbourhood_min(signed, connectivity, num_patches), num_patches)
-        extremes = torch.stack((index, -index)).scatter_reduce(
-            2, roots.expand(2, batch, num_patches), nearest.view(2, batch, num_patches), "amin"
+    roots, max_trees = _initial_trees(grid, connectivity)
+    roots = torch.cat((torch.maximum(roots, background_high), position[size:]))  # (M + 1,) stars
+    inner = slice(row + 1, size - row - 1)  # every position whose neighbourhood lies inside M
+    reversed_base = size - 1 - position
+    for trees in _merge_rounds(max_trees):
+        # lo / hi: the smallest / largest root adjacent to (or equal to) each tree's root; hi
+        # as a minimum over reversed roots (size - 1 - root, background high).
+        pixel_roots = roots[:size]
+        reversed_roots = torch.maximum(size - 1 - pixel_roots, background_high)
+        owner = pixel_roots[inner].long()
+        lo = position.scatter_reduce(0, owner, _neighbourhood_min(pixel_roots, row, connectivity), "amin")
+        hi = size - 1 - reversed_base.scatter_reduce(
+            0, owner, _neighbourhood_min(reversed_roots, row, connectivity), "amin"
         )
-        lo, hi = extremes[0], -extremes[1]  # (B, N), meaningful at roots
-        # Hook every tree: down to its smallest neighbour, or, a local minimum, up to its
-        # largest, unless that one hooks back down onto it (the only possible cycle).
-        down = lo < index
-        up = ~down & (hi > index) & (lo.gather(1, hi) != index)
-        target = torch.where(down, lo, torch.where(up, hi, index))
-        parents = target.gather(1, roots)
-        for _ in range(max(0, math.ceil(math.log2(max(trees - 1, 1))))):
-            parents = parents.gather(1, parents)
-        roots = parents
+        # Hook every tree: down to its smallest neighbour (lo < itself), or, a local minimum
+        # (lo == itself), up to its largest neighbour, unless that one hooks straight back
+        # (lo[hi] == itself; otherwise lo[hi] < itself): the only possible cycle.
+        hooks_back = (position - lo.index_select(0, hi)).clamp(max=1)  # 0 or 1
+        up = position + (hi - position) * hooks_back  # where a local minimum goes
+        target = up - (up - lo) * (position - lo).clamp(max=1)  # lo unless a local minimum
+        target[size] = size
+        roots = target.index_select(0, roots)
+        for _ in range(math.ceil(math.log2(max(trees - 1, 1)))):
+            roots = roots.index_select(0, roots)
 
-    first = index.scatter_reduce(1, roots, index, "amin")  # first pixel of each root's component
-    return first.gather(1, roots).view(batch, height, width)
+    pixel_roots = roots[:size]
+    first = position.scatter_reduce(0, pixel_roots.long(), pixels, "amin")  # first pixel of each component
+    labels = first.index_select(0, pixel_roots).long().view(batch, padded_height, row)[:, 1 : height + 1, 1:-1]
+    # Back to raster indices inside each grid; background pixels get their own.
+    raster = torch.zeros(padded_height, row, dtype=torch.int64, device=device)
+    raster[1 : height + 1, 1:-1] = torch.arange(height * width, device=device).view(height, width)
+    image_start = torch.arange(batch, device=device).view(batch, 1, 1) * (padded_height * row)
+    labels = raster.view(-1)[(labels - image_start).clamp(0, padded_height * row - 1)]
+    return torch.where(foreground, labels, raster[1 : height + 1, 1:-1])
+
+
+def _initial_trees(grid: torch.Tensor, connectivity: int) -> tuple[torch.Tensor, int]:
+    """Roots of trees that are cheap to find exactly, and the most trees one component can hold.
+
+    grid: (B, H', W') 0/1 with a padding row on top, row pairs below, padding columns at both
+    sides. 4-connectivity: each horizontal run is a tree rooted at its first pixel. 8: within
+    a pair of rows every run of non-empty columns is connected, so it is a tree rooted at its
+    first column's topmost pixel. Returns roots (M,) (garbage on background) and the bound.
+    """
+    batch, padded_height, row = grid.shape
+    position = torch.arange(batch * padded_height * row, dtype=grid.dtype, device=grid.device)
+    position = position.view(batch, padded_height, row)
+    if connectivity == 4:
+        starts = grid[..., 1:] * (1 - grid[..., :-1])  # (B, H', W'-1) first pixel of a run
+        marks = F.pad((position[..., 1:] + 1) * starts, (1, 0)) - 1
+        return marks.cummax(dim=2).values.reshape(-1), (padded_height // 2) * 2 * ((row - 1) // 2)
+    pairs = grid[:, 1:].reshape(batch, -1, 2, row)  # (B, S, 2, W')
+    occupied = pairs.amax(dim=2)  # (B, S, W')
+    starts = occupied[..., 1:] * (1 - occupied[..., :-1])
+    # Topmost foreground pixel of each column: the top row's if set, else the bottom row's.
+    top = position[:, 1:].reshape(batch, -1, 2, row)[:, :, 0]  # (B, S, W')
+    column_root = top + row * (1 - pairs[:, :, 0])
+    column = torch.arange(1, row, dtype=grid.dtype, device=grid.device)
+    first_column = F.pad((column + 1) * starts, (1, 0)).cummax(dim=2).values - 1  # (B, S, W') run start
+    run_root = column_root.gather(2, first_column.clamp(min=0).long())  # (B, S, W') root of each run
+    roots = torch.cat((position[:, :1], run_root[:, :, None].expand(-1, -1, 2, -1).reshape(batch, -1, row)), dim=1)
+    return roots.reshape(-1), (padded_height // 2) * ((row - 1) // 2)
 
 
 def _merge_rounds(max_trees: int) -> list[int]:
@@ -185,52 +231,53 @@ def _merge_rounds(max_trees: int) -> list[int]:
     return counts
 
 
-def _neighbourhood_min(grid: torch.Tensor, connectivity: int, fill: int) -> torch.Tensor:
-    """Minimum over each pixel's 3x3 (8) or cross (4) neighbourhood of (..., h, w); `fill` outside."""
-    padded = F.pad(grid, (1, 1, 1, 1), value=fill)
+def _neighbourhood_min(values: torch.Tensor, row: int, connectivity: int) -> torch.Tensor:
+    """Minimum over the 3x3 (8) or cross (4) neighbourhood of positions row + 1 .. M - row - 2.
+
+    values: (M,) padded grids laid end to end, `row` positions per grid row.
+    """
+    size = values.shape[0]
     if connectivity == 8:
-        rows = torch.minimum(torch.minimum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])
-        return torch.minimum(torch.minimum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
-    vertical = torch.minimum(padded[..., :-2, 1:-1], padded[..., 2:, 1:-1])
-    horizontal = torch.minimum(padded[..., 1:-1, :-2], padded[..., 1:-1, 2:])
-    return torch.minimum(torch.minimum(vertical, horizontal), grid)
+        across = torch.minimum(torch.minimum(values[:-2], values[1:-1]), values[2:])  # positions 1..M-2
+        return torch.minimum(torch.minimum(across[: -2 * row], across[row:-row]), across[2 * row :])
+    sideways = torch.minimum(values[row : size - row - 2], values[row + 2 : size - row])
+    vertical = torch.minimum(values[1 : size - 2 * row - 1], values[2 * row + 1 : size - 1])
+    return torch.minimum(torch.minimum(sideways, vertical), values[row + 1 : size - row - 1])
 
 
 def _rank_components(labels, foreground, normalised, min_region_fraction, num_regions, height, width) -> Regions:
-    """Area filter, mean scores, ranking and the background slot (all (B, N) tensors)."""
+    """Area filter, mean scores, ranking and the background slot ((B, N) labels, mask, values)."""
     batch, num_patches = labels.shape
-    index = torch.arange(num_patches, device=labels.device)
+    device = labels.device
+    index = torch.arange(num_patches, device=device)
     # Foreground values are >= 1/255, so their float64 sums are exact in any order and the
-    # means are exact to rounding: the ranking does not depend on the summation order.
-    area = torch.zeros(batch, num_patches, dtype=torch.int64, device=labels.device)
-    area.scatter_add_(1, labels, foreground.long())
-    total = torch.zeros(batch, num_patches, dtype=torch.float64, device=labels.device)
+    # means exact to rounding: for N < 1448 distinct means stay distinct, ties stay ties.
+    area = torch.zeros(batch, num_patches, dtype=torch.int64, device=device).scatter_add_(1, labels, foreground.long())
+    total = torch.zeros(batch, num_patches, dtype=torch.float64, device=device)
     total.scatter_add_(1, labels, torch.where(foreground, normalised.double(), 0.0))
     mean = total / area.clamp(min=1)  # (B, N) at each component's label
-    min_area = min_region_fraction * height * width
-    candidate = foreground & (labels == index) & (area >= min_area)
-    key = torch.where(candidate, mean, -1.0)  # (B, N), -1 where no candidate component
+    candidate = foreground & (labels == index) & (area >= min_region_fraction * height * width)
+    key = torch.where(candidate, mean, -1.0)  # (B, N)
 
-    chosen, chosen_mean = [], []
-    for _ in range(num_regions - 1):
+    # Slot of each component label: 0.. for the kept ones in rank order, R-1 (background) otherwise.
+    background_slot = num_regions - 1
+    slot_of_label = torch.full((batch, num_patches + 1), background_slot, dtype=torch.int64, device=device)
+    component_means = []
+    for slot in range(background_slot):
         best = key.argmax(dim=1, keepdim=True)  # (B, 1) first maximum: ties -> first pixel
-        chosen.append(best)
-        chosen_mean.append(key.gather(1, best))
+        best_mean = key.gather(1, best)
+        component_means.append(best_mean)
+        slot_of_label.scatter_(1, torch.where(best_mean >= 0, best, num_patches), slot)  # column N: none
         key = key.scatter(1, best, -2.0)
-    chosen = torch.cat(chosen, dim=1) if chosen else index.new_zeros(batch, 0)  # (B, R-1) labels
-    chosen_mean = torch.cat(chosen_mean, dim=1) if chosen_mean else mean.new_zeros(batch, 0)
-    chosen_valid = chosen_mean >= 0  # (B, R-1)
-    component_masks = (labels[:, None, :] == chosen[:, :, None]) & foreground[:, None, :]
-    component_masks &= chosen_valid[:, :, None]  # (B, R-1, N)
-    background = ~component_masks.any(dim=1)  # (B, N)
-    background_area = background.sum(dim=1)
-    background_mean = torch.where(background, normalised.double(), 0.0).sum(dim=1) / background_area.clamp(min=1)
+    slots = torch.where(foreground, slot_of_label.gather(1, labels), background_slot)  # (B, N)
+    masks = slots.view(batch, 1, height, width) == torch.arange(num_regions, device=device).view(1, -1, 1, 1)
 
-    masks = torch.cat((component_masks, background[:, None, :]), dim=1).view(batch, num_regions, height, width)
-    valid = torch.cat((chosen_valid, (background_area > 0)[:, None]), dim=1)  # (B, R)
-    scores = torch.cat((chosen_mean, background_mean[:, None]), dim=1)
-    scores = torch.where(valid, scores, 0.0).float()  # (B, R)
-    return Regions(masks=masks, scores=scores, valid=valid)
+    background = slots == background_slot
+    background_area = background.sum(dim=1, keepdim=True)
+    background_mean = torch.where(background, normalised.double(), 0.0).sum(dim=1, keepdim=True)
+    scores = torch.cat(component_means + [background_mean / background_area.clamp(min=1)], dim=1)  # (B, R)
+    valid = torch.cat([scores[:, :-1] >= 0, background_area > 0], dim=1)
+    return Regions(masks=masks, scores=torch.where(valid, scores, 0.0).float(), valid=valid)
 
 
 def region_dicts(
