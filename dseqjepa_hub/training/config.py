@@ -248,6 +248,8 @@ def load_config(name_or_path: str | os.PathLike, overrides: list[str] | tuple[st
         raise ConfigError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, found {type(values).__name__}")
+    if not isinstance(values.get("model") or {}, dict):
+        raise ConfigError(f"{path}: model: expected a mapping of DSeqJEPAConfig fields, found {values['model']!r}")
     extra = parse_overrides(list(overrides))
     model = {**(values.get("model") or {}), **extra.pop("model", {})}
     merged = {**values, **extra, "model": model}

@@ -276,16 +276,16 @@ def train(config: TrainConfig, data: str | os.PathLike, output: str | os.PathLik
     `max_steps` stops after that step without changing any schedule; `resume` continues from
     the newest complete checkpoint in `output`. Under torchrun every process calls this.
     """
+    output = Path(output)
+    if not resume and (output / "metrics.jsonl").exists():
+        raise FileExistsError(f"{output} holds an earlier run (metrics.jsonl): pass --resume or another --output")
     dist_context = init_distributed()
     try:
-        output = Path(output)
         trainer = Pretrainer(config, data, output, dist_context)
         if dist_context.is_main:
             output.mkdir(parents=True, exist_ok=True)
         resumed = trainer.resume() if resume else None
         if dist_context.is_main:
-            if resumed is None and (output / "metrics.jsonl").exists():
-                raise FileExistsError(f"{output} holds an earlier run (metrics.jsonl): pass --resume or another --output")
             save_config(config, output / "config.yaml")
             _truncate_metrics(output / "metrics.jsonl", trainer.step)
             if resumed is not None:
