@@ -24,9 +24,11 @@ Each image (deterministic from (seed, split, index), so a build can resume anywh
 a square crop (35-100% of the photo's short side, random position, random mirror) of a
 background resized to `image_size`, then n = 1 to 4 stamps of the split, each scaled so that its
 opaque pixels cover 10-40% of the image (times n ** -0.5; at most the whole width or height),
-randomly mirrored (unless the stamp's `.dat` says `nomirror`) and placed fully inside the image;
-a placement is redrawn (up to 10 times) when it would hide more than half of an earlier object. Ground truth is the visible part
-of each object (alpha >= 128, later objects on top).
+randomly mirrored (unless the stamp's `.dat` says `nomirror`) and placed at a random position,
+up to a quarter of its width / height past the frame (objects placed fully inside would crowd
+the centre and favour a centred-box prior); a placement is redrawn (up to 10 times) when less
+than half of the cut-out would be in the frame or it would hide more than half of an earlier
+object. Ground truth is the visible part of each object (alpha >= 128, later objects on top).
 
 Layout of a built set:
   build.json, LICENSES.md, licenses/<package>.copyright
@@ -90,6 +92,7 @@ VAL_FRACTION = 0.2
 MAX_OBJECTS = 4
 PLACEMENT_TRIES = 10
 MIN_VISIBLE_FRACTION = 0.5
+OUT_OF_FRAME = 0.25  # a cut-out may extend this fraction of its width / height past the frame
 BACKGROUND_CACHE_SIDE = 4  # backgrounds are kept with a short side of at most 4 x image_size
 
 
@@ -244,19 +247,25 @@ def compose_scene(
         if solid.sum() == 0:
             continue
         object_id = len(objects) + 1
+        margin_x, margin_y = int(OUT_OF_FRAME * width), int(OUT_OF_FRAME * height)
         for _ in range(PLACEMENT_TRIES):
-            x = int(rng.integers(0, size - width + 1))
-            y = int(rng.integers(0, size - height + 1))
+            x = int(rng.integers(-margin_x, size - width + margin_x + 1))
+            y = int(rng.integers(-margin_y, size - height + margin_y + 1))
+            left, top = max(0, -x), max(0, -y)  # the part of the cut-out inside the frame
+            right, bottom = min(width, size - x), min(height, size - y)
+            in_frame = solid[top:bottom, left:right]
+            if in_frame.sum() < MIN_VISIBLE_FRACTION * solid.sum():
+                continue
             trial = label.copy()
-            trial[y : y + height, x : x + width][solid] = object_id
+            trial[y + top : y + bottom, x + left : x + right][in_frame] = object_id
             visible = np.bincount(trial.ravel(), minlength=object_id + 1)
             if all(visible[j + 1] >= MIN_VISIBLE_FRACTION * area for j, area in enumerate(full_areas)):
                 break
         else:
             continue
         label = trial
-        canvas.alpha_composite(cutout, dest=(x, y))
-        full_areas.append(int(solid.sum()))
+        canvas.alpha_composite(cutout, dest=(x + left, y + top), source=(left, top, right, bottom))
+        full_areas.append(int(in_frame.sum()))
         objects.append({"id": object_id, "stamp_index": stamp_index, "mirrored": mirrored})
     if not objects:
         raise DataKitError("could not place any object in a scene; the stamps are too thin for this image size")
