@@ -77,6 +77,9 @@ class SaliencyRankingPipeline(Pipeline):
     _load_image_processor = True
     _load_feature_extractor = False
     _load_tokenizer = False
+    # transformers would otherwise look for a video processor and, reading the image
+    # processor's auto_map as one, ask on the terminal whether to run remote code.
+    _load_video_processor = False
 
     def _sanitize_parameters(
         self,

@@ -383,3 +383,14 @@ def test_pipeline_with_centre_crop_maps_regions_into_the_crop(tiny, photos):
         bx0, by0, bx1, by1 = region["box"]
         assert x0 <= bx0 < bx1 <= x1 and y0 <= by0 < by1 <= y1
     assert (union[y0:y1, x0:x1] == 1).all() and union.sum() == (y1 - y0) * (x1 - x0)
+
+
+def test_pipeline_factory_in_process_uses_local_code_without_prompting(tiny, photos, capsys):
+    """With dseqjepa_hub imported, `pipeline_class=` runs the saved folder on this package's code."""
+    from transformers import pipeline
+
+    folder, _, _ = tiny
+    pipe = pipeline("saliency-ranking", model=str(folder), pipeline_class=SaliencyRankingPipeline)
+    assert type(pipe.model) is DSeqJEPAModel and type(pipe.image_processor) is DSeqJEPAImageProcessor
+    check_region_dicts(pipe(photos[1], min_region_fraction=MIN_FRACTION), (451, 300))
+    assert "Do you wish to run the custom code" not in capsys.readouterr().out
