@@ -140,18 +140,22 @@ def connected_components(foreground: torch.Tensor, connectivity: int = 8) -> tor
     than int32 arithmetic on the CPU.
     """
     batch, height, width = foreground.shape
-    padded_height, row = 2 * ((height + 2) // 2) + 1, width + 2  # odd: one top pad row + row pairs
-    size = batch * padded_height * row
+    # Each grid gets a padding row on top (and one below if h is odd, to pair rows) and a
+    # padding column on the left, which is also the right padding of the row before; one
+    # more padding row (and position) closes the batch.
+    block_height, row = height + 1 + height % 2, width + 1
+    block = block_height * row
+    size = batch * block + row + 1
     device = foreground.device
     dtype = torch.int32 if size < 2**31 - 1 else torch.int64
-    grid = F.pad(foreground, (1, 1, 1, padded_height - height - 1)).to(dtype)  # (B, H', W')
-    on = grid.reshape(size)  # (M,) 1 on foreground
+    grid = F.pad(foreground, (1, 0, 1, block_height - height - 1)).to(dtype)  # (B, H', W')
+    on = F.pad(grid.reshape(-1), (0, row + 1))  # (M,) 1 on foreground
     background_high = (1 - on) * size  # (M,) size on background, 0 on foreground
     position = torch.arange(size + 1, dtype=dtype, device=device)  # (M + 1,) slot M: background's root
     pixels = position[:size]
 
     roots, max_trees = _initial_trees(grid, connectivity)
-    roots = torch.cat((torch.maximum(roots, background_high), position[size:]))  # (M + 1,) stars
+    roots = torch.cat((torch.maximum(F.pad(roots, (0, row + 1)), background_high), position[size:]))  # stars
     inner = slice(row + 1, size - row - 1)  # every position whose neighbourhood lies inside M
     reversed_base = size - 1 - position
     for trees in _merge_rounds(max_trees):
@@ -177,41 +181,42 @@ def connected_components(foreground: torch.Tensor, connectivity: int = 8) -> tor
 
     pixel_roots = roots[:size]
     first = position.scatter_reduce(0, pixel_roots.long(), pixels, "amin")  # first pixel of each component
-    labels = first.index_select(0, pixel_roots).long().view(batch, padded_height, row)[:, 1 : height + 1, 1:-1]
+    labels = first.index_select(0, pixel_roots[: batch * block]).long()
+    labels = labels.view(batch, block_height, row)[:, 1 : height + 1, 1:]  # (B, h, w) positions in M
     # Back to raster indices inside each grid; background pixels get their own.
-    raster = torch.zeros(padded_height, row, dtype=torch.int64, device=device)
-    raster[1 : height + 1, 1:-1] = torch.arange(height * width, device=device).view(height, width)
-    image_start = torch.arange(batch, device=device).view(batch, 1, 1) * (padded_height * row)
-    labels = raster.view(-1)[(labels - image_start).clamp(0, padded_height * row - 1)]
-    return torch.where(foreground, labels, raster[1 : height + 1, 1:-1])
+    raster = torch.zeros(block_height, row, dtype=torch.int64, device=device)
+    raster[1 : height + 1, 1:] = torch.arange(height * width, device=device).view(height, width)
+    image_start = torch.arange(batch, device=device).view(batch, 1, 1) * block
+    labels = raster.view(-1)[(labels - image_start).clamp(0, block - 1)]
+    return torch.where(foreground, labels, raster[1 : height + 1, 1:])
 
 
 def _initial_trees(grid: torch.Tensor, connectivity: int) -> tuple[torch.Tensor, int]:
     """Roots of trees that are cheap to find exactly, and the most trees one component can hold.
 
-    grid: (B, H', W') 0/1 with a padding row on top, row pairs below, padding columns at both
-    sides. 4-connectivity: each horizontal run is a tree rooted at its first pixel. 8: within
-    a pair of rows every run of non-empty columns is connected, so it is a tree rooted at its
-    first column's topmost pixel. Returns roots (M,) (garbage on background) and the bound.
+    grid: (B, H', W') 0/1, a padding row on top, then row pairs, a padding column on the left.
+    4-connectivity: each horizontal run is a tree rooted at its first pixel. 8: within a pair
+    of rows every run of non-empty columns is connected, so it is a tree rooted at its first
+    column's topmost pixel. Returns roots (B * H' * W',) (garbage on background) and the bound.
     """
-    batch, padded_height, row = grid.shape
-    position = torch.arange(batch * padded_height * row, dtype=grid.dtype, device=grid.device)
-    position = position.view(batch, padded_height, row)
+    batch, block_height, row = grid.shape
+    position = torch.arange(batch * block_height * row, dtype=grid.dtype, device=grid.device)
+    position = position.view(batch, block_height, row)
+    column = torch.arange(row, dtype=grid.dtype, device=grid.device)
     if connectivity == 4:
         starts = grid[..., 1:] * (1 - grid[..., :-1])  # (B, H', W'-1) first pixel of a run
         marks = F.pad((position[..., 1:] + 1) * starts, (1, 0)) - 1
-        return marks.cummax(dim=2).values.reshape(-1), (padded_height // 2) * 2 * ((row - 1) // 2)
+        return marks.cummax(dim=2).values.reshape(-1), (block_height - 1) * ((row) // 2)
     pairs = grid[:, 1:].reshape(batch, -1, 2, row)  # (B, S, 2, W')
     occupied = pairs.amax(dim=2)  # (B, S, W')
     starts = occupied[..., 1:] * (1 - occupied[..., :-1])
+    first_column = F.pad((column[1:] + 1) * starts, (1, 0)).cummax(dim=2).values - 1  # (B, S, W') run start
     # Topmost foreground pixel of each column: the top row's if set, else the bottom row's.
     top = position[:, 1:].reshape(batch, -1, 2, row)[:, :, 0]  # (B, S, W')
     column_root = top + row * (1 - pairs[:, :, 0])
-    column = torch.arange(1, row, dtype=grid.dtype, device=grid.device)
-    first_column = F.pad((column + 1) * starts, (1, 0)).cummax(dim=2).values - 1  # (B, S, W') run start
     run_root = column_root.gather(2, first_column.clamp(min=0).long())  # (B, S, W') root of each run
     roots = torch.cat((position[:, :1], run_root[:, :, None].expand(-1, -1, 2, -1).reshape(batch, -1, row)), dim=1)
-    return roots.reshape(-1), (padded_height // 2) * ((row - 1) // 2)
+    return roots.reshape(-1), (block_height // 2) * (row // 2)
 
 
 def _merge_rounds(max_trees: int) -> list[int]:
@@ -234,7 +239,7 @@ def _merge_rounds(max_trees: int) -> list[int]:
 def _neighbourhood_min(values: torch.Tensor, row: int, connectivity: int) -> torch.Tensor:
     """Minimum over the 3x3 (8) or cross (4) neighbourhood of positions row + 1 .. M - row - 2.
 
-    values: (M,) padded grids laid end to end, `row` positions per grid row.
+    values: (M,) padded grids laid end to end, `row` positions per grid row (padding included).
     """
     size = values.shape[0]
     if connectivity == 8:

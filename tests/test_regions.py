@@ -224,7 +224,7 @@ def test_matches_opencv_on_random_and_structured_maps(grid):
 @pytest.mark.parametrize("connectivity", [8, 4])
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{g[0]}x{g[1]}")
 def test_matches_opencv_with_small_components(grid, connectivity):
-    maps = make_maps(np.random.default_rng(7 + sum(grid)), *grid, per_kind=16)
+    maps = make_maps(np.random.default_rng(7 + sum(grid)), *grid, per_kind=10)
     batch = np.concatenate([maps[kind] for kind in ("single_patches", "binary_noise", "paths", "noise", "stripes")])
     assert_matches_reference(batch, alpha=0.0, num_regions=8, connectivity=connectivity)
     assert_matches_reference(batch, alpha=0.02, num_regions=3, connectivity=connectivity)
@@ -287,6 +287,22 @@ def test_connected_components_match_opencv(connectivity):
             assert (labels[i].ravel() == first).sum() == inside.sum()
 
 
+@pytest.mark.parametrize("connectivity", [8, 4])
+def test_connected_components_on_batches_of_tiny_grids(connectivity):
+    rng = np.random.default_rng(10 + connectivity)
+    for _ in range(150):
+        height, width = rng.integers(1, 8, size=2)
+        foreground = rng.random((3, height, width)) < rng.uniform(0.2, 0.9)
+        foreground[-1, -1, -1] = True  # the very last position of the batch
+        labels = connected_components(torch.from_numpy(foreground), connectivity).numpy()
+        for grid, grid_labels in zip(foreground, labels):
+            count, reference = cv2.connectedComponents(grid.astype(np.uint8), connectivity=connectivity)
+            for k in range(1, count):
+                inside = reference == k
+                assert (grid_labels[inside] == np.flatnonzero(inside)[0]).all()
+            assert len(np.unique(grid_labels[grid])) == count - 1
+
+
 def test_otsu_threshold_is_the_first_exact_maximum():
     rng = np.random.default_rng(5)
     levels = np.concatenate([rng.integers(0, 256, (200, 196)), rng.integers(0, 4, (200, 196)) * 85])
@@ -330,3 +346,47 @@ def test_cuda_matches_cpu_without_host_synchronisation():
     assert torch.equal(regions.masks.cpu(), expected.masks)
     assert torch.equal(regions.valid.cpu(), expected.valid)
     assert torch.equal(regions.scores.cpu(), expected.scores)
+
+
+def test_region_dicts_on_a_hand_made_case():
+    masks = torch.zeros(4, 2, 4, dtype=torch.bool)  # R = 4 slots on a 2 x 4 grid
+    masks[0, 0, 1:3] = True  # rank 1: patches (0, 1), (0, 2)
+    masks[2, 1, 3] = True  # rank 2 (slot 1 is empty): patch (1, 3)
+    masks[3] = ~(masks[0] | masks[2])  # background
+    scores = torch.tensor([0.9, 0.0, 0.7, 0.2])
+    valid = torch.tensor([True, False, True, True])
+    embeddings = torch.arange(4 * 3, dtype=torch.float32).view(4, 3)
+    # The model saw the box x 10..50, y 20..40 of an 60 x 80 (H x W) image: patches are 10 x 10 pixels.
+    regions = region_dicts(
+        masks=masks, scores=scores, valid=valid, original_size=(60, 80), crop_box=(10, 20, 50, 40), embeddings=embeddings
+    )
+    assert [r["rank"] for r in regions] == [1, 2, 3]
+    assert [r["is_background"] for r in regions] == [False, False, True]
+    assert [r["score"] for r in regions] == pytest.approx([0.9, 0.7, 0.2])
+    assert [r["area_fraction"] for r in regions] == [2 / 8, 1 / 8, 5 / 8]
+    assert regions[0]["box"] == [20, 20, 40, 30]
+    assert regions[1]["box"] == [40, 30, 50, 40]
+    assert regions[2]["box"] == [10, 20, 50, 40]
+    for region, slot in zip(regions, [0, 2, 3]):
+        assert region["mask"].shape == (60, 80) and region["mask"].dtype == bool
+        assert region["patch_mask"].shape == (2, 4) and region["patch_mask"].dtype == bool
+        np.testing.assert_array_equal(region["patch_mask"], masks[slot].numpy())
+        np.testing.assert_array_equal(region["embedding"], embeddings[slot].numpy())
+        assert region["mask"].sum() == region["patch_mask"].sum() * 100  # 10 x 10 pixels per patch
+        assert not region["mask"][:20].any() and not region["mask"][:, :10].any() and not region["mask"][:, 50:].any()
+    whole_image = region_dicts(masks=masks, scores=scores, valid=valid, original_size=(7, 9))
+    assert whole_image[0]["mask"].shape == (7, 9) and "embedding" not in whole_image[0]
+    # Pixel rows 0..6 -> patch rows y * 2 // 7 = 0,0,0,0,1,1,1; columns 0..8 -> x * 4 // 9 = 0,0,0,1,1,2,2,3,3.
+    assert whole_image[0]["box"] == [3, 0, 7, 4]
+    with pytest.raises(ValueError, match="crop_box"):
+        region_dicts(masks=masks, scores=scores, valid=valid, original_size=(60, 80), crop_box=(10, 20, 10, 40))
+
+
+def test_region_dicts_follow_extract_regions():
+    saliency = torch.from_numpy(make_maps(np.random.default_rng(2), 14, 14, per_kind=2)["blobs"])
+    regions = extract_regions(saliency)
+    for i in range(len(saliency)):
+        dicts = region_dicts(masks=regions.masks[i], scores=regions.scores[i], valid=regions.valid[i], original_size=(224, 224))
+        assert len(dicts) == int(regions.valid[i].sum()) and dicts[-1]["is_background"]
+        assert sum(d["area_fraction"] for d in dicts) == pytest.approx(1.0)
+        assert sum(int(d["mask"].sum()) for d in dicts) == 224 * 224  # the regions tile the image
