@@ -88,8 +88,9 @@ def extract_regions(
     levels = (normalised * 255).long()  # (B, N) in 0..255, truncated like uint8(x * 255)
     foreground = levels > otsu_threshold(levels)[:, None]  # (B, N)
 
-    labels = connected_components(foreground.view(batch, height, width), connectivity).view(batch, num_patches)
-    return _rank_components(labels, foreground, normalised, min_region_fraction, num_regions, height, width)
+    layout = _GridLayout(batch, height, width)
+    labels = _label_components(layout, foreground.view(batch, height, width), connectivity)
+    return _rank_components(layout, labels, foreground, normalised, min_region_fraction, num_regions)
 
 
 def otsu_threshold(levels: torch.Tensor) -> torch.Tensor:
@@ -127,32 +128,62 @@ def otsu_threshold(levels: torch.Tensor) -> torch.Tensor:
     return torch.where(best, fraction, -1.0).argmax(dim=1)  # first maximum; 0 if none
 
 
+class _GridLayout:
+    """A batch of (h, w) grids laid end to end in one flat vector, with zero padding.
+
+    Each grid gets a padding row on top (and one below if h is odd, so that rows pair up) and a
+    padding column on the left, which is also the right padding of the row before; `row + 1`
+    more positions close the batch. Neighbours are then 1-D shifts (by 1 and by `row`),
+    pointers are indices into the vector, and the padding keeps the grids apart. Positions
+    keep the raster order of each grid.
+    """
+
+    def __init__(self, batch: int, height: int, width: int):
+        self.batch, self.height, self.width = batch, height, width
+        self.block_height, self.row = height + 1 + height % 2, width + 1
+        self.block = self.block_height * self.row  # positions per grid
+        self.size = batch * self.block + self.row + 1  # M
+
+    def pad(self, grids: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) -> (B, H', W') with zero padding."""
+        return F.pad(grids, (1, 0, 1, self.block_height - self.height - 1))
+
+    def interior(self, blocks: torch.Tensor) -> torch.Tensor:
+        """(..., H' * W') -> (..., h, w): view of the grids themselves."""
+        grids = blocks.view(*blocks.shape[:-1], self.block_height, self.row)
+        return grids[..., 1 : self.height + 1, 1:]
+
+
 def connected_components(foreground: torch.Tensor, connectivity: int = 8) -> torch.Tensor:
     """Label the connected components of a batch of binary grids (B, h, w) -> (B, h, w) int64.
 
     A foreground pixel's label is the raster index (y * w + x) of its component's first pixel;
-    a background pixel's label is its own index. A fixed number of rounds, set by the grid
-    size alone, is exact for every input (see `_merge_rounds`), so nothing waits on the data.
-
-    The batch is laid out as one flat vector of zero-padded grids (the padding keeps images
-    apart), so that neighbours are 1-D shifts and tree pointers are indices into it. Blends
-    are written as integer arithmetic: torch.where and bool tensors are several times slower
-    than int32 arithmetic on the CPU.
+    a background pixel's label is its own index.
     """
     batch, height, width = foreground.shape
-    # Each grid gets a padding row on top (and one below if h is odd, to pair rows) and a
-    # padding column on the left, which is also the right padding of the row before; one
-    # more padding row (and position) closes the batch.
-    block_height, row = height + 1 + height % 2, width + 1
-    block = block_height * row
-    size = batch * block + row + 1
+    layout = _GridLayout(batch, height, width)
+    labels = _label_components(layout, foreground, connectivity)  # (B, H' * W') padded positions
+    raster = torch.zeros(layout.block, dtype=torch.int64, device=foreground.device)
+    layout.interior(raster)[:] = torch.arange(height * width, device=foreground.device).view(height, width)
+    return layout.interior(raster[labels])
+
+
+def _label_components(layout: _GridLayout, foreground: torch.Tensor, connectivity: int) -> torch.Tensor:
+    """Component labels of (B, h, w) grids in the padded layout -> (B, H' * W') int64.
+
+    A foreground position's label is its component's first position (in raster order) within
+    its grid's block; every other position's label is its own. A fixed number of rounds,
+    set by the grid size alone, is exact for every input (see `_merge_rounds`), so nothing
+    waits on the data. Blends are integer arithmetic: torch.where and bool tensors are several
+    times slower than int32 arithmetic on the CPU.
+    """
+    size, row, block = layout.size, layout.row, layout.block
     device = foreground.device
     dtype = torch.int32 if size < 2**31 - 1 else torch.int64
-    grid = F.pad(foreground, (1, 0, 1, block_height - height - 1)).to(dtype)  # (B, H', W')
-    on = F.pad(grid.reshape(-1), (0, row + 1))  # (M,) 1 on foreground
+    grid = layout.pad(foreground).to(dtype)  # (B, H', W')
+    on = F.pad(grid.view(-1), (0, row + 1))  # (M,) 1 on foreground
     background_high = (1 - on) * size  # (M,) size on background, 0 on foreground
     position = torch.arange(size + 1, dtype=dtype, device=device)  # (M + 1,) slot M: background's root
-    pixels = position[:size]
 
     roots, max_trees = _initial_trees(grid, connectivity)
     roots = torch.cat((torch.maximum(F.pad(roots, (0, row + 1)), background_high), position[size:]))  # stars
@@ -179,25 +210,23 @@ def connected_components(foreground: torch.Tensor, connectivity: int = 8) -> tor
         for _ in range(math.ceil(math.log2(max(trees - 1, 1)))):
             roots = roots.index_select(0, roots)
 
-    pixel_roots = roots[:size]
-    first = position.scatter_reduce(0, pixel_roots.long(), pixels, "amin")  # first pixel of each component
-    labels = first.index_select(0, pixel_roots[: batch * block]).long()
-    labels = labels.view(batch, block_height, row)[:, 1 : height + 1, 1:]  # (B, h, w) positions in M
-    # Back to raster indices inside each grid; background pixels get their own.
-    raster = torch.zeros(block_height, row, dtype=torch.int64, device=device)
-    raster[1 : height + 1, 1:] = torch.arange(height * width, device=device).view(height, width)
-    image_start = torch.arange(batch, device=device).view(batch, 1, 1) * block
-    labels = raster.view(-1)[(labels - image_start).clamp(0, block - 1)]
-    return torch.where(foreground, labels, raster[1 : height + 1, 1:])
+    pixel_roots = roots[: size - row - 1]
+    first = position.scatter_reduce(0, pixel_roots.long(), position[: size - row - 1], "amin")
+    # Labels: the first position of each foreground pixel's component, else the pixel itself;
+    # both made relative to the grid's block.
+    offset = position[: size - row - 1] - (position[: layout.batch] * block).repeat_interleave(block)
+    on = on[: size - row - 1]
+    labels = (first.index_select(0, pixel_roots) - position[: size - row - 1]) * on + offset
+    return labels.long().view(layout.batch, block)
 
 
 def _initial_trees(grid: torch.Tensor, connectivity: int) -> tuple[torch.Tensor, int]:
     """Roots of trees that are cheap to find exactly, and the most trees one component can hold.
 
-    grid: (B, H', W') 0/1, a padding row on top, then row pairs, a padding column on the left.
-    4-connectivity: each horizontal run is a tree rooted at its first pixel. 8: within a pair
-    of rows every run of non-empty columns is connected, so it is a tree rooted at its first
-    column's topmost pixel. Returns roots (B * H' * W',) (garbage on background) and the bound.
+    grid: (B, H', W') 0/1 in the padded layout. 4-connectivity: each horizontal run is a tree
+    rooted at its first pixel. 8: within a pair of rows every run of non-empty columns is
+    connected, so it is a tree rooted at its first column's topmost pixel.
+    Returns roots (B * H' * W',) (garbage on background) and the bound.
     """
     batch, block_height, row = grid.shape
     position = torch.arange(batch * block_height * row, dtype=grid.dtype, device=grid.device)
@@ -206,17 +235,18 @@ def _initial_trees(grid: torch.Tensor, connectivity: int) -> tuple[torch.Tensor,
     if connectivity == 4:
         starts = grid[..., 1:] * (1 - grid[..., :-1])  # (B, H', W'-1) first pixel of a run
         marks = F.pad((position[..., 1:] + 1) * starts, (1, 0)) - 1
-        return marks.cummax(dim=2).values.reshape(-1), (block_height - 1) * ((row) // 2)
-    pairs = grid[:, 1:].reshape(batch, -1, 2, row)  # (B, S, 2, W')
-    occupied = pairs.amax(dim=2)  # (B, S, W')
+        return marks.cummax(dim=2).values.view(-1), (block_height - 1) * (row // 2)
+    pairs = grid.view(batch, -1)[:, row:].view(batch, -1, 2, row)  # (B, S, 2, W') row pairs
+    occupied = torch.maximum(pairs[:, :, 0], pairs[:, :, 1])  # (B, S, W')
     starts = occupied[..., 1:] * (1 - occupied[..., :-1])
     first_column = F.pad((column[1:] + 1) * starts, (1, 0)).cummax(dim=2).values - 1  # (B, S, W') run start
     # Topmost foreground pixel of each column: the top row's if set, else the bottom row's.
-    top = position[:, 1:].reshape(batch, -1, 2, row)[:, :, 0]  # (B, S, W')
-    column_root = top + row * (1 - pairs[:, :, 0])
+    column_root = position[:, 1::2] + row * (1 - pairs[:, :, 0])  # (B, S, W')
     run_root = column_root.gather(2, first_column.clamp(min=0).long())  # (B, S, W') root of each run
-    roots = torch.cat((position[:, :1], run_root[:, :, None].expand(-1, -1, 2, -1).reshape(batch, -1, row)), dim=1)
-    return roots.reshape(-1), (block_height // 2) * (row // 2)
+    roots = torch.empty_like(grid)
+    roots.view(batch, -1)[:, row:].view(batch, -1, 2, row).copy_(run_root[:, :, None].expand(-1, -1, 2, -1))
+    roots[:, 0] = -1  # the padding row
+    return roots.view(-1), (block_height // 2) * (row // 2)
 
 
 def _merge_rounds(max_trees: int) -> list[int]:
@@ -250,39 +280,46 @@ def _neighbourhood_min(values: torch.Tensor, row: int, connectivity: int) -> tor
     return torch.minimum(torch.minimum(sideways, vertical), values[row + 1 : size - row - 1])
 
 
-def _rank_components(labels, foreground, normalised, min_region_fraction, num_regions, height, width) -> Regions:
-    """Area filter, mean scores, ranking and the background slot ((B, N) labels, mask, values)."""
-    batch, num_patches = labels.shape
+def _rank_components(layout, labels, foreground, normalised, min_region_fraction, num_regions) -> Regions:
+    """Area filter, mean scores, ranking and the background slot.
+
+    labels: (B, H' * W') from `_label_components`; foreground, normalised: (B, N).
+    """
+    batch, block = labels.shape
     device = labels.device
-    index = torch.arange(num_patches, device=device)
+    on = layout.pad(foreground.view(batch, layout.height, layout.width)).reshape(batch, block)  # (B, P)
+    values = layout.pad(normalised.view(batch, layout.height, layout.width).double()).reshape(batch, block)
     # Foreground values are >= 1/255, so their float64 sums are exact in any order and the
     # means exact to rounding: for N < 1448 distinct means stay distinct, ties stay ties.
-    area = torch.zeros(batch, num_patches, dtype=torch.int64, device=device).scatter_add_(1, labels, foreground.long())
-    total = torch.zeros(batch, num_patches, dtype=torch.float64, device=device)
-    total.scatter_add_(1, labels, torch.where(foreground, normalised.double(), 0.0))
-    mean = total / area.clamp(min=1)  # (B, N) at each component's label
-    candidate = foreground & (labels == index) & (area >= min_region_fraction * height * width)
-    key = torch.where(candidate, mean, -1.0)  # (B, N)
+    area = torch.zeros(batch, block, dtype=torch.int64, device=device).scatter_add_(1, labels, on.long())
+    total = torch.zeros(batch, block, dtype=torch.float64, device=device).scatter_add_(1, labels, values * on)
+    mean = total / area.clamp(min=1)  # (B, P) at each component's label
+    min_area = min_region_fraction * layout.height * layout.width
+    candidate = on & (labels == torch.arange(block, device=device)) & (area >= min_area)
+    key = torch.where(candidate, mean, -1.0)  # (B, P)
 
     # Slot of each component label: 0.. for the kept ones in rank order, R-1 (background) otherwise.
     background_slot = num_regions - 1
-    slot_of_label = torch.full((batch, num_patches + 1), background_slot, dtype=torch.int64, device=device)
-    component_means = []
+    slot_of_label = torch.full((batch, block + 1), background_slot, dtype=torch.int64, device=device)
+    kept_means, kept_sums, kept_areas = [], [], []
     for slot in range(background_slot):
         best = key.argmax(dim=1, keepdim=True)  # (B, 1) first maximum: ties -> first pixel
         best_mean = key.gather(1, best)
-        component_means.append(best_mean)
-        slot_of_label.scatter_(1, torch.where(best_mean >= 0, best, num_patches), slot)  # column N: none
-        key = key.scatter(1, best, -2.0)
-    slots = torch.where(foreground, slot_of_label.gather(1, labels), background_slot)  # (B, N)
-    masks = slots.view(batch, 1, height, width) == torch.arange(num_regions, device=device).view(1, -1, 1, 1)
+        kept = best_mean >= 0
+        kept_means.append(best_mean)
+        kept_sums.append(total.gather(1, best) * kept)
+        kept_areas.append(area.gather(1, best) * kept)
+        slot_of_label.scatter_(1, best + (block - best) * ~kept, slot)  # column P: nothing kept
+        key.scatter_(1, best, -2.0)
+    slots = layout.interior(slot_of_label[:, :block].gather(1, labels))  # (B, h, w)
+    masks = slots[:, None] == torch.arange(num_regions, device=device).view(1, -1, 1, 1)  # (B, R, h, w)
 
-    background = slots == background_slot
-    background_area = background.sum(dim=1, keepdim=True)
-    background_mean = torch.where(background, normalised.double(), 0.0).sum(dim=1, keepdim=True)
-    scores = torch.cat(component_means + [background_mean / background_area.clamp(min=1)], dim=1)  # (B, R)
+    # The background holds everything else: its sum and area by subtraction.
+    background_area = layout.height * layout.width - sum(kept_areas, torch.zeros_like(area[:, :1]))
+    background_sum = values.sum(dim=1, keepdim=True) - sum(kept_sums, torch.zeros_like(total[:, :1]))
+    scores = torch.cat(kept_means + [background_sum / background_area.clamp(min=1)], dim=1)  # (B, R)
     valid = torch.cat([scores[:, :-1] >= 0, background_area > 0], dim=1)
-    return Regions(masks=masks, scores=torch.where(valid, scores, 0.0).float(), valid=valid)
+    return Regions(masks=masks, scores=(scores * valid).float(), valid=valid)
 
 
 def region_dicts(
