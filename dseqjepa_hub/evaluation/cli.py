@@ -47,7 +47,7 @@ def evaluate(
 ) -> dict:
     """Run one task and return the result dict (schema in the module docstring)."""
     data_dir = Path(data_dir)
-    eval_dir = find_split(data_dir, None, "eval")
+    eval_dir = find_split(data_dir, "eval")
     result = {"task": task, "dataset": data_dir.name, "split": eval_dir.name, "model": model_name}
     if task == "regions":
         records = load_scene_records(eval_dir, max_eval_images, seed)
@@ -55,7 +55,7 @@ def evaluate(
         return {**result, "metric": "top1_on_object", "value": methods["model"]["top1_on_object"],
                 "n_images": len(records), "details": methods}
 
-    train = load_labelled_split(find_split(data_dir, None, "train"), max_train_images, seed)
+    train = load_labelled_split(find_split(data_dir, "train"), max_train_images, seed)
     held_out = load_labelled_split(eval_dir, max_eval_images, seed)
     classes = sorted(set(train.labels) | set(held_out.labels))
     index = {name: i for i, name in enumerate(classes)}
@@ -105,8 +105,10 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         model, processor, model_name = resolve_model(args.model, device)
         result = evaluate(
-            model, processor, model_name, args.data, args.task, args.layers, args.batch_size,
-            args.max_train_images, args.max_eval_images, args.epochs, args.lr, args.k, args.temperature, args.seed,
+            model, processor, model_name, args.data, args.task,
+            layers=args.layers, batch_size=args.batch_size, max_train_images=args.max_train_images,
+            max_eval_images=args.max_eval_images, epochs=args.epochs, lr=args.lr, k=args.k,
+            temperature=args.temperature, seed=args.seed,
         )
     except (EvaluationDataError, ImageLoadError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

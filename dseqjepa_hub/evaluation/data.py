@@ -30,12 +30,12 @@ class LabelledSplit:
     labels: list[str]
 
 
-def find_split(data_dir: Path, split: str | None, kind: str) -> Path:
-    """The folder of the training split (kind="train") or the evaluation split (kind="eval")."""
+def find_split(data_dir: Path, kind: str) -> Path:
+    """The folder of the training split (kind="train") or the evaluation split (kind="eval": val, else test)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise EvaluationDataError(f"data folder {data_dir} does not exist")
-    candidates = [split] if split else (["train"] if kind == "train" else list(EVAL_SPLITS))
+    candidates = ["train"] if kind == "train" else list(EVAL_SPLITS)
     for name in candidates:
         if (data_dir / name).is_dir():
             return data_dir / name

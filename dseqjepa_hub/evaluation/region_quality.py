@@ -112,8 +112,9 @@ def evaluate_regions(model, processor, records: list[SceneRecord], batch_size: i
     results = {"model": top1_region_scores(model, processor, records, batch_size, "regions (model)")}
     area = results["model"]["mean_area_fraction"] if results["model"]["images_without_region"] < len(records) else FALLBACK_BOX_AREA
     results["centred_box"] = centred_box_scores(records, area)
-    torch.manual_seed(seed)
-    device = next(model.parameters()).device
-    random_model = DSeqJEPAModel(model.config).to(device).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random_model = DSeqJEPAModel(model.config)
+    random_model = random_model.to(next(model.parameters()).device).eval()
     results["random_init"] = top1_region_scores(random_model, processor, records, batch_size, "regions (random init)")
     return results
