@@ -106,26 +106,25 @@ def otsu_threshold(levels: torch.Tensor) -> torch.Tensor:
     without IPP, and this picks the first.
     """
     batch, num_patches = levels.shape
-    histogram = torch.zeros(batch, 256, dtype=torch.int64, device=levels.device)
-    histogram.scatter_add_(1, levels, torch.ones_like(levels))  # (B, 256)
+    histogram = torch.zeros(batch, 256, dtype=torch.float64, device=levels.device)
+    histogram.scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float64))  # (B, 256)
+    # Integers below 2^53 throughout, so float64 holds them exactly.
     n1 = histogram.cumsum(1)  # (B, 256) count of levels <= t
     s1 = (histogram * torch.arange(256, device=levels.device)).cumsum(1)  # sum of levels <= t
-    num = (num_patches * s1 - s1[:, -1:] * n1).abs().double()  # <= 255 N^2 / 4: exact
-    den = n1 * (num_patches - n1)
-    qualifies = den > 0
-    den = den.clamp(min=1).double()  # <= N^2 / 4: exact
+    num = (num_patches * s1 - s1[:, -1:] * n1).abs()  # <= 255 N^2 / 4; 0 where a class is empty
+    den = (n1 * (num_patches - n1)).clamp(min=1)  # <= N^2 / 4
     # num^2 / den = q^2 den + 2 q r + r^2 / den with num = q den + r, q <= 255. For N <= 16000
-    # the float64 floors below are exact (no quotient comes within rounding of an integer)
-    # and distinct fractions (r^2 mod den) / den stay distinct.
+    # the floors below are exact (no quotient comes within rounding of an integer) and
+    # distinct fractions (r^2 mod den) / den stay distinct.
     quotient = torch.floor(num / den)
     remainder = num - quotient * den
     squared = remainder * remainder
     carry = torch.floor(squared / den)
     whole = quotient * (quotient * den + 2 * remainder) + carry
     fraction = (squared - carry * den) / den
-    whole = torch.where(qualifies, whole, -1.0)
-    best = qualifies & (whole == whole.amax(dim=1, keepdim=True))
-    return torch.where(best, fraction, -1.0).argmax(dim=1)  # first maximum; 0 if none
+    # Thresholds with an empty class score 0, the others more: first maximum, 0 if none.
+    best = whole == whole.amax(dim=1, keepdim=True)
+    return torch.where(best, fraction, -1.0).argmax(dim=1)
 
 
 class _GridLayout:
@@ -203,8 +202,8 @@ def _label_components(layout: _GridLayout, foreground: torch.Tensor, connectivit
         # (lo == itself), up to its largest neighbour, unless that one hooks straight back
         # (lo[hi] == itself; otherwise lo[hi] < itself): the only possible cycle.
         hooks_back = (position - lo.index_select(0, hi)).clamp(max=1)  # 0 or 1
-        up = position + (hi - position) * hooks_back  # where a local minimum goes
-        target = up - (up - lo) * (position - lo).clamp(max=1)  # lo unless a local minimum
+        goes_up = (hooks_back - (position - lo)).clamp(min=0)  # 1: a local minimum that hooks up
+        target = lo + (hi - position) * goes_up
         target[size] = size
         roots = target.index_select(0, roots)
         for _ in range(math.ceil(math.log2(max(trees - 1, 1)))):
@@ -269,15 +268,15 @@ def _merge_rounds(max_trees: int) -> list[int]:
 def _neighbourhood_min(values: torch.Tensor, row: int, connectivity: int) -> torch.Tensor:
     """Minimum over the 3x3 (8) or cross (4) neighbourhood of positions row + 1 .. M - row - 2.
 
-    values: (M,) padded grids laid end to end, `row` positions per grid row (padding included).
+    values: (..., M) padded grids laid end to end, `row` positions per grid row (padding included).
     """
-    size = values.shape[0]
+    size = values.shape[-1]
     if connectivity == 8:
-        across = torch.minimum(torch.minimum(values[:-2], values[1:-1]), values[2:])  # positions 1..M-2
-        return torch.minimum(torch.minimum(across[: -2 * row], across[row:-row]), across[2 * row :])
-    sideways = torch.minimum(values[row : size - row - 2], values[row + 2 : size - row])
-    vertical = torch.minimum(values[1 : size - 2 * row - 1], values[2 * row + 1 : size - 1])
-    return torch.minimum(torch.minimum(sideways, vertical), values[row + 1 : size - row - 1])
+        across = torch.minimum(torch.minimum(values[..., :-2], values[..., 1:-1]), values[..., 2:])  # 1..M-2
+        return torch.minimum(torch.minimum(across[..., : -2 * row], across[..., row:-row]), across[..., 2 * row :])
+    sideways = torch.minimum(values[..., row : size - row - 2], values[..., row + 2 : size - row])
+    vertical = torch.minimum(values[..., 1 : size - 2 * row - 1], values[..., 2 * row + 1 : size - 1])
+    return torch.minimum(torch.minimum(sideways, vertical), values[..., row + 1 : size - row - 1])
 
 
 def _rank_components(layout, labels, foreground, normalised, min_region_fraction, num_regions) -> Regions:
