@@ -189,7 +189,8 @@ class Pretrainer:
         )
         return targets, ijepa_task(context.to(images.device), blocks.to(images.device))
 
-    def train_step(self, images: torch.Tensor) -> dict:
+    def train_step(self, images: torch.Tensor, skipped: torch.Tensor | None = None) -> dict:
+        """One optimisation step; `skipped` counts the unreadable files behind this rank's batch."""
         values = self.set_hyperparameters()
         generator = torch.Generator().manual_seed(derive_seed(self.config.seed, self.step))
         use_dseq = torch.rand(1, generator=generator).item() < values["lambda"]
@@ -197,7 +198,10 @@ class Pretrainer:
         with self.autocast:
             predictions, positions, keep = self.model(images, task)
         loss = jepa_loss(predictions, targets, task, positions, keep)
-        loss_value = all_reduce_mean(loss.detach(), self.dist).item()
+        skipped = torch.zeros(1) if skipped is None else skipped
+        reported = torch.stack([loss.detach().float(), skipped.sum().float().to(loss.device)])
+        loss_value, skipped_mean = all_reduce_mean(reported, self.dist).tolist()  # one synchronisation
+        self.skipped_images += round(skipped_mean * self.dist.world_size)
         if not math.isfinite(loss_value):
             self.diverged(f"the loss is {loss_value}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -225,8 +229,7 @@ class Pretrainer:
             self.sampler.set_position(epoch, offset * self.config.batch_size)
             for images, skipped in self.loader:
                 started = time.perf_counter()
-                record = self.train_step(images.to(self.dist.device, non_blocking=True))
-                self.skipped_images += int(all_reduce_mean(skipped.sum().float(), self.dist).item() * self.dist.world_size)
+                record = self.train_step(images.to(self.dist.device, non_blocking=True), skipped)
                 record.update(epoch=epoch, images_per_s=global_batch / (time.perf_counter() - started),
                               skipped_images=self.skipped_images)
                 if self.dist.is_main:
