@@ -8,9 +8,11 @@ under torch.inference_mode on the same random pixels:
   forward   model(pixel_values)                               the plain forward pass
   saliency  model(pixel_values, output_saliency=True)         + the saliency map, same pass
   ranking   rank_regions(model, pixel_values)                 + extract_regions + region embeddings
-and, alone, the part of `ranking` after the forward pass (`regions_from_outputs`: extract_regions
-+ region embeddings) with --post-repeats repeats: on a busy machine the noise of a forward pass
-can exceed the whole overhead, and this row bounds it directly.
+and, alone, with --post-repeats repeats, the two pieces of work that `ranking` adds to the plain
+forward: `saliency ops` (model.saliency_from_block: the final norm on one block's output and the
+query product, computed inside the same pass) and `post only` (`regions_from_outputs`:
+extract_regions + region embeddings). On a busy machine the noise of a forward pass can exceed
+the whole overhead; these rows bound it directly.
 Prints the median seconds per batch and each variant's overhead over the plain forward. With
 --device cuda, `ranking` runs under torch.cuda.set_sync_debug_mode("error"), so a host
 synchronisation anywhere inside it raises.
@@ -74,24 +76,29 @@ def main() -> None:
                 run()
                 synchronize()
                 times[name].append(time.perf_counter() - start)
-        outputs = model(pixel_values=pixel_values, output_saliency=True)
-        post = without_host_sync(lambda: regions_from_outputs(outputs, config))
-        post()
-        synchronize()
-        times["post only"] = []
-        for _ in range(args.post_repeats):
-            start = time.perf_counter()
-            post()
+        outputs = model(pixel_values=pixel_values, output_saliency=True, output_hidden_states=True)
+        block_output = outputs.hidden_states[config.saliency_layer + 1]  # (B, 1 + N, D)
+        pieces = {
+            "saliency ops": lambda: model.saliency_from_block(block_output, config.grid_size),
+            "post only": without_host_sync(lambda: regions_from_outputs(outputs, config)),
+        }
+        for name, run in pieces.items():
+            run()
             synchronize()
-            times["post only"].append(time.perf_counter() - start)
+            times[name] = []
+            for _ in range(args.post_repeats):
+                start = time.perf_counter()
+                run()
+                synchronize()
+                times[name].append(time.perf_counter() - start)
 
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {where}")
-    print(f"{args.preset}, batch {args.batch_size}, {args.dtype}, median of {args.repeats} ({args.post_repeats} for post only)")
+    print(f"{args.preset}, batch {args.batch_size}, {args.dtype}, median of {args.repeats} ({args.post_repeats} for the pieces)")
     base = statistics.median(times["forward"])
     for name, values in times.items():
         median = statistics.median(values)
-        share = median / base if name == "post only" else median / base - 1
+        share = median / base if name in pieces else median / base - 1
         print(f"  {name:9s} {median * 1000:10.1f} ms/batch   overhead {100 * share:+6.2f}% of forward")
 
 
