@@ -285,3 +285,33 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, tiny_networ
     second = save_checkpoint(tmp_path, 4, networks, {**state, "step": 4}, config, keep=1)
     assert latest_checkpoint(tmp_path) == second and not first.exists()
     assert not list((tmp_path / "checkpoints").glob(".tmp_*"))  # the interrupted write was cleaned up
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_data_from_a_file_list_with_seeded_crops(tmp_path):
+    from PIL import Image
+
+    from dseqjepa_hub.training.data import PretrainingImages, build_loader, list_image_files
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        Image.fromarray(torch.randint(0, 255, (40, 48, 3), dtype=torch.uint8).numpy()).save(tmp_path / "imgs" / f"{i}.png")
+    listing = tmp_path / "train.txt"
+    listing.write_text("# training images\nimgs/0.png\n\nimgs/1.png\n" + str(tmp_path / "imgs" / "2.png") + "\n")
+    paths = list_image_files(listing)
+    assert paths == [tmp_path / "imgs" / f"{i}.png" for i in range(3)]
+    dataset = PretrainingImages(paths, 16, (0.3, 1.0), [0.5] * 3, [0.25] * 3, seed=0)
+    first, skipped = dataset[(0, 1)]
+    assert first.shape == (3, 16, 16) and skipped == 0
+    assert torch.equal(first, dataset[(0, 1)][0])  # a function of (seed, epoch, index)
+    assert not torch.equal(first, dataset[(1, 1)][0])  # another epoch, another crop
+    with pytest.raises(ValueError, match="no image files found"):
+        (tmp_path / "empty").mkdir()
+        list_image_files(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no such folder or file list"):
+        list_image_files(tmp_path / "missing")
+    with pytest.raises(ValueError, match="fewer than batch_size 8"):
+        build_loader(paths, image_size=16, crop_scale=(0.3, 1.0), mean=[0.5] * 3, std=[0.25] * 3, seed=0,
+                     batch_size=8, num_workers=0, world_size=1, rank=0)
