@@ -67,7 +67,10 @@ def test_overrides_are_coerced_and_checked():
     with pytest.raises(ConfigError, match="release_compat: true needs context_mode: masked"):
         load_config("tiny-cpu", ["release_compat=true"])
     with pytest.raises(ConfigError, match="model: DSeqJEPAConfig: hidden_size .30. must be divisible"):
-        load_config("tiny-cpu", ["model.hidden_size=30"])
+        load_config("tiny-cpu", ["model.hidden_size=30", "method=ijepa"])
+    with pytest.raises(ConfigError, match="ranks regions by the CLS token"):
+        load_config("tiny-cpu", ["model.use_cls_token=false"])
+    assert not load_config("tiny-cpu", ["model.use_cls_token=false", "method=ijepa"]).model_config().use_cls_token
 
 
 # ----------------------------------------------------------------------------- masks

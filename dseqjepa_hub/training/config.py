@@ -95,7 +95,9 @@ class TrainConfig:
                 raise ConfigError(f"{name}: expected a positive int, found {getattr(self, name)}")
         if self.epochs <= 0 or self.warmup_epochs < 0:
             raise ConfigError(f"epochs must be > 0 and warmup_epochs >= 0, found {self.epochs} and {self.warmup_epochs}")
-        self.model_config()  # the encoder's own checks, at load time
+        model_config = self.model_config()  # the encoder's own checks, at load time
+        if self.method != "ijepa" and not model_config.use_cls_token:
+            raise ConfigError(f"method {self.method!r} ranks regions by the CLS token: set model.use_cls_token: true")
 
     def model_config(self) -> DSeqJEPAConfig:
         """The encoder's DSeqJEPAConfig (a ValueError of the core is re-raised naming `model`)."""

@@ -77,11 +77,19 @@ class Pretrainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if device.type == "cuda" and config.precision == "bf16" else contextlib.nullcontext())
 
+        model_config = config.model_config()
+        self.loader, self.sampler = build_loader(
+            list_image_files(data), image_size=model_config.image_size, crop_scale=config.crop_scale,
+            mean=model_config.image_mean, std=model_config.image_std, seed=config.seed,
+            batch_size=config.batch_size, num_workers=config.num_workers, world_size=dist_context.world_size,
+            rank=dist_context.rank,
+        )
+        self.steps_per_epoch = self.sampler.num_samples // config.batch_size
+        self.schedules = Schedules.for_run(config, self.steps_per_epoch)
+
         torch.manual_seed(config.seed)  # the same initial weights on every rank
-        self.context_encoder = DSeqJEPAModel(config.model_config()).to(device)
+        self.context_encoder = DSeqJEPAModel(model_config).to(device)
         self.model_config = self.context_encoder.config
-        if config.method != "ijepa" and not self.model_config.use_cls_token:
-            raise ConfigError(f"method {config.method!r} ranks regions by the CLS token: set model.use_cls_token: true")
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         self.predictor = JEPAPredictor(self.model_config).to(device)
         self.student = JEPAStudent(self.context_encoder, self.predictor, config.context_mode, config.release_compat)
@@ -89,15 +97,6 @@ class Pretrainer:
         # Inputs are moved to the device by the loop, so DDP needs no device_ids.
         model = DistributedDataParallel(self.student) if dist_context.enabled else self.student
         self.model = torch.compile(model, dynamic=True) if config.compile else model
-
-        self.loader, self.sampler = build_loader(
-            list_image_files(data), image_size=self.model_config.image_size, crop_scale=config.crop_scale,
-            mean=self.model_config.image_mean, std=self.model_config.image_std, seed=config.seed,
-            batch_size=config.batch_size, num_workers=config.num_workers, world_size=dist_context.world_size,
-            rank=dist_context.rank,
-        )
-        self.steps_per_epoch = self.sampler.num_samples // config.batch_size
-        self.schedules = Schedules.for_run(config, self.steps_per_epoch)
         self.step = 0
         self.skipped_images = 0
         self.last_checkpoint: Path | None = None
