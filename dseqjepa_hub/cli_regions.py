@@ -430,8 +430,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_model_arguments(regions, default_batch_size=8)
     regions.add_argument("--out", default=DEFAULT_REGIONS_OUT, help=f"output folder (default: {DEFAULT_REGIONS_OUT})")
     regions.add_argument("--json", action="store_true", help="also write the regions of each image as JSON")
-    regions.add_argument("--min-region-fraction", type=float, default=None, help="area filter (default: the model's)")
-    regions.add_argument("--num-regions", type=int, default=None, help="slots, background included (default: the model's)")
+    regions.add_argument("--min-region-fraction", type=_fraction, default=None, help="area filter in [0, 1] (default: the model's)")
+    regions.add_argument("--num-regions", type=_positive_int, default=None, help="slots, background included (default: the model's)")
     regions.add_argument("--show-saliency", action="store_true", help="put the saliency heatmap beside each overlay")
     regions.add_argument("--skip-existing", action="store_true", help="resume: skip images whose outputs exist")
     regions.set_defaults(func=run_regions)
@@ -451,5 +451,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_model_arguments(parser: argparse.ArgumentParser, default_batch_size: int) -> None:
     parser.add_argument("--model", default=None, metavar="PATH_OR_REPO_ID", help="model folder or Hub repo id (default: bundled model)")
-    parser.add_argument("--batch-size", type=int, default=default_batch_size, help=f"images per forward pass (default: {default_batch_size})")
+    parser.add_argument("--batch-size", type=_positive_int, default=default_batch_size, help=f"images per forward pass (default: {default_batch_size})")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device (default: cpu)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, found {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], found {text}")
+    return value

@@ -363,6 +363,10 @@ def test_commands_refuse_clearly(tmp_path, capsys):
     assert "no image files found" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="cannot load the model"):
         resolve_model(str(tmp_path / "empty"))
+    for option, value in (("--num-regions", "0"), ("--batch-size", "-1"), ("--min-region-fraction", "1.5")):
+        with pytest.raises(SystemExit):
+            main(["regions", str(tmp_path / "empty"), option, value])
+        assert "expected" in capsys.readouterr().err
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="no CUDA device"):
             main(["regions", str(tmp_path / "empty"), "--device", "cuda"])
