@@ -390,3 +390,12 @@ def test_region_dicts_follow_extract_regions():
         assert len(dicts) == int(regions.valid[i].sum()) and dicts[-1]["is_background"]
         assert sum(d["area_fraction"] for d in dicts) == pytest.approx(1.0)
         assert sum(int(d["mask"].sum()) for d in dicts) == 224 * 224  # the regions tile the image
+
+
+def test_non_finite_saliency_does_not_crash():
+    saliency = torch.randn(3, 14, 14)
+    saliency[0, 2, 3] = float("nan")
+    saliency[1] = float("inf")
+    regions = extract_regions(saliency)
+    assert regions.masks.shape == (3, 5, 14, 14)
+    assert torch.equal(regions.masks[2], extract_regions(saliency[2:]).masks[0])  # others unaffected
