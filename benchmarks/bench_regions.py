@@ -98,7 +98,8 @@ def main() -> None:
             assert torch.equal(regions.masks.cpu(), expected[0]), "batched masks differ from the OpenCV loop"
             print(
                 f"threads {threads}  batch {batch:4d} grid {height}x{width}:"
-                f"  opencv loop {loop[0] * 1e3:6.2f} ms wall {loop[1] * 1e3:6.2f} ms cpu ({loop[0] / batch * 1e6:5.1f} us/image)"
+                f"  opencv loop {loop[0] * 1e3:6.2f} ms wall {loop[1] * 1e3:6.2f} ms cpu"
+                f" ({loop[0] / batch * 1e6:5.1f} us/image)"
                 f"  extract_regions {batched[0] * 1e3:6.2f} ms wall {batched[1] * 1e3:6.2f} ms cpu"
                 f"  speed-up {loop[0] / batched[0]:4.2f}x wall {loop[1] / batched[1]:4.2f}x cpu"
             )

@@ -358,7 +358,12 @@ def test_region_dicts_on_a_hand_made_case():
     embeddings = torch.arange(4 * 3, dtype=torch.float32).view(4, 3)
     # The model saw the box x 10..50, y 20..40 of an 60 x 80 (H x W) image: patches are 10 x 10 pixels.
     regions = region_dicts(
-        masks=masks, scores=scores, valid=valid, original_size=(60, 80), crop_box=(10, 20, 50, 40), embeddings=embeddings
+        masks=masks,
+        scores=scores,
+        valid=valid,
+        original_size=(60, 80),
+        crop_box=(10, 20, 50, 40),
+        embeddings=embeddings,
     )
     assert [r["rank"] for r in regions] == [1, 2, 3]
     assert [r["is_background"] for r in regions] == [False, False, True]
@@ -386,7 +391,9 @@ def test_region_dicts_follow_extract_regions():
     saliency = torch.from_numpy(make_maps(np.random.default_rng(2), 14, 14, per_kind=2)["blobs"])
     regions = extract_regions(saliency)
     for i in range(len(saliency)):
-        dicts = region_dicts(masks=regions.masks[i], scores=regions.scores[i], valid=regions.valid[i], original_size=(224, 224))
+        dicts = region_dicts(
+            masks=regions.masks[i], scores=regions.scores[i], valid=regions.valid[i], original_size=(224, 224)
+        )
         assert len(dicts) == int(regions.valid[i].sum()) and dicts[-1]["is_background"]
         assert sum(d["area_fraction"] for d in dicts) == pytest.approx(1.0)
         assert sum(int(d["mask"].sum()) for d in dicts) == 224 * 224  # the regions tile the image
