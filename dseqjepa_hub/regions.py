@@ -179,8 +179,8 @@ def _label_components(layout: _GridLayout, foreground: torch.Tensor, connectivit
 
     A foreground position's label is its component's first position (in raster order) within
     its grid's block; every other position's label is its own. A fixed number of rounds,
-    set by the grid size alone, is exact for every input (see `_merge_rounds`), so nothing
-    waits on the data. Blends are integer arithmetic: torch.where and bool tensors are several
+    set by the grid size alone, is exact for every input (see `_merge_rounds`), so nothing on
+    a GPU waits on the data; on the CPU the rounds stop once they change nothing. Blends are integer arithmetic: torch.where and bool tensors are several
     times slower than int32 arithmetic on the CPU.
     """
     size, row, block = layout.size, layout.row, layout.block
@@ -195,7 +195,11 @@ def _label_components(layout: _GridLayout, foreground: torch.Tensor, connectivit
     roots = torch.cat((torch.maximum(F.pad(roots, (0, row + 1)), background_high), position[size:]))  # stars
     inner = slice(row + 1, size - row - 1)  # every position whose neighbourhood lies inside M
     reversed_base = size - 1 - position
+    # The round bound holds for every input; on the CPU, where reading a tensor costs no device
+    # synchronisation, the loops also stop as soon as a round or a jump changes nothing.
+    stop_early = not foreground.is_cuda
     for trees in _merge_rounds(max_trees):
+        before_round = roots
         # lo / hi: the smallest / largest root adjacent to (or equal to) each tree's root; hi
         # as a minimum over reversed roots (size - 1 - root, background high).
         pixel_roots = roots[:size]
@@ -214,7 +218,12 @@ def _label_components(layout: _GridLayout, foreground: torch.Tensor, connectivit
         target[size] = size
         roots = target.index_select(0, roots)
         for _ in range(math.ceil(math.log2(max(trees - 1, 1)))):
-            roots = roots.index_select(0, roots)
+            jumped = roots.index_select(0, roots)
+            if stop_early and torch.equal(jumped, roots):
+                break
+            roots = jumped
+        if stop_early and torch.equal(roots, before_round):
+            break
 
     pixel_roots = roots[: size - row - 1]
     first = position.scatter_reduce(0, pixel_roots.long(), position[: size - row - 1], "amin")
