@@ -231,3 +231,13 @@ def test_cli_builds_and_reports_errors(source_root, tmp_path, capsys):
     args = parser.parse_args(["data", "build", "fashion-mnist", "--out", str(tmp_path / "f"), "--source-root", str(tmp_path / "none")])
     assert args.func(args) == 1
     assert "dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_missing_packages_without_apt_get_fail_clearly(monkeypatch):
+    from dseqjepa_hub.datakit import sources
+
+    missing = sources.SourcePackage("dataset-fashion-mnist", "nonexistent/for/this/test", "MIT")
+    monkeypatch.setitem(sources.PACKAGES, "dataset-fashion-mnist", missing)
+    monkeypatch.setattr(sources.shutil, "which", lambda name: None)
+    with pytest.raises(DataKitError, match="apt-get is not available.*--source-root"):
+        sources.ensure_packages(["dataset-fashion-mnist"], "/")
