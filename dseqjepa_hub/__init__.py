@@ -1,9 +1,12 @@
 """dseqjepa-hub: DSeq-JEPA vision transformers for Hugging Face transformers.
 
 Importing the package registers the model with the Auto classes, so `AutoModel.from_pretrained`
-finds it, and marks the classes for remote code, so `save_pretrained` writes `auto_map` and copies
-the model files: a saved folder then loads with `trust_remote_code=True` without this package.
+finds it, marks the classes for remote code, so `save_pretrained` writes `auto_map` and copies
+the model files (a saved folder then loads with `trust_remote_code=True` without this package),
+and registers the "saliency-ranking" pipeline.
 """
+
+from pathlib import Path
 
 from transformers import (
     AutoConfig,
@@ -20,7 +23,31 @@ from .modeling_dseqjepa import (
     DSeqJEPAModelOutput,
     DSeqJEPAPreTrainedModel,
 )
-from .regions import saliency_map
+from .pipeline_saliency_ranking import (
+    SaliencyRankingPipeline,
+    register_saliency_ranking_pipeline,
+    save_pretrained_with_pipeline,
+)
+from .regions import Regions, extract_regions, region_dicts, saliency_map
+
+__version__ = "0.1.0"
+__all__ = [
+    "PRESETS",
+    "DSeqJEPAConfig",
+    "DSeqJEPAForImageClassification",
+    "DSeqJEPAImageProcessor",
+    "DSeqJEPAImageProcessorPil",
+    "DSeqJEPAModel",
+    "DSeqJEPAModelOutput",
+    "DSeqJEPAPreTrainedModel",
+    "Regions",
+    "SaliencyRankingPipeline",
+    "default_model_path",
+    "extract_regions",
+    "region_dicts",
+    "saliency_map",
+    "save_pretrained_with_pipeline",
+]
 
 AutoConfig.register(DSeqJEPAConfig.model_type, DSeqJEPAConfig, exist_ok=True)
 AutoModel.register(DSeqJEPAConfig, DSeqJEPAModel, exist_ok=True)
@@ -35,14 +62,10 @@ DSeqJEPAModel.register_for_auto_class("AutoModel")
 DSeqJEPAForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 DSeqJEPAImageProcessor.register_for_auto_class("AutoImageProcessor")
 DSeqJEPAImageProcessorPil.register_for_auto_class("AutoImageProcessor")
+register_saliency_ranking_pipeline()
 
-__version__ = "0.1.0"
 
-from .pipeline_saliency_ranking import (  # noqa: E402  (the saliency-ranking pipeline)
-    SaliencyRankingPipeline,
-    register_saliency_ranking_pipeline,
-    save_pretrained_with_pipeline,
-)
-
-register_saliency_ranking_pipeline()  # pipeline("saliency-ranking", ...) in this process
-from .regions import Regions, extract_regions, region_dicts  # noqa: E402  (regions API)
+def default_model_path() -> Path:
+    """The bundled default model: a small DSeq-JEPA ViT pretrained here on the data kit's scenes
+    (its README.md is the model card). The CLI and the evaluation use it when no model is given."""
+    return Path(__file__).parent / "default_model"

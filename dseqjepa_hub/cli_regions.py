@@ -33,14 +33,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .configuration_dseqjepa import DSeqJEPAConfig
 from .image_io import find_images, load_images
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .modeling_dseqjepa import DSeqJEPAModel
 from .pipeline_saliency_ranking import SaliencyRankingPipeline, rank_regions
 from .visualization import draw_regions
 
-RANDOM_MODEL_PRESET = "vit_tiny_patch16_224"
 DEFAULT_REGIONS_OUT = "regions_out"
 
 
@@ -51,33 +49,16 @@ def resolve_model(model_arg: str | None, device: str = "cpu") -> tuple[DSeqJEPAM
     """The model the commands use -> (model in eval mode on `device`, processor, description).
 
     `model_arg`: a local folder or a Hub repo id (read with from_pretrained, local code, no
-    remote code). None: the bundled default model when the package has one, else a randomly
-    initialised ViT-Ti (fixed seed) with a loud warning.
+    remote code); None: the bundled default model (`dseqjepa_hub.default_model_path()`).
     """
     if model_arg is None:
-        default_model_path = getattr(importlib.import_module(__package__), "default_model_path", None)
-        if default_model_path is not None:
-            model_arg = str(default_model_path())
-    if model_arg is None:
-        print(
-            f"WARNING: no --model given and no bundled default model: using a RANDOMLY INITIALISED "
-            f"{RANDOM_MODEL_PRESET} (seed 0). Its regions and embeddings are meaningless.",
-            file=sys.stderr,
-        )
-        config = DSeqJEPAConfig.from_preset(RANDOM_MODEL_PRESET)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = DSeqJEPAModel(config)
-        processor = DSeqJEPAImageProcessor.from_model_config(config)
-        description = f"random-init {RANDOM_MODEL_PRESET} (seed 0)"
-    else:
-        try:
-            model = DSeqJEPAModel.from_pretrained(model_arg)
-            processor = DSeqJEPAImageProcessor.from_pretrained(model_arg)
-        except (OSError, ValueError) as error:
-            raise SystemExit(f"dseqjepa: cannot load the model {model_arg!r}: {error}") from None
-        description = str(model_arg)
-    return model.to(device).eval(), processor, description
+        model_arg = str(importlib.import_module(__package__).default_model_path())
+    try:
+        model = DSeqJEPAModel.from_pretrained(model_arg)
+        processor = DSeqJEPAImageProcessor.from_pretrained(model_arg)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"dseqjepa: cannot load the model {model_arg!r}: {error}") from None
+    return model.to(device).eval(), processor, str(model_arg)
 
 
 def require_device(device: str) -> None:

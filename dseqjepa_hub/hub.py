@@ -104,7 +104,7 @@ def read_eval_results(path: Path) -> list[dict]:
             "split": str(row.get("split", "test")),
             "protocol": str(row.get("protocol", protocol)),
             "metric": str(row["metric"]),
-            "value": row["value"],
+            "value": round(float(row["value"]), 4),
         })
     return checked
 
@@ -146,7 +146,9 @@ def render_card(
         EvalResult(
             task_type=row["task"], dataset_type=row["dataset"], dataset_name=row["dataset_name"],
             dataset_split=row["split"], metric_type=row["metric"], metric_value=row["value"],
-            task_name=row["protocol"] or None,
+            # results of one task type on one dataset share a model-index entry: the metric's
+            # name keeps the protocols (linear probe, k-NN) apart there
+            task_name=row["protocol"] or None, metric_name=f"{row['protocol']}: {row['metric']}" if row["protocol"] else None,
         )
         for row in eval_rows
     ] or None

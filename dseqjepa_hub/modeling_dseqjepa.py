@@ -9,7 +9,6 @@ release checkpoint is a prefix rename.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 

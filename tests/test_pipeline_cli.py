@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-import dseqjepa_hub
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAImageProcessor, DSeqJEPAModel, SaliencyRankingPipeline
 from dseqjepa_hub.cli import main
 from dseqjepa_hub.cli_regions import (
@@ -266,14 +265,6 @@ def test_rank_regions_in_files_plain_overlay(tiny, photos, tmp_path):
     assert results[0]["json"] is None and results[0]["num_regions"] >= 2
     with Image.open(results[0]["overlay"]) as overlay:
         assert overlay.size == (451, 300)
-
-
-def test_default_model_is_random_and_says_so(monkeypatch, capsys):
-    monkeypatch.delattr(dseqjepa_hub, "default_model_path", raising=False)
-    model, processor, description = resolve_model(None)
-    assert "RANDOMLY INITIALISED" in capsys.readouterr().err
-    assert "random" in description and model.config.hidden_size == 192 and not model.training
-    assert processor.size == {"height": 224, "width": 224}
 
 
 def test_mask_rle_round_trip():

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
-from dseqjepa_hub.training import TrainingDiverged, load_config, train
+from dseqjepa_hub.training import load_config, train
 from dseqjepa_hub.training import checkpoint as checkpoint_module
 from dseqjepa_hub.training.checkpoint import NETWORK_FILES, latest_checkpoint
 
