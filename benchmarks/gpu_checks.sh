@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark in one run, for a session that is lent a GPU (the device tool
 # runs this in the repository root). Writes everything to ${OUT:-gpu_results}/ and a summary
-# table in gpu_results/all.txt; each step has its own time limit (510 s in all, under the
-# 600 s a device command may run) so one stuck step
-# cannot eat the whole device budget. The GPU machine has torch + CUDA, transformers and timm,
+# table in gpu_results/all.txt. Each step has its own time limit (510 s in all, under the
+# 600 s a device command may run), so one stuck step cannot eat the whole device budget. The GPU machine has torch + CUDA, transformers and timm,
 # but no network: install this package without dependencies first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
