@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import timm
 import torch
 from safetensors.torch import save_file
 
+from ..atomic import atomic_write
 from ..configuration_dseqjepa import PRESETS
 from ..modeling_dseqjepa import DSeqJEPAModel
 from .layout import infer_layout
@@ -150,14 +150,7 @@ def export_timm(model_dir: str | os.PathLike, out_file: str | os.PathLike, log=p
         raise ConversionError(f"the exported tensors do not load into timm's {name}: {error}") from None
     difference = verify(timm_model.eval().forward_features, model)
     metadata = {"timm_model": name, "timm_kwargs": json.dumps(kwargs), "class_token": str(model.config.use_cls_token)}
-    handle, temporary = tempfile.mkstemp(dir=out_file.parent, prefix=f".{out_file.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(state, temporary, metadata=metadata)
-        os.replace(temporary, out_file)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(out_file, lambda temporary: save_file(state, str(temporary), metadata=metadata))
     log(f"wrote {out_file}: timm.create_model({name!r}, pretrained=False, **{kwargs}) loads it with strict=True "
         f"(max abs difference {difference:.2e})")
     return name, kwargs, difference

@@ -13,21 +13,17 @@ import os
 import shutil
 from pathlib import Path
 
+from ..atomic import atomic_write, atomic_write_text
 from .sources import DataKitError
 
 
 def write_json(path: Path, payload) -> None:
-    """Write JSON through a temporary file in the same folder, then rename it into place."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=False) + "\n")
 
 
 def save_image(image, path: Path, **save_options) -> None:
-    """Save a Pillow image through a temporary file in the same folder (format from the suffix)."""
-    temporary = path.with_name(path.name + ".tmp")
-    image.save(temporary, format=_FORMATS[path.suffix.lower()], **save_options)
-    os.replace(temporary, path)
+    """Save a Pillow image atomically (format from the suffix)."""
+    atomic_write(path, lambda temporary: image.save(temporary, format=_FORMATS[path.suffix.lower()], **save_options))
 
 
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}

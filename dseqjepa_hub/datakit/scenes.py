@@ -52,6 +52,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write_text
 from . import build_dir
 from .sources import DataKitError, ensure_packages, write_licences
 
@@ -383,8 +384,6 @@ def _build_split(
             build_dir.write_json(progress_dir / f"{name}.json", record)
     records = [json.loads((progress_dir / f"{i:06d}.json").read_text(encoding="utf-8")) for i in range(count)]
     lines = [f"{r['file']}\t{max(r['objects'], key=lambda o: o['area'])['category']}\n" for r in records]
-    temporary = folder / "labels.tsv.tmp"
-    temporary.write_text("".join(lines), encoding="utf-8")
-    temporary.replace(folder / "labels.tsv")
+    atomic_write_text(folder / "labels.tsv", "".join(lines))
     build_dir.write_json(folder / "annotations.json", {"categories": categories, "images": records})
     shutil.rmtree(progress_dir)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ..cli_regions import atomic_write, resolve_model
+from ..atomic import atomic_write
+from ..cli_regions import resolve_model
 from ..image_io import ImageLoadError
 from .data import EvaluationDataError, find_split, load_labelled_split, load_scene_records
 from .features import LAYER_CHOICES, extract_features

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ..atomic import atomic_write_text
 from ..configuration_dseqjepa import PRESETS, DSeqJEPAConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -256,14 +257,6 @@ def load_config(name_or_path: str | os.PathLike, overrides: list[str] | tuple[st
     model = {**(values.get("model") or {}), **extra.pop("model", {})}
     merged = {**values, **extra, "model": model}
     return config_from_dict(merged, source=str(path))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a file through a temporary file in the same folder and a rename: never half-written."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def save_config(config: TrainConfig, path: str | os.PathLike) -> None:

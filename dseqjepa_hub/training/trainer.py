@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from ..modeling_dseqjepa import DSeqJEPAModel
 from ..regions import extract_regions
 from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
-from .config import ConfigError, TrainConfig, atomic_write_text, config_from_dict, save_config
+from ..atomic import atomic_write_text
+from .config import ConfigError, TrainConfig, config_from_dict, save_config
 from .data import build_loader, derive_seed, list_image_files
 from .distributed import DistributedContext, all_reduce_mean, gather_digests, init_distributed, shutdown_distributed
 from .masks import multiblock_masks
