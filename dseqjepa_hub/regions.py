@@ -25,10 +25,11 @@ def saliency_map(query: torch.Tensor, patch_keys: torch.Tensor, grid_size: tuple
     if height * width != num_patches:
         raise ValueError(f"grid_size {grid_size} does not hold {num_patches} patches")
     keys = patch_keys.float()
-    if query.dim() == 1:
-        scores = keys @ query.float()  # (B, N)
-    else:
-        scores = torch.einsum("bnd,bd->bn", keys, query.float())  # (B, N)
+    with torch.autocast(keys.device.type, enabled=False):  # float32 even inside a bf16 training step
+        if query.dim() == 1:
+            scores = keys @ query.float()  # (B, N)
+        else:
+            scores = torch.einsum("bnd,bd->bn", keys, query.float())  # (B, N)
     return (scores / math.sqrt(dim)).reshape(batch, height, width)
 
 

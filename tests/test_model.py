@@ -181,6 +181,19 @@ def test_saliency_is_cls_parameter_against_normed_saliency_block():
         assert fallback(pixels, output_saliency=True).saliency.shape == (2, 4, 4)
 
 
+def test_saliency_stays_float32_under_autocast():
+    model = tiny_model()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(pixels, output_saliency=True, output_hidden_states=True)
+        block = mixed.hidden_states[model.config.saliency_layer + 1].float()
+        keys = torch.nn.functional.layer_norm(block[:, 1:], (64,), model.norm.weight, model.norm.bias, 1e-6)
+        expected = (keys @ model.cls_token[0, 0]) / 8.0
+    assert mixed.saliency.dtype == torch.float32
+    torch.testing.assert_close(mixed.saliency, expected.reshape(2, 4, 4), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_runs_close_to_fp32(dtype):
     model = tiny_model()
