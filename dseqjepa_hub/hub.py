@@ -30,6 +30,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from . import __version__
+from .atomic import atomic_directory
 from .configuration_dseqjepa import DSeqJEPAConfig
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .modeling_dseqjepa import DSeqJEPAModel
@@ -253,9 +254,7 @@ def stage(
         base_model=base_model or provenance.get("base_model"), provenance=provenance, eval_rows=eval_rows,
     )
 
-    stage_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(dir=stage_dir.parent, prefix=f".{stage_dir.name}.partial-"))
-    try:
+    with atomic_directory(stage_dir) as partial:
         save_pretrained_with_pipeline(model, processor, partial)
         _add_classification_auto_class(partial / "config.json")
         for name in EXTRA_FILES:
@@ -264,12 +263,6 @@ def stage(
         if eval_rows:
             (partial / EVAL_FILE).write_text(json.dumps({"results": eval_rows}, indent=1) + "\n")
         card.save(partial / "README.md")
-        if stage_dir.exists():
-            stage_dir.rmdir()
-        os.replace(partial, stage_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return sorted(str(path.relative_to(stage_dir)) for path in stage_dir.rglob("*") if path.is_file())
 
 

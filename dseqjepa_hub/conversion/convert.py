@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors.torch import save_file
 
+from ..atomic import atomic_directory
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import DSeqJEPAModel
 from ..pipeline_saliency_ranking import save_pretrained_with_pipeline
@@ -77,9 +76,7 @@ def convert(
     if source.predictor is not None:  # saved for continued pretraining: it must load into JEPAPredictor
         check_tensors(source.predictor, JEPAPredictor(config).state_dict(), f"{src} (predictor)")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    try:
+    with atomic_directory(out) as staging:
         save_pretrained_with_pipeline(model, DSeqJEPAImageProcessor.from_model_config(config), staging)
         if source.predictor is not None:
             save_file({name: tensor.contiguous() for name, tensor in source.predictor.items()}, staging / PREDICTOR_FILE)
@@ -94,12 +91,6 @@ def convert(
         }
         (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
         check_output_folder(out)
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     for note in source.notes:
         log(f"note: {note}")
     log(f"converted {src} ({fmt}) -> {out}: max abs difference {difference:.2e} (tolerance {tolerance:g}, fp32)")
