@@ -84,8 +84,8 @@ def banded_regions(saliency: torch.Tensor, min_region_fraction: float, num_regio
 
 def release_prediction_task(trainer, images, use_dseq, generator):
     """The release's DSeq step: OpenCV regions per image, every one of the B * (N-1) steps kept."""
-    from dseqjepa_hub.training.objective import PredictionTask, target_features
-    from dseqjepa_hub.training.sequences import region_sequence
+    from dseqjepa_train.objective import PredictionTask, target_features
+    from dseqjepa_train.sequences import region_sequence
 
     config = trainer.model_config
     with torch.no_grad(), trainer.autocast:
@@ -104,10 +104,10 @@ def release_prediction_task(trainer, images, use_dseq, generator):
 def run_variant(name: str, device: str) -> dict:
     from PIL import Image
 
-    from dseqjepa_hub.training.config import load_config
-    from dseqjepa_hub.training.distributed import DistributedContext
-    from dseqjepa_hub.training import trainer as trainer_module
-    from dseqjepa_hub.training.trainer import Pretrainer
+    from dseqjepa_train.config import load_config
+    from dseqjepa_train.distributed import DistributedContext
+    from dseqjepa_train import trainer as trainer_module
+    from dseqjepa_train.trainer import Pretrainer
 
     setting = SETTINGS[device]
     overrides = [f"{key}={value}" for key, value in VARIANTS[name].items()]

@@ -6,7 +6,7 @@ the model files (a saved folder then loads with `trust_remote_code=True` without
 and registers the "saliency-ranking" pipeline.
 """
 
-from pathlib import Path
+from importlib.metadata import version
 
 from transformers import (
     AutoConfig,
@@ -28,9 +28,10 @@ from .pipeline_saliency_ranking import (
     register_saliency_ranking_pipeline,
     save_pretrained_with_pipeline,
 )
+from .model_loading import default_model_path
 from .regions import Regions, extract_regions, region_dicts, saliency_map
 
-__version__ = "0.1.0"
+__version__ = version("dseqjepa-hub")  # the one place it is set: pyproject.toml
 __all__ = [
     "PRESETS",
     "DSeqJEPAConfig",
@@ -64,8 +65,3 @@ DSeqJEPAImageProcessor.register_for_auto_class("AutoImageProcessor")
 DSeqJEPAImageProcessorPil.register_for_auto_class("AutoImageProcessor")
 register_saliency_ranking_pipeline()
 
-
-def default_model_path() -> Path:
-    """The bundled default model: a small DSeq-JEPA ViT pretrained here on the data kit's scenes
-    (its README.md is the model card). The CLI and the evaluation use it when no model is given."""
-    return Path(__file__).parent / "default_model"

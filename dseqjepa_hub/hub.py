@@ -31,6 +31,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from . import __version__
 from .atomic import atomic_directory
+from .errors import DSeqJEPAError
 from .configuration_dseqjepa import DSeqJEPAConfig
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .modeling_dseqjepa import DSeqJEPAModel
@@ -48,7 +49,7 @@ EVAL_TASKS = {  # `dseqjepa eval --task` -> (Hub task type, protocol)
 }
 
 
-class HubError(Exception):
+class HubError(DSeqJEPAError):
     """A folder, card or repo id that cannot be published, with the reason in words."""
 
 

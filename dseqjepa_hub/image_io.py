@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import DSeqJEPAError
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
 )
 
 
-class ImageLoadError(Exception):
+class ImageLoadError(DSeqJEPAError):
     """One file that could not be turned into an RGB image, and why."""
 
     def __init__(self, path: str | os.PathLike, reason: str):

@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-runs}
 DSEQ=.venv/bin/dseqjepa
-CONFIG=dseqjepa_hub/training/configs/scenes-cpu.yaml
+CONFIG=training/configs/scenes-cpu.yaml
 mkdir -p "$WORK"
 
 [ -d "$WORK/data/scenes" ] || $DSEQ data build scenes --out "$WORK/data/scenes" --seed 0 --num-train 4000 --num-val 500 --image-size 128

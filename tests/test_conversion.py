@@ -16,8 +16,8 @@ from safetensors.torch import load_file, save_file
 from transformers import IJepaConfig, IJepaForImageClassification, IJepaModel
 
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel
-from dseqjepa_hub.cli import main
-from dseqjepa_hub.conversion import READERS, ConversionError, convert, export_timm
+from dseqjepa_cli import main
+from dseqjepa_convert import READERS, ConversionError, convert, export_timm
 
 WIDTH, DEPTH, HEADS, PATCH, IMAGE, PRED_WIDTH = 32, 2, 2, 8, 32, 16
 GRID = IMAGE // PATCH
@@ -159,7 +159,7 @@ def test_dseq_release_dict_converts_and_matches(tmp_path, encoder, key):
     predictor = load_file(tmp_path / "out" / "predictor.safetensors")
     assert predictor.keys() == strip(checkpoint["predictor"]).keys()
     assert all(torch.equal(predictor[k], v) for k, v in strip(checkpoint["predictor"]).items())
-    from dseqjepa_hub.training.predictor import JEPAPredictor
+    from dseqjepa_train.predictor import JEPAPredictor
     JEPAPredictor(config).load_state_dict(predictor, strict=True)
     provenance = json.loads((tmp_path / "out" / "conversion.json").read_text())
     assert provenance["format"] == "dseq-release" and provenance["encoder"] == key
@@ -247,9 +247,9 @@ def test_timm_state_dict_with_cls_position_and_head(tmp_path):
 
 
 def test_training_checkpoint_converts(tmp_path):
-    from dseqjepa_hub.training.checkpoint import save_checkpoint
-    from dseqjepa_hub.training.config import TrainConfig
-    from dseqjepa_hub.training.predictor import JEPAPredictor
+    from dseqjepa_train.checkpoint import save_checkpoint
+    from dseqjepa_train.config import TrainConfig
+    from dseqjepa_train.predictor import JEPAPredictor
 
     train_config = TrainConfig(model_preset=None, model=dict(
         image_size=IMAGE, patch_size=PATCH, hidden_size=WIDTH, num_hidden_layers=DEPTH, num_attention_heads=HEADS,

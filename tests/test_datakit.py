@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dseqjepa_hub.datakit import DataKitError, build_fashion_mnist, build_scenes
-from dseqjepa_hub.datakit import scenes as scenes_module
-from dseqjepa_hub.datakit.cli import register
-from dseqjepa_hub.datakit.fashion_mnist import CLASSES, read_idx
-from dseqjepa_hub.datakit.scenes import find_photo_stamps
+from dseqjepa_train.datakit import DataKitError, build_fashion_mnist, build_scenes
+from dseqjepa_train.datakit import scenes as scenes_module
+from dseqjepa_cli import main
+from dseqjepa_train.datakit.fashion_mnist import CLASSES, read_idx
+from dseqjepa_train.datakit.scenes import find_photo_stamps
 
 STAMPS = "usr/share/tuxpaint/stamps"
 BACKGROUNDS = (
@@ -219,22 +219,17 @@ def test_read_idx_rejects_bad_files(tmp_path):
 
 
 def test_cli_builds_and_reports_errors(source_root, tmp_path, capsys):
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(
-        ["data", "build", "scenes", "--out", str(tmp_path / "s"), "--num-train", "2", "--num-val", "1",
-         "--image-size", "40", "--source-root", str(source_root)]
-    )
-    assert args.func(args) == 0 and (tmp_path / "s/val/labels.tsv").is_file()
-    args = parser.parse_args(["data", "build", "fashion-mnist", "--out", str(tmp_path / "f"), "--source-root", str(tmp_path / "none")])
-    assert args.func(args) == 1
-    assert "dataset-fashion-mnist" in capsys.readouterr().err
+    code = main(["data", "build", "scenes", "--out", str(tmp_path / "s"), "--num-train", "2", "--num-val", "1",
+                 "--image-size", "40", "--source-root", str(source_root)])
+    assert code == 0 and (tmp_path / "s/val/labels.tsv").is_file()
+    code = main(["data", "build", "fashion-mnist", "--out", str(tmp_path / "f"), "--source-root", str(tmp_path / "none")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "\ndseqjepa data: error: " in err and "dataset-fashion-mnist" in err and "Traceback" not in err
 
 
 def test_missing_packages_without_apt_get_fail_clearly(monkeypatch):
-    from dseqjepa_hub.datakit import sources
+    from dseqjepa_train.datakit import sources
 
     missing = sources.SourcePackage("dataset-fashion-mnist", "nonexistent/for/this/test", "MIT")
     monkeypatch.setitem(sources.PACKAGES, "dataset-fashion-mnist", missing)

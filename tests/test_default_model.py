@@ -7,7 +7,7 @@ from PIL import Image
 from transformers import pipeline
 
 from dseqjepa_hub import DSeqJEPAModel, default_model_path
-from dseqjepa_hub.cli import main
+from dseqjepa_cli import main
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "images" / "chelsea.jpg"
 

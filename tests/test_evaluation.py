@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -13,12 +12,12 @@ from PIL import Image
 
 import dseqjepa_hub  # noqa: F401  (registers the Auto classes)
 from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAConfig
-from dseqjepa_hub.evaluation import region_quality
-from dseqjepa_hub.evaluation.cli import register
-from dseqjepa_hub.evaluation.data import SceneRecord
-from dseqjepa_hub.evaluation.features import extract_features
-from dseqjepa_hub.evaluation.probes import knn_predict, linear_probe
-from dseqjepa_hub.evaluation.region_quality import centred_box, precision_and_iou, top1_region_scores
+from dseqjepa_train.evaluation import region_quality
+from dseqjepa_cli import main
+from dseqjepa_train.evaluation.data import SceneRecord
+from dseqjepa_train.evaluation.features import extract_features
+from dseqjepa_train.evaluation.probes import knn_predict, linear_probe
+from dseqjepa_train.evaluation.region_quality import centred_box, precision_and_iou, top1_region_scores
 from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
 
@@ -167,14 +166,10 @@ def test_last4_features_are_normed_block_outputs(tmp_path):
 def test_eval_cli_end_to_end(tmp_path, task, capsys):
     model_dir = _tiny_model(tmp_path)
     data_dir = _tiny_scenes(tmp_path / "scenes")
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
     out = tmp_path / f"{task}.json"
-    args = parser.parse_args(
-        ["eval", str(model_dir), "--data", str(data_dir), "--task", task, "--out", str(out), "--device", "cpu",
-         "--batch-size", "3", "--epochs", "5"]
-    )
-    assert args.func(args) == 0
+    code = main(["eval", str(model_dir), "--data", str(data_dir), "--task", task, "--out", str(out), "--device", "cpu",
+                 "--batch-size", "3", "--epochs", "5"])
+    assert code == 0
     result = json.loads(out.read_text())
     assert result["task"] == task and result["dataset"] == "scenes" and result["split"] == "val"
     assert result["n_images"] == 4 and result["model"] == str(model_dir)
@@ -190,13 +185,9 @@ def test_eval_cli_end_to_end(tmp_path, task, capsys):
 
 
 def test_eval_cli_reports_bad_data(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
     (tmp_path / "empty/train").mkdir(parents=True)
     (tmp_path / "empty/val").mkdir()
-    args = parser.parse_args(["eval", str(_tiny_model(tmp_path)), "--data", str(tmp_path / "empty"), "--task", "regions"])
-    assert args.func(args) == 1
-    assert "annotations.json not found" in capsys.readouterr().err
-    args = parser.parse_args(["eval", str(tmp_path / "model"), "--data", str(tmp_path / "nowhere"), "--task", "knn"])
-    assert args.func(args) == 1
+    assert main(["eval", str(_tiny_model(tmp_path)), "--data", str(tmp_path / "empty"), "--task", "regions"]) == 1
+    assert "dseqjepa eval: error: " in (err := capsys.readouterr().err) and "annotations.json not found" in err
+    assert main(["eval", str(tmp_path / "model"), "--data", str(tmp_path / "nowhere"), "--task", "knn"]) == 1
     assert "does not exist" in capsys.readouterr().err

@@ -17,8 +17,8 @@ from huggingface_hub import HfApi, ModelCard
 from PIL import Image
 
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel
-from dseqjepa_hub.cli import main
-from dseqjepa_hub.conversion import convert
+from dseqjepa_cli import main
+from dseqjepa_convert import convert
 from dseqjepa_hub.hub import HubError, push, stage
 
 REPO_ID = "dseq-org/tiny-ijepa"

@@ -14,14 +14,10 @@ import torch
 from PIL import Image
 
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAImageProcessor, DSeqJEPAModel, SaliencyRankingPipeline
-from dseqjepa_hub.cli import main
-from dseqjepa_hub.cli_regions import (
-    mask_to_rle,
-    rank_regions_in_files,
-    regions_from_json,
-    resolve_model,
-    rle_to_mask,
-)
+from dseqjepa_cli import main
+from dseqjepa_hub.model_loading import ModelLoadError, load_model
+from dseqjepa_hub.region_files import rank_regions_in_files
+from dseqjepa_hub.region_json import mask_to_rle, regions_from_json, rle_to_mask
 from dseqjepa_hub.image_io import load_image
 from dseqjepa_hub.pipeline_saliency_ranking import save_pretrained_with_pipeline
 from dseqjepa_hub.regions import extract_regions
@@ -267,14 +263,31 @@ def test_rank_regions_in_files_plain_overlay(tiny, photos, tmp_path):
         assert overlay.size == (451, 300)
 
 
-def test_mask_rle_round_trip():
+def column_major_runs(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed RLE, written out here independently: column-major runs, False first."""
+    flat = mask.ravel(order="F")
+    counts, current, run = [], False, 0
+    for value in flat:
+        if value != current:
+            counts.append(run)
+            current, run = value, 0
+        run += 1
+    return counts + [run]
+
+
+def test_mask_rle_round_trip_in_coco_format():
+    from pycocotools import mask as coco_mask
+
     rng = np.random.default_rng(0)
-    masks = [np.zeros((3, 4), bool), np.ones((2, 5), bool), np.zeros((0, 3), bool)]
+    masks = [np.zeros((3, 4), bool), np.ones((2, 5), bool), np.eye(4, 6, dtype=bool)]
     masks += [rng.random((rng.integers(1, 30), rng.integers(1, 30))) < rng.random() for _ in range(50)]
     for mask in masks:
         rle = json.loads(json.dumps(mask_to_rle(mask)))
+        assert rle["size"] == list(mask.shape) and isinstance(rle["counts"], str)
         assert np.array_equal(rle_to_mask(rle), mask)
-        assert sum(rle["counts"]) == mask.size
+        assert coco_mask.area({"size": rle["size"], "counts": rle["counts"].encode()}) == mask.sum()
+        uncompressed = {"size": list(mask.shape), "counts": column_major_runs(mask)}
+        assert np.array_equal(rle_to_mask(uncompressed), mask)
 
 
 def expected_embeddings(model, processor, paths, num_regions=5):
@@ -320,8 +333,8 @@ def test_embed_command(tiny, photos, tmp_path, suffix, capsys):
     assert np.array_equal(arrays["region_valid"], valid)
     np.testing.assert_allclose(arrays["region_scores"], scores, rtol=1e-6)
 
-    with pytest.raises(SystemExit, match="safetensors or .npy"):
-        main(["embed", str(inputs[0]), "--model", str(folder), "--out", str(tmp_path / "emb.pt")])
+    assert main(["embed", str(inputs[0]), "--model", str(folder), "--out", str(tmp_path / "emb.pt")]) == 1
+    assert "dseqjepa embed: error: --out" in capsys.readouterr().err
 
 
 def test_embed_under_torchrun_writes_shards_and_index(tiny, photos, tmp_path):
@@ -330,7 +343,7 @@ def test_embed_under_torchrun_writes_shards_and_index(tiny, photos, tmp_path):
     out = tmp_path / "emb.safetensors"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "dseqjepa_hub.cli", "embed", *inputs, "--model", str(folder), "--out", str(out)]
+               "-m", "dseqjepa_cli", "embed", *inputs, "--model", str(folder), "--out", str(out)]
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -352,15 +365,15 @@ def test_commands_refuse_clearly(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["regions", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
     assert "no image files found" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="cannot load the model"):
-        resolve_model(str(tmp_path / "empty"))
+    with pytest.raises(ModelLoadError, match="cannot load the model"):
+        load_model(str(tmp_path / "empty"))
     for option, value in (("--num-regions", "0"), ("--batch-size", "-1"), ("--min-region-fraction", "1.5")):
         with pytest.raises(SystemExit):
             main(["regions", str(tmp_path / "empty"), option, value])
         assert "expected" in capsys.readouterr().err
     if not torch.cuda.is_available():
-        with pytest.raises(SystemExit, match="no CUDA device"):
-            main(["regions", str(tmp_path / "empty"), "--device", "cuda"])
+        assert main(["regions", str(tmp_path / "empty"), "--device", "cuda"]) == 1
+        assert "dseqjepa regions: error: --device cuda: no CUDA device" in capsys.readouterr().err
 
 
 def test_pipeline_with_centre_crop_maps_regions_into_the_crop(tiny, photos):

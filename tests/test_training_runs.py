@@ -15,9 +15,9 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
-from dseqjepa_hub.training import load_config, train
-from dseqjepa_hub.training import checkpoint as checkpoint_module
-from dseqjepa_hub.training.checkpoint import NETWORK_FILES, latest_checkpoint
+from dseqjepa_train import load_config, train
+from dseqjepa_train import checkpoint as checkpoint_module
+from dseqjepa_train.checkpoint import NETWORK_FILES, latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,7 +125,7 @@ def test_resume_refuses_a_changed_config(images, tmp_path):
 
 
 def test_a_nan_loss_stops_the_run_naming_the_step(images, tmp_path, capsys):
-    from dseqjepa_hub.cli import main
+    from dseqjepa_cli import main
 
     exit_code = main([
         "train", "--config", "tiny-cpu", "--data", str(images), "--output", str(tmp_path),
@@ -141,7 +141,7 @@ def test_a_nan_loss_stops_the_run_naming_the_step(images, tmp_path, capsys):
 def test_torchrun_two_processes_end_with_identical_weights(images, tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "dseqjepa_hub.cli", "train", "--config", "tiny-cpu", "--data", str(images), "--output", str(tmp_path),
+        "-m", "dseqjepa_cli", "train", "--config", "tiny-cpu", "--data", str(images), "--output", str(tmp_path),
         "--set", "batch_size=4", "--set", "method=mixed", "--set", "lambda_start=0.5", "--set", "lambda_end=0.5",
         "--max-steps", "2",
     ]

@@ -10,15 +10,15 @@ import torch.nn.functional as F
 
 from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAConfig
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
-from dseqjepa_hub.training import checkpoint as checkpoint_module
-from dseqjepa_hub.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from dseqjepa_hub.training.config import CONFIG_DIR, ConfigError, load_config
-from dseqjepa_hub.training.masks import multiblock_masks
-from dseqjepa_hub.training.objective import JEPAStudent, dseq_task, ijepa_task, jepa_loss, target_features
-from dseqjepa_hub.training.predictor import JEPAPredictor
-from dseqjepa_hub.training.schedules import Schedules
-from dseqjepa_hub.training.sequences import region_sequence
-from dseqjepa_hub.training.trainer import parameter_groups
+from dseqjepa_train import checkpoint as checkpoint_module
+from dseqjepa_train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dseqjepa_train.config import CONFIG_DIR, ConfigError, load_config
+from dseqjepa_train.masks import multiblock_masks
+from dseqjepa_train.objective import JEPAStudent, dseq_task, ijepa_task, jepa_loss, target_features
+from dseqjepa_train.predictor import JEPAPredictor
+from dseqjepa_train.schedules import Schedules
+from dseqjepa_train.sequences import region_sequence
+from dseqjepa_train.trainer import parameter_groups
 
 
 def tiny_model_config(**overrides) -> DSeqJEPAConfig:
@@ -296,7 +296,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, tiny_networ
 def test_data_from_a_file_list_with_seeded_crops(tmp_path):
     from PIL import Image
 
-    from dseqjepa_hub.training.data import PretrainingImages, build_loader, list_image_files
+    from dseqjepa_train.data import PretrainingImages, TrainingDataError, build_loader, list_image_files
 
     (tmp_path / "imgs").mkdir()
     for i in range(3):
@@ -310,10 +310,10 @@ def test_data_from_a_file_list_with_seeded_crops(tmp_path):
     assert first.shape == (3, 16, 16) and skipped == 0
     assert torch.equal(first, dataset[(0, 1)][0])  # a function of (seed, epoch, index)
     assert not torch.equal(first, dataset[(1, 1)][0])  # another epoch, another crop
-    with pytest.raises(ValueError, match="no image files found"):
+    with pytest.raises(TrainingDataError, match="no image files found"):
         (tmp_path / "empty").mkdir()
         list_image_files(tmp_path / "empty")
-    with pytest.raises(FileNotFoundError, match="no such folder or file list"):
+    with pytest.raises(TrainingDataError, match="no such folder or file list"):
         list_image_files(tmp_path / "missing")
     with pytest.raises(ValueError, match="fewer than batch_size 8"):
         build_loader(paths, image_size=16, crop_scale=(0.3, 1.0), mean=[0.5] * 3, std=[0.25] * 3, seed=0,

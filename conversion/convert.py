@@ -1,0 +1,97 @@
+"""`convert`: read a checkpoint, build the DSeq-JEPA model, check it against the source, write a Hub folder.
+
+The folder is written into a temporary sibling of `--out`, reloaded from there and checked against
+the source; only then is it renamed to `--out`. Any failure leaves `--out` as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from dseqjepa_hub.atomic import atomic_directory
+from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
+from dseqjepa_hub.pipeline_saliency_ranking import save_pretrained_with_pipeline
+from dseqjepa_train.predictor import JEPAPredictor
+from .hf_ijepa import read_hf_ijepa
+from .layout import check_tensors
+from .loading import ConversionError
+from .release import read_dseq_release, read_ijepa_release
+from .timm_checkpoint import read_timm
+from .training import read_training
+from .verify import TOLERANCE, verify
+
+READERS = {
+    "training": read_training,
+    "dseq-release": read_dseq_release,
+    "ijepa-release": read_ijepa_release,
+    "hf-ijepa": read_hf_ijepa,
+    "timm": read_timm,
+}
+PREDICTOR_FILE = "predictor.safetensors"
+PROVENANCE_FILE = "conversion.json"  # read by `dseqjepa push` for the model card (base_model, license)
+
+
+@dataclass
+class ConversionResult:
+    out: Path
+    max_abs_difference: float
+    notes: list[str]
+
+
+def check_output_folder(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConversionError(f"--out {out} exists and is not an empty folder; nothing was written")
+
+
+def convert(
+    src: str | os.PathLike,
+    fmt: str,
+    out: str | os.PathLike,
+    *,
+    encoder: str = "target",
+    preset: str | None = None,
+    num_heads: int | None = None,
+    with_predictor: bool = False,
+    base_model: str | None = None,
+    license: str | None = None,
+    tolerance: float = TOLERANCE,
+    log=print,
+) -> ConversionResult:
+    """Convert `src` (format `fmt`, one of READERS) into a DSeq-JEPA Hub folder at `out`."""
+    out = Path(out)
+    check_output_folder(out)
+    if fmt not in READERS:
+        raise ConversionError(f"unknown --format {fmt!r}; expected one of {sorted(READERS)}")
+    source = READERS[fmt](src, encoder=encoder, num_heads=num_heads, preset=preset, with_predictor=with_predictor)
+    config = source.layout.config(**source.config_overrides)
+    model = DSeqJEPAModel(config).eval()
+    check_tensors(source.encoder, model.state_dict(), str(src))
+    model.load_state_dict(source.encoder, strict=True)
+    if source.predictor is not None:  # saved for continued pretraining: it must load into JEPAPredictor
+        check_tensors(source.predictor, JEPAPredictor(config).state_dict(), f"{src} (predictor)")
+
+    with atomic_directory(out) as staging:
+        save_pretrained_with_pipeline(model, DSeqJEPAImageProcessor.from_model_config(config), staging)
+        if source.predictor is not None:
+            save_file({name: tensor.contiguous() for name, tensor in source.predictor.items()}, staging / PREDICTOR_FILE)
+        difference = verify(source.reference, DSeqJEPAModel.from_pretrained(staging), tolerance)
+        provenance = {
+            **source.provenance,
+            "base_model": base_model,
+            "license": license or source.provenance.get("license"),
+            "max_abs_difference": difference,
+            "tolerance": tolerance,
+            "notes": source.notes,
+        }
+        (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+        check_output_folder(out)
+    for note in source.notes:
+        log(f"note: {note}")
+    log(f"converted {src} ({fmt}) -> {out}: max abs difference {difference:.2e} (tolerance {tolerance:g}, fp32)")
+    return ConversionResult(out=out, max_abs_difference=difference, notes=source.notes)

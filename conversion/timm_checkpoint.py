@@ -1,0 +1,156 @@
+"""Reader for timm VisionTransformer state dicts, and `export timm` (DSeq-JEPA -> timm weights).
+
+timm and the release share tensor names. Two differences: timm's `pos_embed` usually holds the CLS
+position too (1, 1 + N, D), which DSeq-JEPA does not have (its CLS position embedding is zero), and
+timm checkpoints may carry a classifier `head`. Reading folds the CLS position into `cls_token`
+(the CLS token's input is cls_token + pos_embed[:, 0] in both) and drops the head; exporting writes
+a zero CLS position, so that timm's default `no_embed_class=False` model loads with strict=True.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import timm
+import torch
+from safetensors.torch import save_file
+
+from dseqjepa_hub.atomic import atomic_write
+from dseqjepa_hub.configuration_dseqjepa import PRESETS
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
+from .layout import infer_layout
+from .loading import ConversionError, as_state_dict, describe_checkpoint, is_square, load_tensor_file, strip_prefix
+from .source import SourceCheckpoint
+from .verify import timm_reference, verify
+
+TIMM_LAYER_NORM_EPS = 1e-6  # timm's VisionTransformer default
+_UNSUPPORTED = {  # tensor name part -> the timm feature DSeq-JEPA's encoder does not have
+    "reg_token": "register tokens",
+    ".ls1.": "layer scale",
+    "norm_pre.": "a pre-norm before the blocks",
+    ".q_norm.": "qk-norm",
+    "fc_norm.": "a norm after pooling (fc_norm) instead of the final token norm",
+    "attn_pool.": "attention pooling",
+}
+
+
+def read_timm(
+    path, *, num_heads: int | None = None, preset: str | None = None, with_predictor: bool = False, **ignored
+) -> SourceCheckpoint:
+    """`ignored`: --encoder, which a single-encoder format does not have."""
+    path = Path(path)
+    if with_predictor:
+        raise ConversionError(f"{path}: --with-predictor: a timm checkpoint holds no JEPA predictor")
+    checkpoint = load_tensor_file(path)
+    if isinstance(checkpoint, dict):
+        for wrapper in ("state_dict", "model", "state_dict_ema"):
+            if isinstance(checkpoint.get(wrapper), dict):
+                checkpoint = checkpoint[wrapper]  # timm's training checkpoints wrap the state dict
+                break
+    if not isinstance(checkpoint, dict) or "patch_embed.proj.weight" not in strip_prefix(checkpoint, "module."):
+        raise ConversionError(f"{path}: not a timm VisionTransformer state dict: it is {describe_checkpoint(checkpoint)}")
+    source = strip_prefix(as_state_dict(checkpoint, path), "module.")
+    for part, feature in _UNSUPPORTED.items():
+        names = [name for name in source if part in name]
+        if names:
+            raise ConversionError(f"{path}: the checkpoint uses {feature} ({names[:4]}), which DSeq-JEPA's encoder lacks")
+
+    notes = []
+    head = sorted(name for name in source if name.startswith("head."))
+    if head:
+        notes.append(f"dropped the classifier head {head}")
+    state = {name: tensor for name, tensor in source.items() if not name.startswith("head.")}
+    pos_embed = state.get("pos_embed")
+    if pos_embed is None or pos_embed.dim() != 3:
+        raise ConversionError(f"{path}: pos_embed missing or not (1, N, D)")
+    has_cls = "cls_token" in state
+    pos_embed_has_cls = has_cls and is_square(pos_embed.shape[1] - 1) and not is_square(pos_embed.shape[1])
+    grid = math.isqrt(pos_embed.shape[1] - pos_embed_has_cls)
+    layout = infer_layout(state, str(path), num_heads=num_heads, preset=preset, grid=grid)
+    if grid * grid != pos_embed.shape[1] - pos_embed_has_cls:
+        raise ConversionError(f"{path}: pos_embed has {pos_embed.shape[1]} positions: not a square grid (+ CLS)")
+
+    reference = timm_reference(state, layout, TIMM_LAYER_NORM_EPS, str(path), pos_embed_has_cls)
+    encoder = dict(state)
+    if pos_embed_has_cls:
+        encoder["cls_token"] = state["cls_token"] + pos_embed[:, :1]  # (1, 1, D)
+        encoder["pos_embed"] = pos_embed[:, 1:]  # (1, N, D)
+        notes.append("folded the CLS position embedding into cls_token (identical outputs)")
+    overrides = {"layer_norm_eps": TIMM_LAYER_NORM_EPS}
+    if not has_cls:
+        overrides["saliency_query"] = "mean_patch"
+        notes.append("no CLS token: regions are ranked with the 'mean_patch' saliency query")
+    return SourceCheckpoint(
+        encoder=encoder,
+        layout=layout,
+        reference=reference,
+        config_overrides=overrides,
+        provenance={"format": "timm", "source": path.name},
+        notes=notes,
+    )
+
+
+def timm_model_args(model: DSeqJEPAModel) -> tuple[str, dict]:
+    """(timm model name, create_model kwargs) of the timm ViT equivalent to `model`, features = mean of patch tokens."""
+    config = model.config
+    if config.hidden_act != "gelu" or config.layer_norm_eps != TIMM_LAYER_NORM_EPS:
+        raise ConversionError(
+            f"timm's ViT uses exact GELU and LayerNorm eps {TIMM_LAYER_NORM_EPS}; this model has "
+            f"hidden_act={config.hidden_act!r}, layer_norm_eps={config.layer_norm_eps}"
+        )
+    kwargs = dict(
+        img_size=config.image_size,
+        patch_size=config.patch_size,
+        in_chans=config.num_channels,
+        embed_dim=config.hidden_size,
+        depth=config.num_hidden_layers,
+        num_heads=config.num_attention_heads,
+        mlp_ratio=config.intermediate_size / config.hidden_size,
+        qkv_bias=config.qkv_bias,
+        class_token=config.use_cls_token,
+        global_pool="avg",
+        fc_norm=False,
+        num_classes=0,
+    )
+    name = "vit_base_patch16_224"  # any vit_* name works: the kwargs above set every size
+    for preset, sizes in PRESETS.items():
+        expected = {"patch_size": 16, "image_size": 224, **sizes}
+        if all(getattr(config, field) == expected[field] for field in _ARCHITECTURE_FIELDS):
+            candidates = (preset, preset.replace(f"patch{config.patch_size}_", f"patch{config.patch_size}_gap_"))
+            name = next((candidate for candidate in candidates if timm.is_model(candidate)), name)
+            break
+    return name, kwargs
+
+
+_ARCHITECTURE_FIELDS = (
+    "patch_size", "image_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+)
+
+
+def export_timm(model_dir: str | os.PathLike, out_file: str | os.PathLike, log=print) -> tuple[str, dict, float]:
+    """Write `model_dir`'s encoder as timm weights (safetensors), checked by loading them into timm (strict)."""
+    out_file = Path(out_file)
+    if out_file.exists():
+        raise ConversionError(f"{out_file} already exists; choose a new file name")
+    try:
+        model = DSeqJEPAModel.from_pretrained(model_dir).float().eval()
+    except (OSError, ValueError) as error:
+        raise ConversionError(f"{model_dir}: not a DSeq-JEPA model folder ({error})") from None
+    name, kwargs = timm_model_args(model)
+    state = {key: tensor.contiguous() for key, tensor in model.state_dict().items()}
+    if model.config.use_cls_token:
+        state["pos_embed"] = torch.cat([torch.zeros_like(state["pos_embed"][:, :1]), state["pos_embed"]], dim=1)
+    timm_model = timm.create_model(name, pretrained=False, **kwargs)
+    try:
+        timm_model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ConversionError(f"the exported tensors do not load into timm's {name}: {error}") from None
+    difference = verify(timm_model.eval().forward_features, model)
+    metadata = {"timm_model": name, "timm_kwargs": json.dumps(kwargs), "class_token": str(model.config.use_cls_token)}
+    atomic_write(out_file, lambda temporary: save_file(state, str(temporary), metadata=metadata))
+    log(f"wrote {out_file}: timm.create_model({name!r}, pretrained=False, **{kwargs}) loads it with strict=True "
+        f"(max abs difference {difference:.2e})")
+    return name, kwargs, difference

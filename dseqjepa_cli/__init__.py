@@ -1,0 +1,70 @@
+"""The `dseqjepa` command line (import package `dseqjepa_cli`, folder `dseqjepa_cli/`).
+
+A separate package from `dseqjepa_hub` because importing `dseqjepa_hub` registers the model
+with transformers' Auto classes and so imports torch and transformers (seconds), while
+`dseqjepa --help` and `dseqjepa CMD --help` should answer at once. `COMMANDS` maps each command
+to the module that defines its arguments; only the module of the command being run is
+imported, and each imports the libraries it drives (`dseqjepa_hub`, `dseqjepa_train`,
+`dseqjepa_convert`) inside its `run`, never at module level.
+
+A command module has `DESCRIPTION`, `add_arguments(parser)` and `run(args) -> exit code`.
+Any `dseqjepa_hub.errors.DSeqJEPAError` that reaches `main` becomes one line,
+`dseqjepa CMD: error: MESSAGE`, and exit code 1; argparse's usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from importlib.metadata import version
+
+COMMANDS = {  # name -> (module, one-line help)
+    "regions": ("dseqjepa_cli.regions", "rank discriminative regions of images; write overlays (and JSON)"),
+    "embed": ("dseqjepa_cli.embed", "embed images into a .safetensors or .npy file"),
+    "info": ("dseqjepa_cli.info", "print a model's configuration and parameter count"),
+    "train": ("dseqjepa_cli.train", "pretrain DSeq-JEPA or the I-JEPA baseline"),
+    "data": ("dseqjepa_cli.data", "build offline data sets from Debian packages"),
+    "eval": ("dseqjepa_cli.eval", "linear probe, kNN or region quality of a frozen encoder"),
+    "convert": ("dseqjepa_cli.convert", "convert a checkpoint (this project's, the authors', I-JEPA's, "
+                "transformers', timm's) into a model folder"),
+    "export": ("dseqjepa_cli.export", "export a model folder to another library's weights"),
+    "push": ("dseqjepa_cli.push", "publish a model folder to the Hugging Face Hub"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command` (if any) gets its full set of arguments."""
+    parser = argparse.ArgumentParser(
+        prog="dseqjepa",
+        description="DSeq-JEPA models: rank discriminative regions, embed images, pretrain, convert, publish.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('dseqjepa-hub')}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        if name != command:
+            subparsers.add_parser(name, help=help_text)
+            continue
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=help_text, description=module.DESCRIPTION)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((item for item in argv if not item.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except Exception as error:
+        errors = sys.modules.get("dseqjepa_hub.errors")  # never imported: cannot be one of ours
+        if errors is None or not isinstance(error, errors.DSeqJEPAError):
+            raise
+        print(f"dseqjepa {args.command}: error: {error}", file=sys.stderr)
+        return 1

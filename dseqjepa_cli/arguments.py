@@ -1,0 +1,36 @@
+"""Argument types and groups shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, found {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], found {text}")
+    return value
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, default_batch_size: int) -> None:
+    parser.add_argument("--model", default=None, metavar="PATH_OR_REPO_ID",
+                        help="model folder or Hub repo id (default: the bundled model)")
+    parser.add_argument("--batch-size", type=positive_int, default=default_batch_size,
+                        help=f"images per forward pass (default: {default_batch_size})")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device (default: cpu)")
+
+
+def report_failures(failures) -> None:
+    """Unreadable input files, one line each, on stderr."""
+    if failures:
+        print(f"{len(failures)} file(s) could not be read and were skipped:", file=sys.stderr)
+        for path, reason in failures:
+            print(f"  {path}: {reason}", file=sys.stderr)

@@ -1,0 +1,34 @@
+"""`dseqjepa convert SRC --format F --out DIR`: a checkpoint into a DSeq-JEPA model folder."""
+
+from __future__ import annotations
+
+import argparse
+
+FORMATS = ("dseq-release", "hf-ijepa", "ijepa-release", "timm", "training")  # dseqjepa_convert.READERS
+PRESET_HELP = "size preset giving the number of attention heads (e.g. vit_base_patch16_224; see `dseqjepa info`)"
+DESCRIPTION = ("Convert SRC into a DSeq-JEPA model folder. The converted model is checked against the source "
+               "architecture on random images (fp32, max abs difference <= 1e-4) before anything is written.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="checkpoint file or folder")
+    parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
+    parser.add_argument("--out", required=True, help="output folder: must be absent or empty")
+    parser.add_argument("--encoder", choices=("target", "context"), default="target",
+                        help="which encoder of a training dict (default: target, I-JEPA's evaluation choice)")
+    parser.add_argument("--preset", help=PRESET_HELP)
+    parser.add_argument("--num-heads", type=int, help="number of attention heads (shapes cannot tell it)")
+    parser.add_argument("--with-predictor", action="store_true",
+                        help="also save the pretraining predictor as predictor.safetensors (continued pretraining)")
+    parser.add_argument("--base-model", help="Hub id of the source weights, recorded for the model card")
+    parser.add_argument("--license", help="license of the source weights, recorded for the model card")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dseqjepa_convert import convert
+
+    convert(
+        args.src, args.fmt, args.out, encoder=args.encoder, preset=args.preset, num_heads=args.num_heads,
+        with_predictor=args.with_predictor, base_model=args.base_model, license=args.license,
+    )
+    return 0

@@ -1,0 +1,71 @@
+"""`dseqjepa data build {scenes,fashion-mnist} --out DIR`: build the offline data sets."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = "Build an offline data set from Debian packages (installed with apt-get when missing)."
+
+
+def run(args: argparse.Namespace) -> int:
+    return args.build(args)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    build = actions.add_parser("build", help="build a data set into a folder")
+    kinds = build.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", required=True, help="destination folder (built beside it in <out>.partial)")
+    common.add_argument(
+        "--source-root",
+        default="/",
+        help="folder holding the packages' files in the Debian layout (usr/share/...); "
+        "with the default '/', missing packages are installed with apt-get",
+    )
+    common.add_argument("--force", action="store_true", help="replace an existing --out folder")
+
+    scenes = kinds.add_parser(
+        "scenes", parents=[common], help="photo cut-outs (tuxpaint stamps) on photo backgrounds, with object masks"
+    )
+    scenes.add_argument("--seed", type=int, default=0)
+    scenes.add_argument("--num-train", type=int, default=4000)
+    scenes.add_argument("--num-val", type=int, default=500)
+    scenes.add_argument("--image-size", type=int, default=128, help="side of the square images in pixels")
+    scenes.add_argument("--jpeg-quality", type=int, default=95)
+    scenes.set_defaults(build=_build_scenes)
+
+    fashion = kinds.add_parser("fashion-mnist", parents=[common], help="Fashion-MNIST as train/<class>/*.png, test/<class>/*.png")
+    fashion.add_argument("--num-train", type=int, default=None, help="keep the first N training images (default all 60000)")
+    fashion.add_argument("--num-test", type=int, default=None, help="keep the first N test images (default all 10000)")
+    fashion.set_defaults(build=_build_fashion_mnist)
+
+
+def _build_scenes(args: argparse.Namespace) -> int:
+    from dseqjepa_train.datakit import build_scenes
+
+    build_scenes(
+        out=args.out,
+        seed=args.seed,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        image_size=args.image_size,
+        source_root=args.source_root,
+        jpeg_quality=args.jpeg_quality,
+        force=args.force,
+    )
+    return 0
+
+
+def _build_fashion_mnist(args: argparse.Namespace) -> int:
+    from dseqjepa_train.datakit import build_fashion_mnist
+
+    build_fashion_mnist(
+        out=args.out,
+        num_train=args.num_train,
+        num_test=args.num_test,
+        source_root=args.source_root,
+        force=args.force,
+    )
+    return 0

@@ -1,0 +1,52 @@
+"""`dseqjepa eval [MODEL] --data DIR --task {linear,knn,regions} [--out FILE.json]`: frozen-encoder evaluation."""
+
+from __future__ import annotations
+
+import argparse
+
+from .arguments import positive_int
+
+TASKS = ("linear", "knn", "regions")  # dseqjepa_train.evaluation.TASKS, spelt out so --help imports no torch
+LAYERS = ("last", "last4")  # dseqjepa_train.evaluation.features.LAYER_CHOICES
+DESCRIPTION = ("Evaluate a frozen encoder on a data set built by `dseqjepa data build`: linear probe, kNN, or the "
+               "quality of its top-ranked region against the centred-box and random-init baselines.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", default=None, help="model folder or Hub repo id (default: the bundled model)")
+    parser.add_argument("--data", required=True, help="data folder with train and val/test splits (dseqjepa data build)")
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--out", help="write the result to this .json file and its table to the .md beside it")
+    parser.add_argument("--layers", choices=LAYERS, default="last", help="mean-pooled last layer or last four blocks")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--max-train-images", type=positive_int, default=None, help="seeded random subset of the train split")
+    parser.add_argument("--max-eval-images", type=positive_int, default=None, help="seeded random subset of the val/test split")
+    parser.add_argument("--epochs", type=positive_int, default=100, help="linear probe epochs")
+    parser.add_argument("--lr", type=float, default=None, help="linear probe learning rate (default: picked on a train hold-out)")
+    parser.add_argument("--k", type=positive_int, default=20, help="kNN neighbours")
+    parser.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from dseqjepa_hub.model_loading import load_model
+    from dseqjepa_train.evaluation import evaluate, markdown_table, write_results
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    loaded = load_model(args.model, device)
+    result = evaluate(
+        loaded.model, loaded.processor, loaded.description, args.data, args.task,
+        layers=args.layers, batch_size=args.batch_size, max_train_images=args.max_train_images,
+        max_eval_images=args.max_eval_images, epochs=args.epochs, lr=args.lr, k=args.k,
+        temperature=args.temperature, seed=args.seed,
+    )
+    print(markdown_table(result))
+    if args.out:
+        write_results(result, Path(args.out))
+        print(f"wrote {args.out} and {Path(args.out).with_suffix('.md')}")
+    return 0

@@ -1,0 +1,54 @@
+"""`dseqjepa regions IMAGE_OR_DIR... [--out DIR] [--json]`: overlays (and JSON) of ranked regions."""
+
+from __future__ import annotations
+
+import argparse
+
+from .arguments import add_model_arguments, fraction, positive_int, report_failures
+
+DESCRIPTION = ("Rank the discriminative regions of images and write one overlay PNG per image "
+               "(OUT/<path below the input folder>.regions.png; with --json also .regions.json, masks in COCO RLE).")
+DEFAULT_OUT = "regions_out"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (walked recursively)")
+    add_model_arguments(parser, default_batch_size=8)
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    parser.add_argument("--json", action="store_true", help="also write the regions of each image as JSON")
+    parser.add_argument("--min-region-fraction", type=fraction, default=None,
+                        help="area filter in [0, 1] (default: the model's)")
+    parser.add_argument("--num-regions", type=positive_int, default=None,
+                        help="slots, background included (default: the model's)")
+    parser.add_argument("--show-saliency", action="store_true", help="put the saliency heatmap beside each overlay")
+    parser.add_argument("--skip-existing", action="store_true", help="resume: skip images whose outputs exist")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dseqjepa_hub.errors import DSeqJEPAError
+    from dseqjepa_hub.image_io import find_images
+    from dseqjepa_hub.model_loading import check_device, load_model
+    from dseqjepa_hub.region_files import output_stems, rank_regions_in_files
+
+    check_device(args.device)
+    paths = find_images(args.inputs)
+    if not paths:
+        raise DSeqJEPAError(f"no image files found in {' '.join(args.inputs)}")
+    loaded = load_model(args.model, args.device)
+    results, failures = rank_regions_in_files(
+        paths,
+        loaded.model,
+        loaded.processor,
+        out_dir=args.out,
+        stems=output_stems(paths, args.inputs),
+        write_json=args.json,
+        min_region_fraction=args.min_region_fraction,
+        num_regions=args.num_regions,
+        batch_size=args.batch_size,
+        show_saliency=args.show_saliency,
+        skip_existing=args.skip_existing,
+        model_description=loaded.description,
+    )
+    print(f"wrote {len(results)} overlay(s) to {args.out}")
+    report_failures(failures)
+    return 1 if failures else 0

@@ -1,0 +1,306 @@
+"""The pretraining loop: DSeq-JEPA, the I-JEPA baseline, or the release's mixed curriculum.
+
+Every random choice of a step (DSeq or I-JEPA, the multi-block masks) is drawn from a generator
+seeded by (seed, step), and the data by (seed, epoch, index) (see data.py), so a run stopped
+with `max_steps` and resumed from its checkpoint is the same run, bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
+from dseqjepa_hub.errors import DSeqJEPAError
+from dseqjepa_hub.regions import extract_regions
+from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from dseqjepa_hub.atomic import atomic_write_text
+from .config import ConfigError, TrainConfig, config_from_dict, save_config
+from .data import build_loader, derive_seed, list_image_files
+from .distributed import DistributedContext, all_reduce_mean, gather_digests, init_distributed, shutdown_distributed
+from .masks import multiblock_masks
+from .objective import JEPAStudent, dseq_task, ijepa_task, jepa_loss, target_features
+from .predictor import JEPAPredictor
+from .schedules import Schedules
+
+logger = logging.getLogger(__name__)
+
+# Parameters without weight decay besides biases and norms (all 1-D): the learned tokens.
+NO_DECAY_NAMES = ("cls_token", "mask_token")
+
+
+class TrainingDiverged(DSeqJEPAError, RuntimeError):
+    """The loss became NaN or Inf; the message names the step and the last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    loss: float
+    checkpoint: Path | None
+    weight_digests: list[str]
+
+
+def parameter_groups(module: nn.Module) -> list[dict]:
+    """AdamW groups: weight decay on matrices only, none on biases, norms and learned tokens."""
+    decay, no_decay = [], []
+    for name, parameter in module.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if parameter.ndim <= 1 or name.endswith(NO_DECAY_NAMES):
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    return [{"params": decay, "apply_weight_decay": True},
+            {"params": no_decay, "apply_weight_decay": False, "weight_decay": 0.0}]
+
+
+class Pretrainer:
+    """Holds the networks, optimizer and data of one run; `run` trains until `last_step`."""
+
+    def __init__(self, config: TrainConfig, data: str | os.PathLike, output: str | os.PathLike,
+                 dist_context: DistributedContext):
+        self.config = config
+        self.output = Path(output)
+        self.dist = dist_context
+        device = dist_context.device
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if device.type == "cuda" and config.precision == "bf16" else contextlib.nullcontext())
+
+        model_config = config.model_config()
+        self.loader, self.sampler = build_loader(
+            list_image_files(data), image_size=model_config.image_size, crop_scale=config.crop_scale,
+            mean=model_config.image_mean, std=model_config.image_std, seed=config.seed,
+            batch_size=config.batch_size, num_workers=config.num_workers, world_size=dist_context.world_size,
+            rank=dist_context.rank,
+        )
+        self.steps_per_epoch = self.sampler.num_samples // config.batch_size
+        self.schedules = Schedules.for_run(config, self.steps_per_epoch)
+
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        self.context_encoder = DSeqJEPAModel(model_config).to(device)
+        self.model_config = self.context_encoder.config
+        self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
+        self.predictor = JEPAPredictor(self.model_config).to(device)
+        self.student = JEPAStudent(self.context_encoder, self.predictor, config.context_mode, config.release_compat)
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.student), lr=config.lr, betas=config.betas)
+        # Inputs are moved to the device by the loop, so DDP needs no device_ids.
+        model = DistributedDataParallel(self.student) if dist_context.enabled else self.student
+        self.model = torch.compile(model, dynamic=True) if config.compile else model
+        self.step = 0
+        self.skipped_images = 0
+        self.last_checkpoint: Path | None = None
+
+    # -- state -------------------------------------------------------------------------------
+    def networks(self) -> dict[str, nn.Module]:
+        return {"context_encoder": self.context_encoder, "target_encoder": self.target_encoder,
+                "predictor": self.predictor}
+
+    def trainer_state(self) -> dict:
+        epoch, offset = divmod(self.step, self.steps_per_epoch)
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "schedules": {"total_steps": self.schedules.total_steps, "warmup_steps": self.schedules.warmup_steps,
+                          "steps_per_epoch": self.steps_per_epoch},
+            "sampler": {"epoch": epoch, "start": offset * self.config.batch_size, "seed": self.config.seed,
+                        "world_size": self.dist.world_size},
+            "rng": rng_states(),
+            "skipped_images": self.skipped_images,
+            "config": self.config.to_dict(),
+        }
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            self.last_checkpoint = save_checkpoint(self.output, self.step, self.networks(), self.trainer_state(),
+                                                   self.config, keep=self.config.keep_checkpoints)
+        if self.dist.enabled:
+            torch.distributed.barrier()
+
+    def resume(self) -> Path | None:
+        """Load the newest complete checkpoint in OUTPUT (None when there is none)."""
+        path = latest_checkpoint(self.output)
+        if path is None:
+            return None
+        networks, state = load_checkpoint(path)
+        saved = config_from_dict(state["config"], source=f"{path}/{'trainer_state.pt'}")
+        if saved != self.config:
+            changed = sorted(k for k, v in saved.to_dict().items() if self.config.to_dict()[k] != v)
+            raise ConfigError(f"--resume: the config differs from the checkpoint's ({path}) in {changed}")
+        if state["schedules"]["steps_per_epoch"] != self.steps_per_epoch or state["sampler"]["world_size"] != self.dist.world_size:
+            raise ConfigError(
+                f"--resume: {path} was written with {state['schedules']['steps_per_epoch']} steps per epoch on "
+                f"{state['sampler']['world_size']} process(es), this run has {self.steps_per_epoch} on "
+                f"{self.dist.world_size}: the data or the number of processes changed"
+            )
+        for name, module in self.networks().items():
+            module.load_state_dict(networks[name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        restore_rng_states(state["rng"])
+        self.step = state["step"]
+        self.skipped_images = state["skipped_images"]
+        self.last_checkpoint = path
+        return path
+
+    # -- one step ----------------------------------------------------------------------------
+    def diverged(self, what: str) -> None:
+        where = self.last_checkpoint or "none (no checkpoint was written yet)"
+        raise TrainingDiverged(
+            f"{what} at step {self.step + 1}: training stopped before updating the weights. "
+            f"The last good checkpoint is {where}."
+        )
+
+    def set_hyperparameters(self) -> dict:
+        values = {"lr": self.schedules.lr(self.step), "weight_decay": self.schedules.weight_decay(self.step),
+                  "ema": self.schedules.ema_momentum(self.step), "lambda": self.schedules.dseq_probability(self.step)}
+        for group in self.optimizer.param_groups:
+            group["lr"] = values["lr"]
+            if group["apply_weight_decay"]:
+                group["weight_decay"] = values["weight_decay"]
+        return values
+
+    def prediction_task(self, images: torch.Tensor, use_dseq: bool, generator: torch.Generator):
+        """The target features (B, N, D) and the step's PredictionTask."""
+        config, model_config = self.config, self.model_config
+        with torch.no_grad(), self.autocast:
+            output = self.target_encoder(images, output_saliency=use_dseq)
+            targets = target_features(output.last_hidden_state, self.target_encoder.num_prefix_tokens)
+        if not bool(torch.isfinite(output.last_hidden_state).all()):  # diverged weights: no regions to draw
+            self.diverged("the target encoder's output is not finite")
+        if use_dseq:
+            regions = extract_regions(output.saliency, min_region_fraction=model_config.min_region_fraction,
+                                      num_regions=model_config.num_regions)
+            return targets, dseq_task(regions.masks, config.release_compat)
+        context, blocks = multiblock_masks(
+            generator, images.shape[0], model_config.grid_size, context_scale=config.context_scale,
+            target_scale=config.target_scale, target_aspect_ratio=config.target_aspect_ratio,
+            num_targets=config.num_targets, min_keep=config.min_keep,
+        )
+        return targets, ijepa_task(context.to(images.device), blocks.to(images.device))
+
+    def train_step(self, images: torch.Tensor, skipped: torch.Tensor | None = None) -> dict:
+        """One optimisation step; `skipped` counts the unreadable files behind this rank's batch."""
+        values = self.set_hyperparameters()
+        generator = torch.Generator().manual_seed(derive_seed(self.config.seed, self.step))
+        use_dseq = torch.rand(1, generator=generator).item() < values["lambda"]
+        targets, task = self.prediction_task(images, use_dseq, generator)
+        with self.autocast:
+            predictions, positions, keep = self.model(images, task)
+        loss = jepa_loss(predictions, targets, task, positions, keep)
+        skipped = torch.zeros(1) if skipped is None else skipped
+        reported = torch.stack([loss.detach().float(), skipped.sum().float().to(loss.device)])
+        loss_value, skipped_mean = all_reduce_mean(reported, self.dist).tolist()  # one synchronisation
+        self.skipped_images += round(skipped_mean * self.dist.world_size)
+        if not math.isfinite(loss_value):
+            self.diverged(f"the loss is {loss_value}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        with torch.no_grad():  # EMA: target <- m * target + (1 - m) * context
+            torch._foreach_lerp_(list(self.target_encoder.parameters()), list(self.context_encoder.parameters()),
+                                 1.0 - values["ema"])
+        self.step += 1
+        return {"step": self.step, "loss": loss_value, "method": "dseq" if use_dseq else "ijepa",
+                "predictions": task.target_masks.shape[0], **values}
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, last_step: int) -> TrainResult:
+        metrics_path = self.output / "metrics.jsonl"
+        writer = self._tensorboard()
+        progress = tqdm(total=last_step, initial=self.step, disable=not self.dist.is_main, desc="train",
+                        dynamic_ncols=True)
+        record: dict = {"loss": float("nan")}
+        global_batch = self.config.batch_size * self.dist.world_size
+        while self.step < last_step:
+            epoch, offset = divmod(self.step, self.steps_per_epoch)
+            self.sampler.set_position(epoch, offset * self.config.batch_size)
+            for images, skipped in self.loader:
+                started = time.perf_counter()
+                record = self.train_step(images.to(self.dist.device, non_blocking=True), skipped)
+                record.update(epoch=epoch, images_per_s=global_batch / (time.perf_counter() - started),
+                              skipped_images=self.skipped_images)
+                if self.dist.is_main:
+                    with open(metrics_path, "a") as stream:
+                        stream.write(json.dumps(record) + "\n")
+                    if writer is not None:
+                        for key in ("loss", "lr", "weight_decay", "ema", "lambda", "images_per_s"):
+                            writer.add_scalar(f"train/{key}", record[key], self.step)
+                progress.update(1)
+                progress.set_postfix(loss=f"{record['loss']:.4f}", lam=f"{record['lambda']:.2f}",
+                                     img_s=f"{record['images_per_s']:.1f}")
+                if self.step % self.config.checkpoint_every == 0 or self.step == last_step:
+                    self.save()
+                if self.step >= last_step:
+                    break
+        progress.close()
+        if writer is not None:
+            writer.close()
+        digests = gather_digests(self.student, self.dist)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"the ranks ended with different weights: {digests}")
+        return TrainResult(self.step, record["loss"], self.last_checkpoint, digests)
+
+    def _tensorboard(self):
+        if not (self.config.tensorboard and self.dist.is_main):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            logger.warning("tensorboard: true, but TensorBoard is not installed; logging to metrics.jsonl only")
+            return None
+        return SummaryWriter(str(self.output / "tensorboard"))
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop the lines a resumed run will write again (steps after its checkpoint)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def train(config: TrainConfig, data: str | os.PathLike, output: str | os.PathLike, *, max_steps: int | None = None,
+          resume: bool = False) -> TrainResult:
+    """Pretrain as `config` says on the images in `data`, writing to `output`.
+
+    `max_steps` stops after that step without changing any schedule; `resume` continues from
+    the newest complete checkpoint in `output`. Under torchrun every process calls this.
+    """
+    output = Path(output)
+    if not resume and (output / "metrics.jsonl").exists():
+        raise DSeqJEPAError(f"{output} holds an earlier run (metrics.jsonl): pass --resume or another --output")
+    dist_context = init_distributed()
+    try:
+        trainer = Pretrainer(config, data, output, dist_context)
+        if dist_context.is_main:
+            output.mkdir(parents=True, exist_ok=True)
+        resumed = trainer.resume() if resume else None
+        if dist_context.is_main:
+            save_config(config, output / "config.yaml")
+            _truncate_metrics(output / "metrics.jsonl", trainer.step)
+            if resumed is not None:
+                logger.info("resumed from %s at step %d", resumed, trainer.step)
+        last_step = trainer.schedules.total_steps if max_steps is None else min(max_steps, trainer.schedules.total_steps)
+        result = trainer.run(last_step)
+        if dist_context.is_main:
+            summary = {"step": result.step, "loss": result.loss, "world_size": dist_context.world_size,
+                       "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                       "skipped_images": trainer.skipped_images, "weight_digests": result.weight_digests}
+            atomic_write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
+        return result
+    finally:
+        shutdown_distributed()
