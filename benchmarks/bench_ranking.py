@@ -67,7 +67,7 @@ def main() -> None:
     }
     times = {name: [] for name in variants}
     with torch.inference_mode():
-        for name, run in variants.items():  # warm-up
+        for run in variants.values():  # warm-up
             run()
         synchronize()
         for _ in range(args.repeats):

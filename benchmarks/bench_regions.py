@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -84,13 +85,13 @@ def main() -> None:
         for batch, height, width in CASES:
             saliency = make_saliency(batch, height, width)
             expected = opencv_loop(saliency)
-            loop = median_seconds(lambda: opencv_loop(saliency), args.repeats)
+            loop = median_seconds(partial(opencv_loop, saliency), args.repeats)
             on_device = saliency.to(args.device)
             synchronize = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
             if args.device == "cuda":
                 torch.cuda.set_sync_debug_mode("error")  # any host synchronisation inside raises
             try:
-                batched = median_seconds(lambda: extract_regions(on_device), args.repeats, synchronize)
+                batched = median_seconds(partial(extract_regions, on_device), args.repeats, synchronize)
                 regions = extract_regions(on_device)
             finally:
                 if args.device == "cuda":

@@ -104,9 +104,9 @@ def release_prediction_task(trainer, images, use_dseq, generator):
 def run_variant(name: str, device: str) -> dict:
     from PIL import Image
 
+    from dseqjepa_train import trainer as trainer_module
     from dseqjepa_train.config import load_config
     from dseqjepa_train.distributed import DistributedContext
-    from dseqjepa_train import trainer as trainer_module
     from dseqjepa_train.trainer import Pretrainer
 
     setting = SETTINGS[device]

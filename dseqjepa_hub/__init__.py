@@ -17,6 +17,7 @@ from transformers import (
 
 from .configuration_dseqjepa import PRESETS, DSeqJEPAConfig
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor, DSeqJEPAImageProcessorPil
+from .model_loading import default_model_path
 from .modeling_dseqjepa import (
     DSeqJEPAForImageClassification,
     DSeqJEPAModel,
@@ -28,7 +29,6 @@ from .pipeline_saliency_ranking import (
     register_saliency_ranking_pipeline,
     save_pretrained_with_pipeline,
 )
-from .model_loading import default_model_path
 from .regions import Regions, extract_regions, region_dicts, saliency_map
 
 __version__ = version("dseqjepa-hub")  # the one place it is set: pyproject.toml

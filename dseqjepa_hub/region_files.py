@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write
+from .atomic import atomic_write, atomic_write_text
 from .image_io import load_images
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .modeling_dseqjepa import DSeqJEPAModel
@@ -102,7 +103,7 @@ def rank_regions_in_files(
                     saliency=saliency,
                     saliency_box=processor.crop_box(original_size=(image.height, image.width)),
                 )
-                atomic_write(overlay_path, lambda target: overlay.save(target, format="PNG"))
+                atomic_write(overlay_path, partial(overlay.save, format="PNG"))
                 if json_path is not None:
                     record = {
                         "image": str(path),
@@ -110,7 +111,7 @@ def rank_regions_in_files(
                         "model": model_description,
                         "regions": regions_to_json(regions),
                     }
-                    atomic_write(json_path, lambda target: target.write_text(json.dumps(record)))
+                    atomic_write_text(json_path, json.dumps(record))
                 results.append(
                     {"image": path, "overlay": overlay_path, "json": json_path, "num_regions": len(regions)}
                 )

@@ -6,8 +6,8 @@ import numpy as np
 from PIL import Image
 from transformers import pipeline
 
-from dseqjepa_hub import DSeqJEPAModel, default_model_path
 from dseqjepa_cli import main
+from dseqjepa_hub import DSeqJEPAModel, default_model_path
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "images" / "chelsea.jpg"
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
+
 from .predictor import JEPAPredictor
 from .sequences import region_sequence
 

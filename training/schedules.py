@@ -22,7 +22,7 @@ class Schedules:
     warmup_steps: int
 
     @classmethod
-    def for_run(cls, config: TrainConfig, steps_per_epoch: int) -> "Schedules":
+    def for_run(cls, config: TrainConfig, steps_per_epoch: int) -> Schedules:
         total = max(1, round(config.epochs * steps_per_epoch))
         return cls(config, total, min(round(config.warmup_epochs * steps_per_epoch), total))
 

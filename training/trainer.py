@@ -22,11 +22,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
-from dseqjepa_hub.errors import DSeqJEPAError
-from dseqjepa_hub.regions import extract_regions
-from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from dseqjepa_hub.atomic import atomic_write_text
+from dseqjepa_hub.errors import DSeqJEPAError
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
+from dseqjepa_hub.regions import extract_regions
+
+from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from .config import ConfigError, TrainConfig, config_from_dict, save_config
 from .data import build_loader, derive_seed, list_image_files
 from .distributed import DistributedContext, all_reduce_mean, gather_digests, init_distributed, shutdown_distributed

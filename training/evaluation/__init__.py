@@ -5,6 +5,7 @@ from .probes import knn_accuracy, knn_predict, linear_probe
 from .region_quality import centred_box, evaluate_regions, precision_and_iou
 
 __all__ = [
+    "TASKS",
     "centred_box",
     "evaluate",
     "evaluate_regions",

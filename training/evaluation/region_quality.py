@@ -23,6 +23,7 @@ import torch
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
 from dseqjepa_hub.pipeline_saliency_ranking import rank_regions
 from dseqjepa_hub.regions import region_dicts
+
 from .data import SceneRecord
 from .features import load_pixel_batches
 
