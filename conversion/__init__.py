@@ -1,4 +1,7 @@
-"""Checkpoint conversion: one reader per source format, one numerical check they all pass, timm export."""
+"""Checkpoint conversion: one reader per source format, one numerical check they all pass, timm export.
+
+Folder `conversion/`, import name `dseqjepa_convert` (pyproject.toml maps one to the other).
+"""
 
 from .convert import READERS, ConversionResult, convert
 from .loading import ConversionError

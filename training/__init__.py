@@ -1,4 +1,7 @@
-"""Pretraining: DSeq-JEPA, the I-JEPA baseline and the release's mixed curriculum (`dseqjepa train`)."""
+"""Pretraining: DSeq-JEPA, the I-JEPA baseline and the release's mixed curriculum (`dseqjepa train`).
+
+Folder `training/`, import name `dseqjepa_train` (pyproject.toml maps one to the other).
+"""
 
 from .config import ConfigError, TrainConfig, load_config
 from .trainer import TrainingDiverged, TrainResult, train
