@@ -19,7 +19,7 @@ from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write
-from .errors import DSeqJEPAError
+from .errors import DSeqJEPAError, NonFiniteOutputError
 from .image_io import load_images
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .modeling_dseqjepa import DSeqJEPAModel
@@ -71,6 +71,11 @@ def embed_files(
                         }
                     else:
                         batch = {"pooled": model(pixel_values=pixel_values).pooler_output}
+                if not torch.isfinite(batch["pooled"]).all():  # one check per batch
+                    raise NonFiniteOutputError(
+                        f"the model {model.name_or_path} gives non-finite embeddings for {loaded[0][0]} and this batch: "
+                        "its weights or config hold NaN or inf; stopped before writing this batch"
+                    )
                 for name, tensor in batch.items():
                     tensor = tensor if tensor.dtype == torch.bool else tensor.float()
                     parts.setdefault(name, []).append(tensor.cpu().numpy())

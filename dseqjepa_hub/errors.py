@@ -9,3 +9,7 @@ Programming errors stay ordinary Python exceptions with their tracebacks.
 
 class DSeqJEPAError(Exception):
     """A problem with the user's input or environment, explained in words."""
+
+
+class NonFiniteOutputError(DSeqJEPAError):
+    """A model produced NaN or infinite outputs (damaged weights or settings): never written as a result."""

@@ -1,16 +1,27 @@
 """The model that the commands, the evaluation and the Hub staging run: a folder, a Hub repo
-id or the bundled default model, loaded with this package's code (never remote code)."""
+id or the bundled default model, loaded with this package's code (never remote code).
+
+Whatever is wrong with a folder (a pickle holding more than tensors, a safetensors file with a
+damaged header, weights whose shapes disagree with config.json) becomes one `ModelLoadError`
+naming the file and the problem, before transformers prints a report or a traceback.
+"""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from safetensors import SafetensorError, safe_open
 
+from .configuration_dseqjepa import DSeqJEPAConfig
 from .errors import DSeqJEPAError
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .modeling_dseqjepa import DSeqJEPAModel
+
+SAFETENSORS_FILE = "model.safetensors"
+PICKLE_FILE = "pytorch_model.bin"  # read by transformers with torch.load(weights_only=True)
 
 
 class ModelLoadError(DSeqJEPAError):
@@ -34,13 +45,48 @@ def check_device(device: str) -> None:
         raise ModelLoadError(f"--device {device}: no CUDA device is available here")
 
 
+def check_safetensors_shapes(weights: Path, config: DSeqJEPAConfig) -> None:
+    """Raise ModelLoadError if `weights` is not a readable safetensors file or its encoder
+    tensors disagree in shape with the model `config` describes (head tensors are not checked)."""
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise ModelLoadError(f"{weights}: not a readable safetensors file ({error})") from None
+    with torch.device("meta"):  # shapes only
+        expected = {name: tuple(tensor.shape) for name, tensor in DSeqJEPAModel(config).state_dict().items()}
+    prefixes = ("", "dseqjepa.")  # the encoder alone, or inside a head
+    mismatched = [
+        f"{prefix}{name} is {shapes[prefix + name]}, config.json implies {shape}"
+        for name, shape in expected.items()
+        for prefix in prefixes
+        if prefix + name in shapes and shapes[prefix + name] != shape
+    ]
+    if mismatched:
+        more = f" (and {len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
+        raise ModelLoadError(f"{weights}: the weights do not match config.json: {'; '.join(mismatched[:3])}{more}")
+
+
 def load_model(model: str | None = None, device: str = "cpu") -> LoadedModel:
     """`model`: a local folder or a Hub repo id (from the cache when offline); None: the bundled model."""
     check_device(device)
     source = str(default_model_path() if model is None else model)
     try:
-        encoder = DSeqJEPAModel.from_pretrained(source)
+        config = DSeqJEPAConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load the model {source!r}: {error}") from None
+    if (Path(source) / SAFETENSORS_FILE).is_file():
+        check_safetensors_shapes(Path(source) / SAFETENSORS_FILE, config)
+    try:
+        encoder = DSeqJEPAModel.from_pretrained(source, config=config)
         processor = DSeqJEPAImageProcessor.from_pretrained(source)
+    except pickle.UnpicklingError:
+        raise ModelLoadError(
+            f"{Path(source) / PICKLE_FILE}: holds objects other than tensors and was refused "
+            "(only plain tensors are ever unpickled); convert it to safetensors from a trusted copy"
+        ) from None
+    except SafetensorError as error:
+        raise ModelLoadError(f"{source}: a safetensors file is unreadable ({error})") from None
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load the model {source!r}: {error}") from None
     return LoadedModel(encoder.to(device).eval(), processor, source)

@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write, atomic_write_text
+from .errors import NonFiniteOutputError
 from .image_io import load_images
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .modeling_dseqjepa import DSeqJEPAModel
@@ -93,6 +95,12 @@ def rank_regions_in_files(
                 num_regions=num_regions,
                 return_saliency=show_saliency,
             )
+            scores = np.array([region["score"] for regions in ranked for region in regions], dtype=np.float64)
+            if not np.isfinite(scores).all():
+                raise NonFiniteOutputError(
+                    f"the model {model_description or model.name_or_path} gives non-finite saliency for "
+                    f"{loaded[0][0]} and this batch: its weights or config hold NaN or inf; stopped before writing this batch"
+                )
             for (path, image), regions in zip(loaded, ranked):
                 overlay_path, json_path = targets[path]
                 saliency = regions[0]["saliency"] if show_saliency and regions else None
