@@ -26,11 +26,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_batch_size: int
     parser.add_argument("--batch-size", type=positive_int, default=default_batch_size,
                         help=f"images per forward pass (default: {default_batch_size})")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device (default: cpu)")
+    parser.add_argument("--max-pixels", type=positive_int, default=250_000_000,
+                        help="refuse images with more pixels, a guard against decompression bombs (default: 250000000)")
 
 
-def report_failures(failures) -> None:
-    """Unreadable input files, one line each, on stderr."""
+def report_failures(failures, what: str = "could not be read and were skipped") -> None:
+    """(path, reason) pairs, one line each, on stderr."""
     if failures:
-        print(f"{len(failures)} file(s) could not be read and were skipped:", file=sys.stderr)
+        print(f"{len(failures)} file(s) {what}:", file=sys.stderr)
         for path, reason in failures:
             print(f"  {path}: {reason}", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_model_arguments, report_failures
+from .arguments import add_model_arguments, positive_int, report_failures
 
 DESCRIPTION = ("Embed images (pooled patch features; ranked region embeddings with --regions) into FILE "
                "plus the sidecar FILE.json. Under torchrun, inputs are split across ranks, one shard each, "
@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, default_batch_size=32)
     parser.add_argument("--out", required=True, help="output file, .safetensors or .npy")
     parser.add_argument("--regions", action="store_true", help="also store ranked region embeddings (N, R, D)")
+    parser.add_argument("--max-side", type=positive_int, default=None,
+                        help="decode larger photos at this many pixels a side (faster; default: full size)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,14 +31,16 @@ def run(args: argparse.Namespace) -> int:
 
     out = check_embedding_path(args.out)
     check_device(args.device)
-    paths = find_images(args.inputs)
+    paths, skipped = find_images(args.inputs)
+    report_failures(skipped, "skipped while walking the input folders")
     if not paths:
         raise DSeqJEPAError(f"no image files found in {' '.join(args.inputs)}")
     with torchrun_shard(args.device) as shard:
         loaded = load_model(args.model, shard.device)
         files, arrays, failures = embed_files(
             paths[shard.rank :: shard.world_size], loaded.model, loaded.processor,
-            regions=args.regions, batch_size=args.batch_size, progress=shard.rank == 0,
+            regions=args.regions, batch_size=args.batch_size, max_pixels=args.max_pixels, max_side=args.max_side,
+            progress=shard.rank == 0,
         )
         if shard.world_size == 1:
             write_embeddings(out, files, arrays, failures, loaded.description)

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="slots, background included (default: the model's)")
     parser.add_argument("--show-saliency", action="store_true", help="put the saliency heatmap beside each overlay")
     parser.add_argument("--skip-existing", action="store_true", help="resume: skip images whose outputs exist")
+    parser.add_argument("--max-side", type=positive_int, default=2048,
+                        help="decode larger photos at this many pixels a side; overlays and masks are drawn at that size "
+                             "(default: 2048)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from dseqjepa_hub.region_files import output_stems, rank_regions_in_files
 
     check_device(args.device)
-    paths = find_images(args.inputs)
+    paths, skipped = find_images(args.inputs)
+    report_failures(skipped, "skipped while walking the input folders")
     if not paths:
         raise DSeqJEPAError(f"no image files found in {' '.join(args.inputs)}")
     loaded = load_model(args.model, args.device)
@@ -48,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         show_saliency=args.show_saliency,
         skip_existing=args.skip_existing,
         model_description=loaded.description,
+        max_pixels=args.max_pixels,
+        max_side=args.max_side,
     )
     print(f"wrote {len(results)} overlay(s) to {args.out}")
     report_failures(failures)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_write
 from .errors import DSeqJEPAError, NonFiniteOutputError
-from .image_io import load_images
+from .image_io import DEFAULT_MAX_PIXELS, load_images
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .modeling_dseqjepa import DSeqJEPAModel
 from .pipeline_saliency_ranking import rank_regions
@@ -44,9 +44,14 @@ def embed_files(
     *,
     regions: bool = False,
     batch_size: int = 32,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_side: int | None = None,
     progress: bool = True,
 ) -> tuple[list[Path], dict[str, np.ndarray], list[tuple[Path, str]]]:
     """Embed readable images -> (their paths in row order, arrays, failures).
+
+    `max_side` decodes large photos smaller before preprocessing (faster, less memory; the
+    embeddings then differ slightly from a full-size decode); None decodes at full size.
 
     arrays: `pooled` (N, D); with `regions`, also `regions` (N, R, D), `region_valid` (N, R),
     `region_scores` (N, R) from the same forward pass.
@@ -55,7 +60,7 @@ def embed_files(
     parts: dict[str, list[np.ndarray]] = {}
     with tqdm(total=len(paths), desc="embed", unit="img", disable=not progress) as bar:
         for start in range(0, len(paths), batch_size):
-            loaded, failed = load_images(paths[start : start + batch_size])
+            loaded, failed = load_images(paths[start : start + batch_size], max_pixels=max_pixels, max_side=max_side)
             failures.extend(failed)
             if loaded:
                 pixel_values = processor([image for _, image in loaded], return_tensors="pt")["pixel_values"]

@@ -9,25 +9,42 @@
 - 16-bit integer images are scaled by 1/257 (0..65535 -> 0..255); 32-bit float images in
   [0, 1] are scaled by 255, other float or integer ranges are min-max normalised.
 - ICC colour profiles are not applied (as in transformers and torchvision).
-- Images above Pillow's decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`) are refused,
-  also between the limit and twice the limit, where Pillow itself only warns.
+- A decompression-bomb limit of our own, `max_pixels` (default 250 MP, above a 200 MP phone
+  photo; `--max-pixels` in the CLI), checked from the header before any pixel is decoded.
+  Pillow's own limit (89 MP warning, 179 MP error) is not used: it refuses real panoramas.
+- `max_side` decodes large photos economically: JPEGs at 1/2, 1/4 or 1/8 scale inside the
+  decoder (draft mode), other formats reduced right after decoding, to at most `max_side`
+  pixels a side. The model needs a few hundred pixels; a 24 MP JPEG then costs ~1/16 of
+  its full-size memory. `image.info["original_size"]` keeps the (height, width) on disk.
+
+`find_images` walks folders by what the loader can read: the extensions of Pillow's readers
+(`image_extensions()`: .ico and .avif included), and says why everything else it passes over
+was skipped (dangling links, special files, photo formats Pillow has no plugin for).
 """
 
 from __future__ import annotations
 
 import os
-import warnings
+import stat
+import threading
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DSeqJEPAError
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
-)
+DEFAULT_MAX_PIXELS = 250_000_000
+# Photo formats people keep in image folders that Pillow cannot read without a plugin.
+NEEDS_PLUGIN = {
+    ".heic": "pillow-heif", ".heif": "pillow-heif", ".jxl": "pillow-jxl-plugin",
+    ".cr2": "rawpy", ".cr3": "rawpy", ".nef": "rawpy", ".arw": "rawpy", ".dng": "rawpy",
+    ".orf": "rawpy", ".raf": "rawpy", ".rw2": "rawpy",
+}
+_MAX_PIXELS_LOCK = threading.Lock()  # Image.MAX_IMAGE_PIXELS is global: lift it for one open at a time
 
 
 class ImageLoadError(DSeqJEPAError):
@@ -39,8 +56,14 @@ class ImageLoadError(DSeqJEPAError):
         super().__init__(f"{self.path}: {reason}")
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open `path` as an upright RGB image (see the module docstring for the conversions)."""
+def load_image(
+    path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_side: int | None = None
+) -> Image.Image:
+    """Open `path` as an upright RGB image (see the module docstring for the conversions).
+
+    `max_pixels`: refuse larger images (None: no limit); `max_side`: decode at most this many
+    pixels a side, keeping the aspect ratio (None: full size).
+    """
     path = Path(path)
     if not path.exists():
         raise ImageLoadError(path, "file not found")
@@ -49,24 +72,41 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     if path.stat().st_size == 0:
         raise ImageLoadError(path, "empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                return to_rgb(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageLoadError(
-            path,
-            f"refused as a possible decompression bomb ({error}); if you trust this file, "
-            "raise PIL.Image.MAX_IMAGE_PIXELS",
-        ) from None
+        with _MAX_PIXELS_LOCK:
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own limit, below
+            try:
+                image = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+        with image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageLoadError(
+                    path,
+                    f"{width} x {height} = {width * height / 1e6:.0f} MP is above the limit of "
+                    f"{max_pixels / 1e6:.0f} MP (a guard against decompression bombs); if you trust "
+                    "this file, raise it (--max-pixels)",
+                )
+            if max_side is not None and max(width, height) > max_side:
+                image.draft("RGB", _fit(width, height, max_side))  # JPEG: decode at a reduced scale
+            image.load()
+            if max_side is not None and max(image.size) > max_side:
+                image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+            rgb = to_rgb(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:
         raise ImageLoadError(path, "not an image file that Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         # Pillow reports truncated or corrupt data as OSError ("image file is truncated"),
         # some plugins as SyntaxError or ValueError.
         raise ImageLoadError(path, f"truncated or corrupt image data ({error})") from None
+    rotated = rgb.size != image.size
+    rgb.info["original_size"] = (width, height) if rotated else (height, width)  # (H, W) as displayed
+    return rgb
+
+
+def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -98,35 +138,60 @@ def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     return np.nan_to_num(np.clip(np.round(scaled), 0, 255)).astype(np.uint8)
 
 
-def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders into a list of image paths.
+@cache
+def image_extensions() -> frozenset[str]:
+    """File extensions (lower case, with the dot) of every format Pillow can open here."""
+    Image.init()
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
-    Folders are walked recursively for files with an image extension (case-insensitive,
-    hidden files and folders skipped), sorted; files named explicitly are kept whatever
-    their extension, so that a wrong file is reported by `load_image` instead of vanishing.
-    Input order is kept and duplicates are dropped.
+
+class FoundImages(NamedTuple):
+    paths: list[Path]
+    skipped: list[tuple[Path, str]]  # (path, why) for what a folder walk passed over, other than non-images
+
+
+def find_images(inputs: Iterable[str | os.PathLike]) -> FoundImages:
+    """Expand files and folders into image paths, and say what was skipped.
+
+    Folders are walked recursively (sorted; hidden files and folders skipped) for files whose
+    extension a Pillow reader claims (`image_extensions()`, case-insensitive). Skipped with a
+    reason: dangling links, special files (FIFOs, sockets, devices) and photo formats that need
+    a plugin (`NEEDS_PLUGIN`); other files (text, JSON...) are passed over silently. Files named
+    explicitly are kept whatever they are, so that a wrong file is reported by `load_image`
+    instead of vanishing. Input order is kept and duplicates are dropped.
     """
     found: dict[Path, None] = {}
+    skipped: list[tuple[Path, str]] = []
+    readable = image_extensions()
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                relative = child.relative_to(path).parts
-                if child.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS and not any(
-                    part.startswith(".") for part in relative
-                ):
-                    found.setdefault(child, None)
-        else:
+        if not path.is_dir():
             found.setdefault(path, None)
-    return list(found)
+            continue
+        for child in sorted(path.rglob("*")):
+            if any(part.startswith(".") for part in child.relative_to(path).parts) or child.is_dir():
+                continue
+            suffix = child.suffix.lower()
+            if not child.exists():
+                skipped.append((child, "dangling symbolic link"))
+            elif not stat.S_ISREG(child.stat().st_mode):
+                skipped.append((child, "not a regular file (FIFO, socket or device)"))
+            elif suffix in readable:
+                found.setdefault(child, None)
+            elif suffix in NEEDS_PLUGIN:
+                skipped.append((child, f"Pillow cannot read {suffix} files without a plugin ({NEEDS_PLUGIN[suffix]})"))
+    return FoundImages(list(found), skipped)
 
 
-def load_images(paths: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, Image.Image]], list[tuple[Path, str]]]:
-    """Load many files; returns ([(path, RGB image)], [(path, reason)]) so one bad file never sinks a batch."""
+def load_images(
+    paths: Iterable[str | os.PathLike], **options
+) -> tuple[list[tuple[Path, Image.Image]], list[tuple[Path, str]]]:
+    """Load many files (`options` as `load_image`'s); returns ([(path, RGB image)], [(path, reason)]),
+    so one bad file never sinks a batch."""
     images, failures = [], []
     for path in paths:
         try:
-            images.append((Path(path), load_image(path)))
+            images.append((Path(path), load_image(path, **options)))
         except ImageLoadError as error:
             failures.append((error.path, error.reason))
     return images, failures

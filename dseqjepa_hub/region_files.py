@@ -2,7 +2,9 @@
 
 For an input image `DIR/sub/cat.jpg` given as `DIR`, the outputs are `OUT/sub/cat.regions.png`
 (the overlay) and, with `write_json`, `OUT/sub/cat.regions.json`:
-  {"image": path, "size": [H, W], "model": ..., "regions": [region dict, ...]}
+  {"image": path, "size": [H, W], "original_size": [H, W], "model": ..., "regions": [region dict, ...]}
+where "size" is that of the masks, boxes and overlay (photos above `max_side` pixels a side
+are decoded smaller: DEFAULT_MAX_SIDE) and "original_size" that of the file, as displayed
 with masks in COCO RLE (`region_json`). Images are decoded a few batches at a time and ranked
 by the saliency-ranking pipeline; each output is written atomically, so `skip_existing` can
 resume an interrupted run.
@@ -21,12 +23,14 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_write, atomic_write_text
 from .errors import NonFiniteOutputError
-from .image_io import load_images
+from .image_io import DEFAULT_MAX_PIXELS, load_images
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .modeling_dseqjepa import DSeqJEPAModel
 from .pipeline_saliency_ranking import SaliencyRankingPipeline
 from .region_json import regions_to_json
 from .visualization import draw_regions
+
+DEFAULT_MAX_SIDE = 2048  # overlays and masks of larger photos are drawn at this size
 
 
 def output_stems(paths: Sequence[Path], inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -60,10 +64,14 @@ def rank_regions_in_files(
     show_saliency: bool = False,
     skip_existing: bool = False,
     model_description: str = "",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_side: int | None = DEFAULT_MAX_SIDE,
     progress: bool = True,
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
     """Rank regions of every image, write its overlay PNG (and JSON) -> (results, failures).
 
+    Images are decoded at most `max_side` pixels a side (None: full size): overlays, masks and
+    boxes are in the decoded image's pixels; the JSON records both sizes.
     results: one dict per written image {"image", "overlay", "json" (or None), "num_regions"};
     failures: (path, reason) for every unreadable file, which is skipped.
     """
@@ -82,7 +90,7 @@ def rank_regions_in_files(
                     bar.update(1)
                     continue
                 todo.append((Path(path), overlay_path, json_path))
-            loaded, failed = load_images(path for path, _, _ in todo)
+            loaded, failed = load_images((path for path, _, _ in todo), max_pixels=max_pixels, max_side=max_side)
             failures.extend(failed)
             bar.update(len(failed))
             targets = {path: (overlay_path, json_path) for path, overlay_path, json_path in todo}
@@ -115,7 +123,8 @@ def rank_regions_in_files(
                 if json_path is not None:
                     record = {
                         "image": str(path),
-                        "size": [image.height, image.width],
+                        "size": [image.height, image.width],  # of the masks and boxes
+                        "original_size": list(image.info["original_size"]),
                         "model": model_description,
                         "regions": regions_to_json(regions),
                     }

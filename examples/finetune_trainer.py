@@ -44,7 +44,7 @@ def split_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]], l
     if (root / "train").is_dir() and (root / "val").is_dir():
         classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
         splits = [
-            [(path, label) for label, name in enumerate(classes) for path in find_images([root / split / name])]
+            [(path, label) for label, name in enumerate(classes) for path in find_images([root / split / name]).paths]
             for split in ("train", "val")
         ]
         return classes, splits[0], splits[1]
@@ -53,7 +53,7 @@ def split_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]], l
         raise SystemExit(f"{root}: expected one sub-folder per class (at least two), found {classes}")
     train, val = [], []
     for label, name in enumerate(classes):
-        paths = find_images([root / name])
+        paths = find_images([root / name]).paths
         held_out = max(1, len(paths) // 5)
         val += [(path, label) for path in paths[:held_out]]
         train += [(path, label) for path in paths[held_out:]]

@@ -1,5 +1,6 @@
 """Safe image loading: every conversion and every bad-file case, each with its message."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -67,14 +68,60 @@ def test_missing_file_and_folder(tmp_path):
         load_image(tmp_path)
 
 
-@pytest.mark.parametrize("limit_factor", [0.3, 0.9])  # above 2x the limit Pillow raises, between 1x and 2x it warns
-def test_decompression_bomb_refused(tmp_path, monkeypatch, limit_factor):
-    path = write_good_jpeg(tmp_path / "big.jpg")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(60 * 40 * limit_factor))
+def test_decompression_bomb_refused_by_our_limit_from_the_header(tmp_path):
+    path = write_good_jpeg(tmp_path / "big.jpg")  # 60 x 40
     with pytest.raises(ImageLoadError) as raised:
-        load_image(path)
-    assert "decompression bomb" in raised.value.reason
-    assert "MAX_IMAGE_PIXELS" in raised.value.reason
+        load_image(path, max_pixels=60 * 40 - 1)
+    assert "60 x 40" in raised.value.reason and "--max-pixels" in raised.value.reason
+    assert load_image(path, max_pixels=60 * 40).size == (60, 40)
+
+
+def test_pillows_own_bomb_limit_does_not_refuse_a_large_photo(tmp_path, monkeypatch):
+    """Pillow warns at MAX_IMAGE_PIXELS and errors at twice that; a 144 MP panorama is above both."""
+    path = write_good_jpeg(tmp_path / "panorama.jpg")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 60 * 40 // 3)  # the file is 3x Pillow's limit
+    assert load_image(path).size == (60, 40)
+    assert Image.MAX_IMAGE_PIXELS == 60 * 40 // 3  # restored
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_max_side_decodes_smaller_and_records_the_original_size(tmp_path, suffix):
+    path = tmp_path / f"wide{suffix}"
+    two_halves(800, 400).save(path)
+    image = load_image(path, max_side=100)
+    assert max(image.size) <= 100 and image.size[0] == 2 * image.size[1]
+    assert image.info["original_size"] == (400, 800)
+    pixels = np.asarray(image).astype(int)
+    assert np.abs(pixels[25, 10] - RED).max() < 40 and np.abs(pixels[25, 90] - BLUE).max() < 40
+    assert load_image(path).info["original_size"] == (400, 800) and load_image(path).size == (800, 400)
+
+
+def test_original_size_is_as_displayed_after_exif_rotation(tmp_path):
+    image = two_halves(80, 40)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif)
+    assert load_image(path).info["original_size"] == (80, 40)
+    assert load_image(path, max_side=20).info["original_size"] == (80, 40)
+
+
+def test_find_images_walks_by_what_pillow_reads_and_says_what_it_skipped(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    two_halves(8, 8).save(root / "icon.ico")
+    two_halves(8, 8).save(root / "photo.png")
+    (root / "phone.heic").write_bytes(b"x")
+    (root / "labels.json").write_text("{}")
+    (root / "gone.jpg").symlink_to(root / "nowhere.jpg")
+    os.mkfifo(root / "pipe.png")
+    found, skipped = find_images([root])
+    assert found == [root / "icon.ico", root / "photo.png"]
+    reasons = dict(skipped)
+    assert set(reasons) == {root / "gone.jpg", root / "phone.heic", root / "pipe.png"}
+    assert "dangling" in reasons[root / "gone.jpg"] and "pillow-heif" in reasons[root / "phone.heic"]
+    assert "not a regular file" in reasons[root / "pipe.png"]
+    assert load_image(root / "icon.ico").size == (8, 8)
 
 
 def test_exif_orientation_applied(tmp_path):
@@ -184,5 +231,6 @@ def test_find_images_walks_sorted_skips_hidden_keeps_explicit(tmp_path):
         (root / relative).write_bytes(b"x")
     explicit = tmp_path / "notes.txt"
     explicit.write_text("x")
-    found = find_images([root, explicit, root / "top.webp"])
+    found, skipped = find_images([root, explicit, root / "top.webp"])
     assert found == [root / "b/a.png", root / "b/z.JPG", root / "top.webp", explicit]
+    assert skipped == []

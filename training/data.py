@@ -38,7 +38,9 @@ def list_image_files(source: str | os.PathLike) -> list[Path]:
     text file listing one path per line (relative paths are relative to the list's folder)."""
     source = Path(source)
     if source.is_dir():
-        paths = find_images([source])
+        paths, skipped = find_images([source])
+        for path, reason in skipped:
+            logger.warning("skipping %s: %s", path, reason)
     elif source.is_file():
         paths = []
         for line in source.read_text().splitlines():

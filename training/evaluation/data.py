@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from dseqjepa_hub.errors import DSeqJEPAError
-from dseqjepa_hub.image_io import IMAGE_EXTENSIONS
+from dseqjepa_hub.image_io import image_extensions
 
 EVAL_SPLITS = ("val", "test")
 
@@ -59,7 +59,7 @@ def load_labelled_split(split_dir: Path, max_images: int | None = None, seed: in
     else:
         for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for path in sorted(class_dir.iterdir()):
-                if path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
+                if path.suffix.lower() in image_extensions() and not path.name.startswith("."):
                     paths.append(path)
                     labels.append(class_dir.name)
     if not paths:
