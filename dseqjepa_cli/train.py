@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(args.config, args.overrides)
     result = train(config, args.data, args.output, max_steps=args.max_steps, resume=args.resume)
-    if result.checkpoint is not None:  # rank 0
+    if result.loss is None:
+        print(f"the run is already complete at step {result.step} ({result.checkpoint}); nothing was changed")
+    elif result.checkpoint is not None:  # rank 0
         print(f"trained to step {result.step}, loss {result.loss:.4f}; checkpoint: {result.checkpoint}")
     return 0

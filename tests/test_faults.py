@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -85,3 +86,66 @@ def test_intact_copy_still_works(tmp_path, capsys):
     folder = model_copy(tmp_path, "model")
     assert main(["regions", str(IMAGE), "--model", str(folder), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out/coffee.regions.png").is_file()
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def training_images(tmp_path_factory) -> Path:
+    from PIL import Image, ImageDraw
+
+    root = tmp_path_factory.mktemp("train-images")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        image = Image.new("RGB", (72, 72), tuple(int(v) for v in rng.integers(0, 255, 3)))
+        x, y = (int(v) for v in rng.integers(0, 40, 2))
+        ImageDraw.Draw(image).ellipse([x, y, x + 30, y + 30], fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+        image.save(root / f"{i}.png")
+    return root
+
+
+def train_cli(images: Path, output: Path, *settings: str, resume: bool = False) -> int:
+    argv = ["train", "--config", "tiny-cpu", "--data", str(images), "--output", str(output), "--max-steps", "4",
+            "--set", "checkpoint_every=1", "--set", "grad_clip=null"]
+    for setting in settings:
+        argv += ["--set", setting]
+    return main(argv + (["--resume"] if resume else []))
+
+
+@pytest.mark.parametrize("setting", ["lr=inf", "start_lr=-inf", "ema_start=nan", "lr=-1"])
+def test_non_finite_or_negative_settings_are_refused_at_load(training_images, tmp_path, capsys, setting):
+    assert train_cli(training_images, tmp_path / "run", setting) == 1
+    err = capsys.readouterr().err
+    assert f"with --set checkpoint_every=1 grad_clip=null {setting}: {setting.split('=')[0]}: expected" in err
+    assert err.startswith("dseqjepa train: error: ") and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("lr", ["1e4", "1e30"])
+def test_a_diverging_run_names_only_a_checkpoint_with_finite_weights(training_images, tmp_path, capsys, lr):
+    torch.set_num_threads(1)
+    code = train_cli(training_images, tmp_path, f"lr={lr}", f"start_lr={lr}", "warmup_epochs=0")
+    err = capsys.readouterr().err
+    assert code == 1 and "dseqjepa train: error: " in err and "not finite" in err, err[-1500:]
+    named = err.split("The last good checkpoint (finite weights) is ")[1].split()[0].rstrip(".")
+    checkpoints = sorted((tmp_path / "checkpoints").glob("step_*"))
+    if named.startswith("none"):
+        assert not checkpoints
+    else:
+        assert Path(named) == checkpoints[-1]
+    for checkpoint in checkpoints:  # every checkpoint on disk, the named one included, is finite
+        for file in checkpoint.glob("*.safetensors"):
+            assert all(bool(t.isfinite().all()) for t in load_file(file).values()), file
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
+        assert all(np.isfinite(v) for v in json.loads(line).values() if isinstance(v, float)), line
+
+
+def test_resuming_a_complete_run_changes_nothing(training_images, tmp_path, capsys):
+    torch.set_num_threads(1)
+    assert train_cli(training_images, tmp_path, "keep_checkpoints=0") == 0
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    capsys.readouterr()
+    assert train_cli(training_images, tmp_path, "keep_checkpoints=0", resume=True) == 0
+    assert "already complete at step 4" in capsys.readouterr().out
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before

@@ -49,7 +49,7 @@ class TrainingDiverged(DSeqJEPAError, RuntimeError):
 @dataclass
 class TrainResult:
     step: int
-    loss: float
+    loss: float | None  # None: a resumed run that was already complete (nothing was trained)
     checkpoint: Path | None
     weight_digests: list[str]
 
@@ -124,6 +124,11 @@ class Pretrainer:
         }
 
     def save(self) -> None:
+        """Write a checkpoint, after checking that the weights it would hold are finite: a
+        checkpoint named as good (by `diverged`) is always one that can be resumed from."""
+        weights = [t for module in self.networks().values() for t in module.parameters()]
+        if not bool(torch.stack([t.isfinite().all() for t in weights]).all()):  # one synchronisation
+            self.diverged(f"the weights updated by step {self.step} are not finite")
         if self.dist.is_main:
             self.last_checkpoint = save_checkpoint(self.output, self.step, self.networks(), self.trainer_state(),
                                                    self.config, keep=self.config.keep_checkpoints)
@@ -159,8 +164,8 @@ class Pretrainer:
     def diverged(self, what: str) -> None:
         where = self.last_checkpoint or "none (no checkpoint was written yet)"
         raise TrainingDiverged(
-            f"{what} at step {self.step + 1}: training stopped before updating the weights. "
-            f"The last good checkpoint is {where}."
+            f"{what}: training stopped and nothing was written from these weights. "
+            f"The last good checkpoint (finite weights) is {where}."
         )
 
     def set_hyperparameters(self) -> dict:
@@ -179,7 +184,7 @@ class Pretrainer:
             output = self.target_encoder(images, output_saliency=use_dseq)
             targets = target_features(output.last_hidden_state, self.target_encoder.num_prefix_tokens)
         if not bool(torch.isfinite(output.last_hidden_state).all()):  # diverged weights: no regions to draw
-            self.diverged("the target encoder's output is not finite")
+            self.diverged(f"the target encoder's output is not finite at step {self.step + 1}")
         if use_dseq:
             regions = extract_regions(output.saliency, min_region_fraction=model_config.min_region_fraction,
                                       num_regions=model_config.num_regions)
@@ -205,7 +210,7 @@ class Pretrainer:
         loss_value, skipped_mean = all_reduce_mean(reported, self.dist).tolist()  # one synchronisation
         self.skipped_images += round(skipped_mean * self.dist.world_size)
         if not math.isfinite(loss_value):
-            self.diverged(f"the loss is {loss_value}")
+            self.diverged(f"the loss is {loss_value} at step {self.step + 1}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip is not None:
@@ -296,6 +301,9 @@ def train(config: TrainConfig, data: str | os.PathLike, output: str | os.PathLik
             if resumed is not None:
                 logger.info("resumed from %s at step %d", resumed, trainer.step)
         last_step = trainer.schedules.total_steps if max_steps is None else min(max_steps, trainer.schedules.total_steps)
+        if resumed is not None and trainer.step >= last_step:
+            logger.info("the run is complete: %s is at step %d of %d; nothing to do", resumed, trainer.step, last_step)
+            return TrainResult(trainer.step, None, resumed, gather_digests(trainer.student, dist_context))
         result = trainer.run(last_step)
         if dist_context.is_main:
             summary = {"step": result.step, "loss": result.loss, "world_size": dist_context.world_size,
