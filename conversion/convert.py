@@ -1,7 +1,8 @@
 """`convert`: read a checkpoint, build the DSeq-JEPA model, check it against the source, write a Hub folder.
 
-The folder is written into a temporary sibling of `--out`, reloaded from there and checked against
-the source; only then is it renamed to `--out`. Any failure leaves `--out` as it was.
+The folder is written into a temporary sibling of `--out` (`atomic_directory`), reloaded from there
+and checked against the source; only then is it renamed to `--out`. Any failure leaves `--out` as it
+was. conversion.json records the source and what the model card says about it (`dseqjepa push`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from dseqjepa_hub.atomic import atomic_directory
+from dseqjepa_hub.atomic import atomic_directory, check_empty_folder
 from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
 from dseqjepa_hub.pipeline_saliency_ranking import save_pretrained_with_pipeline
@@ -34,7 +35,8 @@ READERS = {
     "timm": read_timm,
 }
 PREDICTOR_FILE = "predictor.safetensors"
-PROVENANCE_FILE = "conversion.json"  # read by `dseqjepa push` for the model card (base_model, license)
+PROVENANCE_FILE = "conversion.json"  # read by `dseqjepa push` for the model card
+NO_CLS_NOTE = "no CLS token: regions are ranked with the 'mean_patch' saliency query"
 
 
 @dataclass
@@ -42,11 +44,6 @@ class ConversionResult:
     out: Path
     max_abs_difference: float
     notes: list[str]
-
-
-def check_output_folder(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConversionError(f"--out {out} exists and is not an empty folder; nothing was written")
 
 
 def convert(
@@ -65,11 +62,14 @@ def convert(
 ) -> ConversionResult:
     """Convert `src` (format `fmt`, one of READERS) into a DSeq-JEPA Hub folder at `out`."""
     out = Path(out)
-    check_output_folder(out)
+    check_empty_folder(out)  # before reading anything
     if fmt not in READERS:
         raise ConversionError(f"unknown --format {fmt!r}; expected one of {sorted(READERS)}")
     source = READERS[fmt](src, encoder=encoder, num_heads=num_heads, preset=preset, with_predictor=with_predictor)
+    if with_predictor and source.predictor is None:
+        raise ConversionError(f"{src}: --with-predictor: a {fmt} checkpoint holds no JEPA predictor")
     config = source.layout.config(**source.config_overrides)
+    notes = source.notes + ([] if config.use_cls_token else [NO_CLS_NOTE])
     model = DSeqJEPAModel(config).eval()
     check_tensors(source.encoder, model.state_dict(), str(src))
     model.load_state_dict(source.encoder, strict=True)
@@ -82,16 +82,18 @@ def convert(
             save_file({name: tensor.contiguous() for name, tensor in source.predictor.items()}, staging / PREDICTOR_FILE)
         difference = verify(source.reference, DSeqJEPAModel.from_pretrained(staging), tolerance)
         provenance = {
+            "format": fmt,
             **source.provenance,
             "base_model": base_model,
-            "license": license or source.provenance.get("license"),
+            "license": license or source.license,
+            "converted_from": source.converted_from,
+            "training_text": source.training_text,
             "max_abs_difference": difference,
             "tolerance": tolerance,
-            "notes": source.notes,
+            "notes": notes,
         }
         (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
-        check_output_folder(out)
-    for note in source.notes:
+    for note in notes:
         log(f"note: {note}")
     log(f"converted {src} ({fmt}) -> {out}: max abs difference {difference:.2e} (tolerance {tolerance:g}, fp32)")
-    return ConversionResult(out=out, max_abs_difference=difference, notes=source.notes)
+    return ConversionResult(out=out, max_abs_difference=difference, notes=notes)

@@ -2,26 +2,25 @@
 
 transformers 4 names (`encoder.layer.{i}.attention.attention.query`, ...) are what every saved file
 holds (transformers 5 writes them back on save); transformers 5 names the modules
-`layers.{i}.attention.{q,k,v,o}_proj` and `layers.{i}.mlp.fc1/fc2`. Both are read. The separate
-q/k/v projections are fused into the release's `attn.qkv`. The reference is transformers' own
-IJepaModel holding the source tensors.
+`layers.{i}.attention.{q,k,v,o}_proj` and `layers.{i}.mlp.fc1/fc2`. Both are read: renamed to the
+release's names (q/k/v fused into `attn.qkv`), the sizes follow from those like every reader's
+(`infer_layout`). The reference is transformers' own IJepaModel holding the source tensors.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
 import torch
 from transformers import IJepaConfig, IJepaModel
 
-from .layout import EncoderLayout, check_tensors, resolve_num_heads
+from .layout import LAYER_NORM_EPS, check_tensors, infer_layout
 from .loading import ConversionError, as_state_dict, describe_checkpoint, load_hf_folder_state, load_tensor_file
+from .release import IJEPA_LICENSE, IJEPA_TRAINING_TEXT
 from .source import SourceCheckpoint
 
-DEFAULT_LAYER_NORM_EPS = 1e-6  # I-JEPA's; facebook/ijepa_* configs say the same
 _V4_TO_V5 = [  # regex over transformers 4 names -> transformers 5 names
     (r"^encoder\.layer\.(\d+)\.attention\.attention\.query\.", r"layers.\1.attention.q_proj."),
     (r"^encoder\.layer\.(\d+)\.attention\.attention\.key\.", r"layers.\1.attention.k_proj."),
@@ -38,7 +37,9 @@ _V5_TO_RELEASE = [
     (r"^layers\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
     (r"^layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."),
     (r"^layernorm\.", "norm."),
+    (r"^embeddings\.position_embeddings$", "pos_embed"),
 ]
+_QKV = re.compile(r"^layers\.(\d+)\.attention\.(q|k|v)_proj\.(weight|bias)$")
 
 
 def _rename(name: str, rules: list[tuple[str, str]]) -> str:
@@ -49,13 +50,9 @@ def _rename(name: str, rules: list[tuple[str, str]]) -> str:
     return name
 
 
-def read_hf_ijepa(
-    path, *, num_heads: int | None = None, preset: str | None = None, with_predictor: bool = False, **ignored
-) -> SourceCheckpoint:
-    """`ignored`: --encoder, which a single-encoder format does not have."""
+def read_hf_ijepa(path, *, num_heads: int | None = None, preset: str | None = None, **ignored) -> SourceCheckpoint:
+    """`ignored`: --encoder and --with-predictor, which a single-encoder format does not have."""
     path = Path(path)
-    if with_predictor:
-        raise ConversionError(f"{path}: --with-predictor: a hf-ijepa checkpoint holds no JEPA predictor")
     saved_config = {}
     if path.is_dir():
         state = load_hf_folder_state(path)
@@ -84,7 +81,12 @@ def read_hf_ijepa(
     if "embeddings.patch_embeddings.projection.weight" not in source:
         raise ConversionError(f"{path}: not a transformers IJepaModel state dict: it is {describe_checkpoint(state)}")
 
-    layout, eps, act = _layout(source, saved_config, num_heads, preset, str(path))
+    encoder = to_release_names(source)
+    if num_heads is None and preset is None:
+        num_heads = saved_config.get("num_attention_heads")
+    layout = infer_layout(encoder, str(path), num_heads=num_heads, preset=preset)
+    eps = saved_config.get("layer_norm_eps", LAYER_NORM_EPS)
+    act = saved_config.get("hidden_act", "gelu")
     reference = IJepaModel(
         IJepaConfig(
             image_size=layout.image_size,
@@ -102,53 +104,27 @@ def read_hf_ijepa(
     check_tensors(source, reference.state_dict(), str(path))
     reference.load_state_dict(source, strict=True)
     return SourceCheckpoint(
-        encoder=to_release_names(source, layout.num_hidden_layers),
+        encoder=encoder,
         layout=layout,
         reference=lambda images: reference(pixel_values=images).last_hidden_state,
-        config_overrides={"layer_norm_eps": eps, "hidden_act": act, "saliency_query": "mean_patch"},
-        provenance={"format": "hf-ijepa", "source": path.name, "license": "cc-by-nc-4.0"},  # facebook/ijepa_*
-        notes=notes + ["no CLS token: regions are ranked with the 'mean_patch' saliency query"],
+        config_overrides={"layer_norm_eps": eps, "hidden_act": act},
+        provenance={"source": path.name},
+        notes=notes,
+        license=IJEPA_LICENSE,
+        converted_from="a `hf-ijepa` checkpoint",
+        training_text=IJEPA_TRAINING_TEXT,
     )
 
 
-def _layout(
-    source: dict[str, torch.Tensor], saved_config: dict, num_heads: int | None, preset: str | None, where: str
-) -> tuple[EncoderLayout, float, str]:
-    proj = source["embeddings.patch_embeddings.projection.weight"]  # (D, C, p, p)
-    width, channels, patch = proj.shape[0], proj.shape[1], proj.shape[2]
-    positions = source["embeddings.position_embeddings"].shape[1] if "embeddings.position_embeddings" in source else 0
-    grid = math.isqrt(positions)
-    if grid * grid != positions or positions == 0:
-        raise ConversionError(f"{where}: embeddings.position_embeddings has {positions} positions, not a square grid")
-    depth = len({key.split(".")[1] for key in source if key.startswith("layers.")})
-    if num_heads is None and preset is None and "num_attention_heads" in saved_config:
-        num_heads = saved_config["num_attention_heads"]
-    layout = EncoderLayout(
-        hidden_size=width,
-        num_hidden_layers=depth,
-        num_attention_heads=resolve_num_heads(width, num_heads, preset, where),
-        intermediate_size=source["layers.0.mlp.fc1.weight"].shape[0] if "layers.0.mlp.fc1.weight" in source else 0,
-        patch_size=patch,
-        num_channels=channels,
-        grid=grid,
-        qkv_bias="layers.0.attention.q_proj.bias" in source,
-        use_cls_token=False,
-    )
-    if depth == 0 or layout.intermediate_size == 0:
-        raise ConversionError(f"{where}: no transformer layers (encoder.layer.0... or layers.0...) found")
-    return layout, saved_config.get("layer_norm_eps", DEFAULT_LAYER_NORM_EPS), saved_config.get("hidden_act", "gelu")
-
-
-def to_release_names(source: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
-    """transformers 5 IJepaModel names -> release names, q/k/v fused into qkv."""
-    state = {"pos_embed": source["embeddings.position_embeddings"]}
+def to_release_names(source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers 5 IJepaModel names -> release names, q/k/v fused into qkv (where all three are present)."""
+    state = {}
     for key, value in source.items():
-        if ".attention." in key and re.search(r"\.(q|k|v)_proj\.", key) or key == "embeddings.position_embeddings":
-            continue
-        state[_rename(key, _V5_TO_RELEASE)] = value
-    for index in range(depth):
-        for kind in ("weight", "bias"):
-            parts = [source.get(f"layers.{index}.attention.{p}_proj.{kind}") for p in "qkv"]
+        qkv = _QKV.match(key)
+        if qkv is None:
+            state[_rename(key, _V5_TO_RELEASE)] = value
+        elif qkv.group(2) == "q":
+            parts = [source.get(f"layers.{qkv.group(1)}.attention.{part}_proj.{qkv.group(3)}") for part in "qkv"]
             if all(part is not None for part in parts):
-                state[f"blocks.{index}.attn.qkv.{kind}"] = torch.cat(parts, dim=0)  # (3D, D) or (3D,)
+                state[f"blocks.{qkv.group(1)}.attn.qkv.{qkv.group(3)}"] = torch.cat(parts, dim=0)  # (3D, D) or (3D,)
     return state

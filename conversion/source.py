@@ -1,4 +1,5 @@
-"""What every reader returns: the encoder under release names, its sizes, and an independent reference."""
+"""What every reader returns: the encoder under release names, its sizes, an independent reference,
+and what the model card says about the source."""
 
 from __future__ import annotations
 
@@ -20,8 +21,12 @@ class SourceCheckpoint:
         in the order of DSeqJEPAModel's `last_hidden_state`.
     config_overrides: DSeqJEPAConfig fields beyond the layout (layer_norm_eps, predictor sizes ...).
     predictor: the pretraining predictor's tensors (release names) when asked for, else None.
-    provenance: what conversion.json records about the source (format, file, encoder, license ...).
+    provenance: what conversion.json records about the source (format, file, encoder ...).
     notes: things the user should know (dropped heads, folded position embeddings ...).
+    license: the weights' licence where the source states one (the model card's default).
+    converted_from: the source as the model card's "Converted from ..." sentence names it; None for
+        weights this project trained, whose card has no such sentence.
+    training_text: the model card's paragraph on the training data and recipe ("": the card's default).
     """
 
     encoder: dict[str, torch.Tensor]
@@ -31,3 +36,6 @@ class SourceCheckpoint:
     predictor: dict[str, torch.Tensor] | None = None
     provenance: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    license: str | None = None
+    converted_from: str | None = None
+    training_text: str = ""

@@ -21,12 +21,13 @@ from safetensors.torch import save_file
 from dseqjepa_hub.atomic import atomic_write
 from dseqjepa_hub.configuration_dseqjepa import PRESETS
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
-from .layout import infer_layout
+from .layout import LAYER_NORM_EPS, infer_layout
 from .loading import ConversionError, as_state_dict, describe_checkpoint, is_square, load_tensor_file, strip_prefix
 from .source import SourceCheckpoint
-from .verify import timm_reference, verify
+from .timm_vit import timm_reference, vit_kwargs
+from .verify import verify
 
-TIMM_LAYER_NORM_EPS = 1e-6  # timm's VisionTransformer default
+TRAINING_TEXT = "Weights converted from a timm VisionTransformer checkpoint; see the source model for its training."
 _UNSUPPORTED = {  # tensor name part -> the timm feature DSeq-JEPA's encoder does not have
     "reg_token": "register tokens",
     ".ls1.": "layer scale",
@@ -37,13 +38,9 @@ _UNSUPPORTED = {  # tensor name part -> the timm feature DSeq-JEPA's encoder doe
 }
 
 
-def read_timm(
-    path, *, num_heads: int | None = None, preset: str | None = None, with_predictor: bool = False, **ignored
-) -> SourceCheckpoint:
-    """`ignored`: --encoder, which a single-encoder format does not have."""
+def read_timm(path, *, num_heads: int | None = None, preset: str | None = None, **ignored) -> SourceCheckpoint:
+    """`ignored`: --encoder and --with-predictor, which a single-encoder format does not have."""
     path = Path(path)
-    if with_predictor:
-        raise ConversionError(f"{path}: --with-predictor: a timm checkpoint holds no JEPA predictor")
     checkpoint = load_tensor_file(path)
     if isinstance(checkpoint, dict):
         for wrapper in ("state_dict", "model", "state_dict_ema"):
@@ -66,55 +63,39 @@ def read_timm(
     pos_embed = state.get("pos_embed")
     if pos_embed is None or pos_embed.dim() != 3:
         raise ConversionError(f"{path}: pos_embed missing or not (1, N, D)")
-    has_cls = "cls_token" in state
-    pos_embed_has_cls = has_cls and is_square(pos_embed.shape[1] - 1) and not is_square(pos_embed.shape[1])
+    pos_embed_has_cls = "cls_token" in state and is_square(pos_embed.shape[1] - 1) and not is_square(pos_embed.shape[1])
     grid = math.isqrt(pos_embed.shape[1] - pos_embed_has_cls)
     layout = infer_layout(state, str(path), num_heads=num_heads, preset=preset, grid=grid)
     if grid * grid != pos_embed.shape[1] - pos_embed_has_cls:
         raise ConversionError(f"{path}: pos_embed has {pos_embed.shape[1]} positions: not a square grid (+ CLS)")
 
-    reference = timm_reference(state, layout, TIMM_LAYER_NORM_EPS, str(path), pos_embed_has_cls)
+    reference = timm_reference(state, layout, LAYER_NORM_EPS, str(path), pos_embed_has_cls)
     encoder = dict(state)
     if pos_embed_has_cls:
         encoder["cls_token"] = state["cls_token"] + pos_embed[:, :1]  # (1, 1, D)
         encoder["pos_embed"] = pos_embed[:, 1:]  # (1, N, D)
         notes.append("folded the CLS position embedding into cls_token (identical outputs)")
-    overrides = {"layer_norm_eps": TIMM_LAYER_NORM_EPS}
-    if not has_cls:
-        overrides["saliency_query"] = "mean_patch"
-        notes.append("no CLS token: regions are ranked with the 'mean_patch' saliency query")
     return SourceCheckpoint(
         encoder=encoder,
         layout=layout,
         reference=reference,
-        config_overrides=overrides,
-        provenance={"format": "timm", "source": path.name},
+        config_overrides={"layer_norm_eps": LAYER_NORM_EPS},
+        provenance={"source": path.name},
         notes=notes,
+        converted_from="a `timm` checkpoint",
+        training_text=TRAINING_TEXT,
     )
 
 
 def timm_model_args(model: DSeqJEPAModel) -> tuple[str, dict]:
     """(timm model name, create_model kwargs) of the timm ViT equivalent to `model`, features = mean of patch tokens."""
     config = model.config
-    if config.hidden_act != "gelu" or config.layer_norm_eps != TIMM_LAYER_NORM_EPS:
+    if config.hidden_act != "gelu" or config.layer_norm_eps != LAYER_NORM_EPS:
         raise ConversionError(
-            f"timm's ViT uses exact GELU and LayerNorm eps {TIMM_LAYER_NORM_EPS}; this model has "
+            f"timm's ViT uses exact GELU and LayerNorm eps {LAYER_NORM_EPS}; this model has "
             f"hidden_act={config.hidden_act!r}, layer_norm_eps={config.layer_norm_eps}"
         )
-    kwargs = dict(
-        img_size=config.image_size,
-        patch_size=config.patch_size,
-        in_chans=config.num_channels,
-        embed_dim=config.hidden_size,
-        depth=config.num_hidden_layers,
-        num_heads=config.num_attention_heads,
-        mlp_ratio=config.intermediate_size / config.hidden_size,
-        qkv_bias=config.qkv_bias,
-        class_token=config.use_cls_token,
-        global_pool="avg",
-        fc_norm=False,
-        num_classes=0,
-    )
+    kwargs = vit_kwargs(config)  # the CLS position inside pos_embed (written as zero), timm's default
     name = "vit_base_patch16_224"  # any vit_* name works: the kwargs above set every size
     for preset, sizes in PRESETS.items():
         expected = {"patch_size": 16, "image_size": 224, **sizes}

@@ -17,9 +17,10 @@ from dseqjepa_train.checkpoint import COMPLETE_MARKER, NETWORK_FILES, latest_che
 from .layout import infer_layout
 from .loading import ConversionError, as_state_dict, load_tensor_file
 from .source import SourceCheckpoint
-from .verify import timm_reference
+from .timm_vit import timm_reference
 
 ENCODER_FILES = {"target": "target_encoder", "context": "context_encoder"}
+_RECIPE_KEYS = ("method", "epochs", "batch_size", "lr", "weight_decay", "ema_start", "crop_scale", "precision")
 _LAYOUT_FIELDS = {
     "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
     "num_channels", "image_size", "qkv_bias", "use_cls_token",
@@ -63,6 +64,7 @@ def read_training(
         raise ConversionError(f"{file}: the tensors disagree with {folder}/config.json: " + "; ".join(disagree))
     accepted = set(inspect.signature(DSeqJEPAConfig.__init__).parameters) - _LAYOUT_FIELDS - {"self", "kwargs"}
     overrides = {name: getattr(saved, name) for name in accepted}
+    recipe = _training_config(folder)
     predictor = None
     if with_predictor:
         predictor_file = folder / NETWORK_FILES["predictor"]
@@ -73,12 +75,8 @@ def read_training(
         reference=timm_reference(state, layout, saved.layer_norm_eps, str(file)),
         config_overrides=overrides,
         predictor=predictor,
-        provenance={
-            "format": "training",
-            "source": folder.name,
-            "encoder": ENCODER_FILES[encoder],
-            "training_config": _training_config(folder),
-        },
+        provenance={"source": folder.name, "encoder": ENCODER_FILES[encoder], "training_config": recipe},
+        training_text=_training_text(folder.name, recipe),
     )
 
 
@@ -89,3 +87,11 @@ def _training_config(folder: Path) -> dict | None:
     except (OSError, yaml.YAMLError):
         return None
     return loaded if isinstance(loaded, dict) else None
+
+
+def _training_text(checkpoint: str, recipe: dict | None) -> str:
+    """The model card's training paragraph: the recipe's main settings ("" without a recipe: the card's default)."""
+    if not recipe:
+        return ""
+    items = ", ".join(f"{key} {recipe[key]}" for key in _RECIPE_KEYS if key in recipe)
+    return f"Pretrained with `dseqjepa train` ({checkpoint}): {items}."

@@ -4,9 +4,12 @@
 code and the saliency-ranking pipeline (config.json with `auto_map` and `custom_pipelines`,
 model.safetensors, preprocessor_config.json, the `.py` files), README.md from the `model_card.md`
 template, and the extras found beside the model (predictor.safetensors, conversion.json,
-eval_results.json). The folder is loaded and run, and the card metadata checked, before any
-network call. `push` then makes one commit with huggingface_hub (create_repo, create_branch for a
-new --revision, create_commit).
+eval_results.json). What the card says about the weights' origin comes from conversion.json, as
+`dseqjepa convert`'s reader for the source format wrote it: `license` (the default for --license),
+`converted_from` (the source, named in a "Converted from" sentence) and `training_text` (the training
+paragraph). The folder is loaded and run, and the card metadata checked, before any network call.
+`push` then makes one commit with huggingface_hub (create_repo, create_branch for a new --revision,
+create_commit).
 
 Evaluation files: what `dseqjepa eval --out FILE.json` writes (one object: task, dataset, split,
 metric, value, ...), a list of such objects, or {"results": [...]}. Per result, dataset, metric and
@@ -30,7 +33,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from . import __version__
-from .atomic import atomic_directory
+from .atomic import atomic_directory, check_empty_folder
 from .errors import DSeqJEPAError
 from .configuration_dseqjepa import DSeqJEPAConfig
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
@@ -111,24 +114,7 @@ def read_eval_results(path: Path) -> list[dict]:
     return checked
 
 
-def _training_text(provenance: dict) -> str:
-    fmt = provenance.get("format")
-    if fmt in ("ijepa-release", "hf-ijepa"):
-        return ("Weights converted from I-JEPA (Assran et al., 2023), pretrained without labels on ImageNet "
-                "with I-JEPA's multi-block objective; DSeq-JEPA's region ranking is applied at inference only.")
-    if fmt == "dseq-release":
-        return ("Weights converted from the DSeq-JEPA authors' release. Their ViT-B/16 recipe: ImageNet-1k, "
-                "224 px, 600 epochs, batch 2048, AdamW (LR 2e-4 -> 8e-4 over 15 warm-up epochs, cosine to 1e-4, "
-                "weight decay 0.04 -> 0.4), EMA 0.996 -> 1.0, random-resized crops (0.3, 1.0), predictor "
-                "depth 6 width 192, DSeq steps mixed with I-JEPA multi-block steps.")
-    if fmt == "timm":
-        return "Weights converted from a timm VisionTransformer checkpoint; see the source model for its training."
-    recipe = provenance.get("training_config")
-    if fmt == "training" and recipe:
-        keys = ("method", "epochs", "batch_size", "lr", "weight_decay", "ema_start", "crop_scale", "precision")
-        items = ", ".join(f"{key} {recipe[key]}" for key in keys if key in recipe)
-        return f"Pretrained with `dseqjepa train` ({provenance.get('source', 'checkpoint')}): {items}."
-    return "Pretrained with DSeq-JEPA's self-supervised objective; no further training record was supplied."
+DEFAULT_TRAINING_TEXT = "Pretrained with DSeq-JEPA's self-supervised objective; no further training record was supplied."
 
 
 def render_card(
@@ -162,13 +148,13 @@ def render_card(
     except (ValueError, TypeError) as error:
         raise HubError(f"the model card metadata does not validate: {error}") from None
     grid = config.image_size // config.patch_size
-    source = provenance.get("format")
+    converted_from = provenance.get("converted_from")
     source_text = (
-        f"Converted from a `{source}` checkpoint"
+        f"Converted from {converted_from}"
         + (f" ([{base_model}](https://huggingface.co/{base_model}))" if base_model else "")
         + f"; the conversion was checked against the source architecture (max abs difference "
         f"{provenance.get('max_abs_difference', float('nan')):.1e}, fp32)."
-        if source and source != "training" else ""
+        if converted_from else ""
     )
     card = ModelCard.from_template(
         card_data,
@@ -178,7 +164,7 @@ def render_card(
         size_text=f"width {config.hidden_size}, depth {config.num_hidden_layers}, patch {config.patch_size}, "
         f"{config.image_size} px",
         source_text=source_text,
-        training_text=_training_text(provenance),
+        training_text=provenance.get("training_text") or DEFAULT_TRAINING_TEXT,
         eval_rows=eval_rows,
         num_parameters=f"{num_parameters / 1e6:.1f} M",
         num_tokens=grid * grid + int(config.use_cls_token),
@@ -212,11 +198,6 @@ def check_card(content: str, expect_eval: int = 0) -> None:
         raise HubError("the model card metadata does not validate: " + "; ".join(problems))
 
 
-def _check_empty(folder: Path, what: str) -> None:
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise HubError(f"{what} {folder} exists and is not an empty folder")
-
-
 def _add_classification_auto_class(config_file: Path) -> None:
     """Let the card's fine-tuning example load the encoder into the classification head by repo id."""
     config = json.loads(config_file.read_text())
@@ -239,7 +220,7 @@ def stage(
     """Write the folder to upload into `stage_dir` (absent or empty); returns its file names."""
     model_dir, stage_dir = Path(model_dir), Path(stage_dir)
     check_repo_id(repo_id)
-    _check_empty(stage_dir, "--stage-dir")
+    check_empty_folder(stage_dir)  # before loading anything
     model, processor = load_model_folder(model_dir)
     provenance_file = model_dir / "conversion.json"
     provenance = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}

@@ -5,7 +5,8 @@
 The model card comes from `dseqjepa push --dry-run` (the model_card.md template with the
 evaluation files), followed by NOTES.md (what this particular run was and is not good for).
 The bundled copy holds no remote code: inside the package the registered classes load it, so
-`auto_map` and `custom_pipelines` are dropped from its configs.
+`auto_map` and `custom_pipelines` are dropped from its configs. It replaces the previous one in one
+step (`atomic_directory`): an interrupted run leaves the previous bundle in place.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import dseqjepa_hub
+from dseqjepa_hub.atomic import atomic_directory
 
 KEEP = ("config.json", "model.safetensors", "preprocessor_config.json", "conversion.json", "eval_results.json")
 REMOTE_KEYS = ("auto_map", "custom_pipelines")
@@ -36,25 +38,21 @@ def main() -> None:
     target = dseqjepa_hub.default_model_path()
     with tempfile.TemporaryDirectory() as scratch:
         stage = Path(scratch) / "stage"
-        command = [sys.executable, "-m", "dseqjepa_hub.cli", "push", str(args.model_dir), "--repo-id", args.repo_id,
+        command = [sys.executable, "-m", "dseqjepa_cli", "push", str(args.model_dir), "--repo-id", args.repo_id,
                    "--dry-run", "--stage-dir", str(stage), "--license", args.license]
         for eval_file in args.eval_files:
             command += ["--eval-file", str(eval_file)]
         subprocess.run(command, check=True)
-        partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
-        for name in KEEP:
-            shutil.copy2(stage / name, partial / name)
-        for name in ("config.json", "preprocessor_config.json"):
-            config = json.loads((partial / name).read_text())
-            for key in REMOTE_KEYS:
-                config.pop(key, None)
-            (partial / name).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        card = (stage / "README.md").read_text().rstrip() + "\n\n" + args.notes.read_text()
-        (partial / "README.md").write_text(card)
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
+        with atomic_directory(target, replace=True) as partial:
+            for name in KEEP:
+                shutil.copy2(stage / name, partial / name)
+            for name in ("config.json", "preprocessor_config.json"):
+                config = json.loads((partial / name).read_text())
+                for key in REMOTE_KEYS:
+                    config.pop(key, None)
+                (partial / name).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            card = (stage / "README.md").read_text().rstrip() + "\n\n" + args.notes.read_text()
+            (partial / "README.md").write_text(card)
     print(f"bundled {args.model_dir} as {target}")
 
 

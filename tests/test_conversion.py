@@ -16,8 +16,12 @@ from safetensors.torch import load_file, save_file
 from transformers import IJepaConfig, IJepaForImageClassification, IJepaModel
 
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel
+from dseqjepa_hub.atomic import FolderNotEmptyError
+import dseqjepa_convert
 from dseqjepa_cli import main
 from dseqjepa_convert import READERS, ConversionError, convert, export_timm
+from dseqjepa_convert.layout import infer_layout
+from dseqjepa_convert.timm_vit import vit_kwargs
 
 WIDTH, DEPTH, HEADS, PATCH, IMAGE, PRED_WIDTH = 32, 2, 2, 8, 32, 16
 GRID = IMAGE // PATCH
@@ -229,6 +233,30 @@ def test_hf_ijepa_state_dict_v5_names_and_classifier_folder(tmp_path):
     assert (converted_tokens(tmp_path / "out-cls", x) - expected).abs().max() <= TOLERANCE
 
 
+def test_hf_ijepa_sizes_come_from_the_shared_inference(tmp_path):
+    """Renamed to release names, an hf-ijepa state dict meets the checks every reader's tensors meet."""
+    state = {key.replace("layers.1.", "layers.2."): value for key, value in random_ijepa().state_dict().items()}
+    torch.save(state, tmp_path / "gap.bin")
+    with pytest.raises(ConversionError, match=r"block indices are not 0\.\.1: found \[0, 2\]"):
+        convert(tmp_path / "gap.bin", "hf-ijepa", tmp_path / "out", num_heads=HEADS)
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("fmt", ["hf-ijepa", "timm"])
+def test_single_encoder_formats_refuse_with_predictor(tmp_path, fmt):
+    state = random_ijepa().state_dict() if fmt == "hf-ijepa" else release_encoder(True, seed=1)
+    torch.save(state, tmp_path / "encoder.pth")
+    with pytest.raises(ConversionError, match=f"--with-predictor: a {fmt} checkpoint holds no JEPA predictor"):
+        convert(tmp_path / "encoder.pth", fmt, tmp_path / "out", num_heads=HEADS, with_predictor=True)
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_one_layer_norm_eps_in_conversion():
+    """The release's, I-JEPA's and timm's eps is one named constant (layout.LAYER_NORM_EPS)."""
+    sources = Path(dseqjepa_convert.__file__).parent.glob("*.py")
+    assert sum(path.read_text().count("1e-6") for path in sources) == 1
+
+
 @torch.no_grad()
 def test_timm_state_dict_with_cls_position_and_head(tmp_path):
     source = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=IMAGE, patch_size=PATCH,
@@ -270,6 +298,8 @@ def test_training_checkpoint_converts(tmp_path):
     assert all(torch.equal(predictor[k], v) for k, v in networks["predictor"].state_dict().items())
     provenance = json.loads((tmp_path / "out" / "conversion.json").read_text())
     assert provenance["format"] == "training" and provenance["training_config"]["method"] == "dseq"
+    assert provenance["training_text"].startswith("Pretrained with `dseqjepa train` (step_000040): method dseq")
+    assert provenance["converted_from"] is None and provenance["license"] is None
 
 
 # ---- timm export ----------------------------------------------------------------------------------
@@ -285,6 +315,8 @@ def test_export_timm_loads_strict_and_round_trips(tmp_path, cls_token):
         parameter.add_(0.1 * torch.randn_like(parameter))
     model.save_pretrained(tmp_path / "model")
     name, kwargs, _ = export_timm(tmp_path / "model", tmp_path / "vit.safetensors", log=lambda *_: None)
+    # the arguments the conversion reference is built from, for the same encoder (CLS position in pos_embed)
+    assert kwargs == vit_kwargs(infer_layout(model.state_dict(), "model", num_heads=HEADS))
 
     timm_model = timm.create_model(name, pretrained=False, **kwargs).eval()
     timm_model.load_state_dict(load_file(tmp_path / "vit.safetensors"), strict=True)
@@ -399,7 +431,7 @@ def test_non_empty_out_is_refused_untouched(tmp_path):
     torch.save(release_encoder(True, seed=1), tmp_path / "encoder.pth")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "precious.txt").write_text("keep")
-    with pytest.raises(ConversionError, match="not an empty folder"):
+    with pytest.raises(FolderNotEmptyError, match="out exists and is not an empty folder"):
         convert(tmp_path / "encoder.pth", "dseq-release", tmp_path / "out", num_heads=HEADS)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["precious.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -186,6 +186,23 @@ def test_scenes_resume_after_interruption(source_root, tmp_path, monkeypatch):
         _build(source_root, tmp_path / "resumed")
 
 
+def test_force_replaces_a_build_only_once_the_new_one_is_complete(source_root, tmp_path, monkeypatch):
+    out = tmp_path / "s"
+    previous = _tree_bytes(_build(source_root, out, num_train=2, num_val=1))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scenes_module, "compose_scene", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _build(source_root, out, seed=4, num_train=2, num_val=1, force=True)
+    assert _tree_bytes(out) == previous  # the interrupted rebuild left the previous build in place
+    monkeypatch.undo()
+    rebuilt = _tree_bytes(_build(source_root, out, seed=4, num_train=2, num_val=1, force=True))  # resumes
+    assert rebuilt != previous and json.loads(rebuilt["build.json"])["seed"] == 4
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["s"]
+
+
 def test_missing_sources_are_named(tmp_path):
     with pytest.raises(DataKitError, match="tuxpaint-stamps-default"):
         _build(tmp_path, tmp_path / "out")

@@ -4,10 +4,12 @@ process without dseqjepa_hub, the upload up to the HTTP boundary, refusals befor
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +19,10 @@ from huggingface_hub import HfApi, ModelCard
 from PIL import Image
 
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel
+from dseqjepa_hub import hub as hub_module
+from dseqjepa_hub.atomic import FolderNotEmptyError, atomic_directory
 from dseqjepa_cli import main
-from dseqjepa_convert import convert
+from dseqjepa_convert import READERS, convert
 from dseqjepa_hub.hub import HubError, push, stage
 
 REPO_ID = "dseq-org/tiny-ijepa"
@@ -91,6 +95,8 @@ def test_model_card_metadata_and_sections(staged):
         assert section in text
     assert f'pipeline("saliency-ranking", model="{REPO_ID}", trust_remote_code=True)' in text
     assert "**No CLS token.**" in text and 'saliency_query="mean_patch"' in text
+    assert "Converted from a `ijepa-release` checkpoint ([facebook/ijepa_vith14_1k](" in text
+    assert "Weights converted from I-JEPA (Assran et al., 2023)" in text  # the ijepa-release reader's text
     assert "| image-classification | scenes | val |" in text
     assert json.loads((staged / "eval_results.json").read_text())["results"][0]["value"] == 0.625
 
@@ -101,6 +107,69 @@ def test_card_of_a_cls_model_has_no_fallback_note(tmp_path):
     card = ModelCard.load(tmp_path / "stage" / "README.md")
     assert "No CLS token" not in card.text and card.data.base_model is None and card.data.eval_results is None
     assert "CLS token first" in card.text
+
+
+def test_licence_and_card_text_come_from_the_reader(tmp_path, monkeypatch):
+    """The card renders what the reader supplied (through conversion.json), whatever the format's name."""
+    model = DSeqJEPAModel(tiny_config())
+    torch.save(model.state_dict(), tmp_path / "vit.pth")
+    reader = READERS["timm"]
+
+    def reader_with_card_text(*args, **kwargs):
+        return replace(reader(*args, **kwargs), license="mit", converted_from="the test's own source",
+                       training_text="Trained on nothing in particular.")
+
+    monkeypatch.setitem(READERS, "timm", reader_with_card_text)
+    convert(tmp_path / "vit.pth", "timm", tmp_path / "model", num_heads=2, log=lambda *_: None)
+    stage(tmp_path / "model", tmp_path / "stage", repo_id="org/reader-text")
+    card = ModelCard.load(tmp_path / "stage" / "README.md")
+    assert card.data.license == "mit"
+    assert "Converted from the test's own source; the conversion was checked" in card.text
+    assert "## Training data and recipe\n\nTrained on nothing in particular.\n" in card.text
+
+
+def test_hub_names_no_checkpoint_format():
+    """Card text is the readers' business: hub.py does not switch on format names."""
+    text = Path(hub_module.__file__).read_text()
+    assert [fmt for fmt in READERS if f'"{fmt}"' in text or f"'{fmt}'" in text] == []
+
+
+def test_convert_and_stage_refuse_a_non_empty_folder_alike(converted, tmp_path):
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("keep")
+    with pytest.raises(FolderNotEmptyError) as by_convert:
+        convert(converted.parent / "IN1K-vit.pth.tar", "ijepa-release", occupied, num_heads=2)
+    with pytest.raises(FolderNotEmptyError) as by_stage:
+        stage(converted, occupied, repo_id=REPO_ID)
+    assert str(by_convert.value) == str(by_stage.value)
+    assert str(by_stage.value).startswith(f"{occupied} exists and is not an empty folder")
+    assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_atomic_directory_never_merges_into_a_folder_filled_meanwhile(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(FolderNotEmptyError):
+        with atomic_directory(out) as partial:
+            (partial / "new.txt").write_text("new")
+            out.mkdir()
+            (out / "theirs.txt").write_text("theirs")
+    assert os.listdir(out) == ["theirs.txt"] and os.listdir(tmp_path) == ["out"]
+
+
+def test_atomic_directory_replace_swaps_the_whole_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(out, replace=True) as partial:
+            (partial / "new.txt").write_text("new")
+            raise RuntimeError("failed midway")
+    assert os.listdir(out) == ["old.txt"] and os.listdir(tmp_path) == ["out"]
+    with atomic_directory(out, replace=True) as partial:
+        (partial / "new.txt").write_text("new")
+    assert os.listdir(out) == ["new.txt"] and os.listdir(tmp_path) == ["out"]
 
 
 OFFLINE_SCRIPT = textwrap.dedent("""

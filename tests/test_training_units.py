@@ -287,7 +287,43 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, tiny_networ
     assert DSeqJEPAConfig.from_json_file(str(first / "config.json")).hidden_size == encoder.config.hidden_size
     second = save_checkpoint(tmp_path, 4, networks, {**state, "step": 4}, config, keep=1)
     assert latest_checkpoint(tmp_path) == second and not first.exists()
-    assert not list((tmp_path / "checkpoints").glob(".tmp_*"))  # the interrupted write was cleaned up
+    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["step_000004"]
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import torch
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
+from dseqjepa_train import checkpoint
+from dseqjepa_train.config import load_config
+from dseqjepa_train.predictor import JEPAPredictor
+
+config = load_config("tiny-cpu")
+encoder = DSeqJEPAModel(config.model_config())
+networks = {"context_encoder": encoder, "target_encoder": encoder, "predictor": JEPAPredictor(encoder.config)}
+checkpoint.save_checkpoint(sys.argv[1], 2, networks, {"step": 2}, config)
+# SIGKILL after the safetensors files, before the trainer state: no cleanup code runs
+checkpoint.torch.save = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+checkpoint.save_checkpoint(sys.argv[1], 4, networks, {"step": 4}, config)
+"""
+
+
+def test_a_killed_checkpoint_write_leaves_no_folder_at_the_final_path(tmp_path, tiny_networks):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == -9, done.stderr[-2000:]
+    root = tmp_path / "checkpoints"
+    assert not (root / "step_000004").exists()
+    assert latest_checkpoint(tmp_path) == root / "step_000002"
+    leftovers = [path for path in root.iterdir() if path.name.startswith(".")]
+    assert leftovers and (leftovers[0] / "predictor.safetensors").is_file()  # killed midway, out of sight
+    encoder, predictor, _, _ = tiny_networks
+    networks = {"context_encoder": encoder, "target_encoder": encoder, "predictor": predictor}
+    save_checkpoint(tmp_path, 6, networks, {"step": 6}, load_config("tiny-cpu"))
+    assert sorted(path.name for path in root.iterdir()) == ["step_000002", "step_000006"]  # the leftover is gone
 
 
 # ----------------------------------------------------------------------------- data

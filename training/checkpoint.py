@@ -8,9 +8,9 @@ Layout (one folder per checkpoint):
         config.yaml                  (the effective training config)
         trainer_state.pt             (optimizer, step, RNG states; torch.load(weights_only=True))
         complete                     (written last)
-A checkpoint is written into a hidden temporary folder beside it and renamed into place once
-complete, so a kill at any moment leaves every earlier checkpoint intact; leftovers of an
-interrupted write are hidden folders that `latest_checkpoint` ignores and the next save removes.
+A checkpoint is written with `atomic_directory`: into a hidden temporary folder beside it, renamed
+into place once complete, so a kill at any moment leaves every earlier checkpoint intact; leftovers
+of a killed write are hidden folders that `latest_checkpoint` ignores and the next save removes.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from dseqjepa_hub.atomic import atomic_directory, remove_partials
 from .config import TrainConfig, save_config
 
 CHECKPOINT_DIR = "checkpoints"
@@ -74,25 +75,15 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, networks: dict[str
                     trainer_state: dict, config: TrainConfig, keep: int = 0) -> Path:
     """Write checkpoint `step` atomically and keep only the newest `keep` (0: all). Returns its folder."""
     root = Path(output_dir) / CHECKPOINT_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    for leftover in root.glob(".tmp_*"):  # an interrupted earlier write
-        shutil.rmtree(leftover, ignore_errors=True)
+    remove_partials(root)  # a killed earlier write
     final = root / checkpoint_name(step)
-    temporary = root / f".tmp_{checkpoint_name(step)}_{os.getpid()}"
-    temporary.mkdir()
-    for name, filename in NETWORK_FILES.items():
-        _save_network(networks[name], temporary / filename)
-    networks["context_encoder"].config.to_json_file(str(temporary / "config.json"))
-    save_config(config, temporary / "config.yaml")
-    torch.save(trainer_state, temporary / TRAINER_STATE)
-    (temporary / COMPLETE_MARKER).write_text(f"{step}\n")
-    if final.exists():  # re-saving a step: move the old one aside, then swap
-        stale = root / f".tmp_stale_{checkpoint_name(step)}_{os.getpid()}"
-        os.replace(final, stale)
-        os.replace(temporary, final)
-        shutil.rmtree(stale, ignore_errors=True)
-    else:
-        os.replace(temporary, final)
+    with atomic_directory(final, replace=True) as folder:  # replace: re-saving a step
+        for name, filename in NETWORK_FILES.items():
+            _save_network(networks[name], folder / filename)
+        networks["context_encoder"].config.to_json_file(str(folder / "config.json"))
+        save_config(config, folder / "config.yaml")
+        torch.save(trainer_state, folder / TRAINER_STATE)
+        (folder / COMPLETE_MARKER).write_text(f"{step}\n")
     if keep > 0:
         for old in complete_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -59,26 +59,25 @@ def build_fashion_mnist(
     data_dir = root / PACKAGES[PACKAGE].marker
     limits = {"train": num_train, "test": num_test}
     parameters = {"dataset": "fashion-mnist", "format_version": 1, "classes": list(CLASSES), "limits": limits}
-    work = build_dir.start(out, parameters, force)
-    counts = {}
-    for split, (image_file, label_file) in FILES.items():
-        images, labels = read_idx(data_dir / image_file), read_idx(data_dir / label_file)
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise DataKitError(
-                f"{data_dir}: {image_file} has shape {images.shape} and {label_file} shape {labels.shape}; "
-                "expected (N, H, W) images and N labels"
-            )
-        if labels.max(initial=0) >= len(CLASSES):
-            raise DataKitError(f"{data_dir / label_file}: label {labels.max()} out of range 0..{len(CLASSES) - 1}")
-        count = len(images) if limits[split] is None else min(limits[split], len(images))
-        for name in CLASSES:
-            (work / split / name).mkdir(parents=True, exist_ok=True)
-        for index in tqdm(range(count), desc=f"fashion-mnist/{split}", unit="img"):
-            path = work / split / CLASSES[labels[index]] / f"{index:05d}.png"
-            if not path.exists():
-                build_dir.save_image(Image.fromarray(images[index], mode="L"), path)
-        counts[split] = count
-    write_licences(work, {PACKAGE: 4}, root, "the Fashion-MNIST image folder")
-    build_dir.finish(work, out)
+    with build_dir.building(out, parameters, force) as work:
+        counts = {}
+        for split, (image_file, label_file) in FILES.items():
+            images, labels = read_idx(data_dir / image_file), read_idx(data_dir / label_file)
+            if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+                raise DataKitError(
+                    f"{data_dir}: {image_file} has shape {images.shape} and {label_file} shape {labels.shape}; "
+                    "expected (N, H, W) images and N labels"
+                )
+            if labels.max(initial=0) >= len(CLASSES):
+                raise DataKitError(f"{data_dir / label_file}: label {labels.max()} out of range 0..{len(CLASSES) - 1}")
+            count = len(images) if limits[split] is None else min(limits[split], len(images))
+            for name in CLASSES:
+                (work / split / name).mkdir(parents=True, exist_ok=True)
+            for index in tqdm(range(count), desc=f"fashion-mnist/{split}", unit="img"):
+                path = work / split / CLASSES[labels[index]] / f"{index:05d}.png"
+                if not path.exists():
+                    build_dir.save_image(Image.fromarray(images[index], mode="L"), path)
+            counts[split] = count
+        write_licences(work, {PACKAGE: 4}, root, "the Fashion-MNIST image folder")
     print(f"wrote {counts['train']} train and {counts['test']} test images to {out}", flush=True)
     return out

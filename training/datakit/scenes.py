@@ -317,17 +317,16 @@ def build_scenes(
         "categories": categories,
         "sources": sources,
     }
-    work = build_dir.start(out, parameters, force)
-    stamp_by_path = {stamp.path: stamp for stamp in stamps}
-    for split, count in (("train", num_train), ("val", num_val)):
-        _build_split(
-            work / split, split, count, seed, image_size, jpeg_quality, root, sources[split], stamp_by_path, categories
-        )
-    package_of = {path: package for package, path in backgrounds}
-    used = Counter(package_of[path] for split in SPLITS for path in sources[split]["backgrounds"])
-    used["tuxpaint-stamps-default"] = sum(len(sources[split]["stamps"]) for split in SPLITS)
-    write_licences(work, dict(used), root, "the scenes data set")
-    build_dir.finish(work, out)
+    with build_dir.building(out, parameters, force) as work:
+        stamp_by_path = {stamp.path: stamp for stamp in stamps}
+        for split, count in (("train", num_train), ("val", num_val)):
+            _build_split(
+                work / split, split, count, seed, image_size, jpeg_quality, root, sources[split], stamp_by_path, categories
+            )
+        package_of = {path: package for package, path in backgrounds}
+        used = Counter(package_of[path] for split in SPLITS for path in sources[split]["backgrounds"])
+        used["tuxpaint-stamps-default"] = sum(len(sources[split]["stamps"]) for split in SPLITS)
+        write_licences(work, dict(used), root, "the scenes data set")
     print(f"wrote {num_train} train and {num_val} val scenes ({len(categories)} categories) to {out}", flush=True)
     return out
 
