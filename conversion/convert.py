@@ -14,11 +14,12 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from dseqjepa_hub.atomic import atomic_directory, check_empty_folder
+from dseqjepa_hub.atomic import atomic_directory, check_empty_folder, remove_stale_temporaries
 from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
 from dseqjepa_hub.pipeline_saliency_ranking import save_pretrained_with_pipeline
 from dseqjepa_train.predictor import JEPAPredictor
+
 from .hf_ijepa import read_hf_ijepa
 from .layout import check_tensors
 from .loading import ConversionError
@@ -63,6 +64,7 @@ def convert(
     """Convert `src` (format `fmt`, one of READERS) into a DSeq-JEPA Hub folder at `out`."""
     out = Path(out)
     check_empty_folder(out)  # before reading anything
+    remove_stale_temporaries(out.parent)  # left by a killed convert; never outputs
     if fmt not in READERS:
         raise ConversionError(f"unknown --format {fmt!r}; expected one of {sorted(READERS)}")
     source = READERS[fmt](src, encoder=encoder, num_heads=num_heads, preset=preset, with_predictor=with_predictor)

@@ -3,11 +3,17 @@
 A reader (or a later run) sees the previous file or folder or the complete new one (while a folder
 is replaced, for an instant between two renames, neither), never a half-written one, whatever
 moment the writer is killed at.
+
+Temporaries carry the writer's process id (`.NAME.tmp-PID`, `.NAME.partial-PID-XXXX`), so that
+`remove_stale_temporaries` clears what a killed writer left without touching the work of a
+writer that is still running (two runs may share an output folder). A write that fails for lack
+of space or permission raises `OutputWriteError` naming the destination, and leaves no temporary.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -16,21 +22,31 @@ from pathlib import Path
 
 from .errors import DSeqJEPAError
 
-_PARTIAL = ".partial-"  # in the names of atomic_directory's temporary folders
+_TEMPORARY = re.compile(r"^\..+\.(?:tmp-(\d+)|partial-(\d+)-[^/]*)$")  # the names below, with the writer's pid
 
 
 class FolderNotEmptyError(DSeqJEPAError):
     """An output folder that exists and is not empty: writers never merge into or overwrite one."""
 
 
+class OutputWriteError(DSeqJEPAError):
+    """An output that cannot be written: a full disk, a read-only file system, no permission."""
+
+
+def _write_error(path: Path, error: OSError) -> OutputWriteError:
+    return OutputWriteError(f"{path}: cannot write it ({error.strerror or error}); nothing was left half-written")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """Call `write(temporary_path)`, then rename the result over `path` (parents are created)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(temporary)
         os.replace(temporary, path)
+    except OSError as error:
+        raise _write_error(path, error) from None
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -54,20 +70,23 @@ def atomic_directory(path: str | os.PathLike, *, replace: bool = False, work: Pa
 
     `path` must be absent or empty (`check_empty_folder`, on entry and again before the rename),
     unless `replace`: then a previous `path` is swapped out and removed. On an error the yielded
-    folder is removed and `path` is left as it was; a killed writer leaves a hidden `.NAME.partial-*`
-    folder beside it, which `remove_partials` clears.
+    folder is removed and `path` is left as it was; a killed writer leaves a hidden
+    `.NAME.partial-PID-*` folder beside it, which `remove_stale_temporaries` clears.
     work: fill this folder (created if absent) instead of a fresh one, and keep it on an error, so
     that a later call can resume in it.
     """
     path = Path(path)
     if not replace:
         check_empty_folder(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if work is None:
-        partial = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}{_PARTIAL}"))
-    else:
-        partial = Path(work)
-        partial.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if work is None:
+            partial = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-{os.getpid()}-"))
+        else:
+            partial = Path(work)
+            partial.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _write_error(path, error) from None
     try:
         yield partial
         if not replace:
@@ -78,16 +97,41 @@ def atomic_directory(path: str | os.PathLike, *, replace: bool = False, work: Pa
             os.replace(path, previous)
         os.replace(partial, path)
         shutil.rmtree(previous, ignore_errors=True)
-    except BaseException:
+    except BaseException as error:
         if work is None:
             shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise _write_error(path, error) from None
         raise
 
 
-def remove_partials(folder: str | os.PathLike) -> None:
-    """Remove the temporary folders that killed `atomic_directory` writers left in `folder`.
+def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """Remove the temporary files and folders of this module's writers that were killed (their
+    process no longer runs) in `folder` (and below, if `recursive`); returns what was removed.
+    Temporaries of running writers, and every other file, are left alone."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for candidate in folder.rglob(".*") if recursive else folder.glob(".*"):
+        match = _TEMPORARY.match(candidate.name)
+        if match is None or _is_running(int(match.group(1) or match.group(2))):
+            continue
+        if candidate.is_dir() and not candidate.is_symlink():
+            shutil.rmtree(candidate, ignore_errors=True)
+        else:
+            candidate.unlink(missing_ok=True)
+        removed.append(candidate)
+    return removed
 
-    Only for a folder with one writer at a time: another writer's folder in progress would go too.
-    """
-    for leftover in Path(folder).glob(f".*{_PARTIAL}*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+
+def _is_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

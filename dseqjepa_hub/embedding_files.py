@@ -18,7 +18,7 @@ import torch
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write
+from .atomic import atomic_write, remove_stale_temporaries
 from .errors import DSeqJEPAError, NonFiniteOutputError
 from .image_io import DEFAULT_MAX_PIXELS, load_images
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
@@ -108,6 +108,7 @@ def write_embeddings(
 ) -> Path:
     """Write arrays to `out` (.safetensors or .npy) and the sidecar `out.json`; returns the sidecar path."""
     out = check_embedding_path(out)
+    remove_stale_temporaries(out.parent)  # left by a killed run; never outputs
     targets = array_files(out, list(arrays))
     if out.suffix == ".safetensors":
         atomic_write(out, lambda target: save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(target)))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write, atomic_write_text
+from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from .errors import NonFiniteOutputError
 from .image_io import DEFAULT_MAX_PIXELS, load_images
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
@@ -76,6 +76,7 @@ def rank_regions_in_files(
     failures: (path, reason) for every unreadable file, which is skipped.
     """
     out_dir = Path(out_dir)
+    remove_stale_temporaries(out_dir, recursive=True)  # left by a killed run; never outputs
     stems = list(stems) if stems is not None else [Path(Path(path).stem) for path in paths]
     pipe = SaliencyRankingPipeline(model=model, image_processor=processor, device=model.device)
     results, failures = [], []

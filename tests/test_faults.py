@@ -149,3 +149,115 @@ def test_resuming_a_complete_run_changes_nothing(training_images, tmp_path, caps
     assert train_cli(training_images, tmp_path, "keep_checkpoints=0", resume=True) == 0
     assert "already complete at step 4" in capsys.readouterr().out
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+
+
+@pytest.mark.parametrize("kind", ["hostile trainer_state.pt", "garbage safetensors header", "huge header length"])
+def test_resume_skips_a_damaged_newest_checkpoint_and_names_it(training_images, tmp_path, capsys, caplog, kind):
+    torch.set_num_threads(1)
+    assert train_cli(training_images, tmp_path, "keep_checkpoints=0") == 0  # checkpoints at steps 1..4
+    reference = {k: v.clone() for k, v in load_file(tmp_path / "checkpoints/step_000004/context_encoder.safetensors").items()}  # no mmap: the file is overwritten below
+    newest = tmp_path / "checkpoints/step_000004"
+    if kind == "hostile trainer_state.pt":
+        torch.save({"step": ExecutesCode(tmp_path / "executed")}, newest / "trainer_state.pt")
+        damaged = newest / "trainer_state.pt"
+    else:
+        damaged = newest / "context_encoder.safetensors"
+        header = b"\xff" * 8 if kind == "garbage safetensors header" else (10**15).to_bytes(8, "little")
+        damaged.write_bytes(header + b"{}")
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines()[3:]:
+        assert json.loads(line)["step"] == 4
+    capsys.readouterr()
+    assert train_cli(training_images, tmp_path, "keep_checkpoints=0", resume=True) == 0
+    assert not (tmp_path / "executed").exists()
+    assert "checkpoint step_000004 is damaged" in caplog.text and str(damaged) in caplog.text
+    assert "resuming from" in caplog.text and "step_000003" in caplog.text
+    # Step 4 was trained again from step 3 and gives the same weights as the first time (exact resume).
+    again = load_file(tmp_path / "checkpoints/step_000004/context_encoder.safetensors")
+    assert all(torch.equal(again[name], reference[name]) for name in reference)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.5 MB tmpfs: a full disk on demand (skipped where mounting is not allowed)."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def read_only(mount: Path) -> None:
+    import subprocess
+
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+
+
+@needs_root
+def test_regions_on_a_full_disk_is_one_line_and_leaves_no_temporary(small_disk, tmp_path, capsys):
+    (small_disk / "filler").write_bytes(b"\0" * (1536 * 1024 - 64 * 1024))  # 64 KB left: less than one overlay
+    code = main(["regions", str(REPO / "examples/images"), "--out", str(small_disk / "out")])
+    err = capsys.readouterr().err
+    assert code == 1 and "dseqjepa regions: error: " in err and "No space left on device" in err, err[-1500:]
+    assert "Traceback" not in err and str(small_disk / "out") in err
+    leftovers = [p for p in (small_disk / "out").rglob("*") if p.name.startswith(".")]
+    assert leftovers == []
+
+
+@needs_root
+def test_regions_to_a_read_only_folder_is_one_line(small_disk, capsys):
+    read_only(small_disk)
+    code = main(["regions", str(IMAGE), "--out", str(small_disk / "out")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Read-only file system" in err and str(small_disk / "out") in err and "Traceback" not in err
+
+
+@needs_root
+def test_training_on_a_full_disk_is_one_line_and_keeps_earlier_checkpoints(training_images, small_disk, capsys):
+    torch.set_num_threads(1)
+    code = train_cli(training_images, small_disk / "run", "keep_checkpoints=0")
+    err = capsys.readouterr().err
+    assert code == 1 and "dseqjepa train: error: " in err and "Traceback" not in err, err[-1500:]
+    assert "cannot write" in err and str(small_disk / "run") in err
+    checkpoints = small_disk / "run/checkpoints"
+    assert not [p for p in checkpoints.iterdir() if p.name.startswith(".")] if checkpoints.exists() else True
+
+
+def test_stale_temporaries_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
+    import subprocess
+
+    from dseqjepa_hub.atomic import remove_stale_temporaries
+
+    dead = subprocess.Popen(["true"])  # a process id that no longer runs
+    dead.wait()
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    stale_file = out / "sub" / f".cat.regions.png.tmp-{dead.pid}"
+    stale_folder = out / f".model.partial-{dead.pid}-abc123"
+    live_file = out / f".dog.regions.png.tmp-{os.getpid()}"
+    keep = [out / "sub/cat.regions.png", out / ".hidden-notes.txt", live_file]
+    for path in (stale_file, live_file, *keep[:2]):
+        path.write_bytes(b"x")
+    stale_folder.mkdir()
+    (stale_folder / "model.safetensors").write_bytes(b"x")
+    removed = remove_stale_temporaries(out, recursive=True)
+    assert sorted(removed) == sorted([stale_file, stale_folder])
+    assert all(path.exists() for path in keep) and not stale_file.exists() and not stale_folder.exists()
+
+
+def test_a_killed_regions_run_leaves_nothing_that_the_next_run_keeps(tmp_path, capsys):
+    import subprocess
+
+    out = tmp_path / "out"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out.mkdir()
+    (out / f".coffee.regions.png.tmp-{dead.pid}").write_bytes(b"half an overlay")
+    assert main(["regions", str(IMAGE), "--out", str(out), "--skip-existing"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["coffee.regions.png"]

@@ -11,11 +11,16 @@ Layout (one folder per checkpoint):
 A checkpoint is written with `atomic_directory`: into a hidden temporary folder beside it, renamed
 into place once complete, so a kill at any moment leaves every earlier checkpoint intact; leftovers
 of a killed write are hidden folders that `latest_checkpoint` ignores and the next save removes.
+A checkpoint whose files do not load (damaged, truncated, or a pickle holding more than tensors)
+raises `CheckpointError` naming the file; `load_latest_checkpoint` then falls back to the newest
+one that loads, saying which were skipped.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 import random
 import re
 import shutil
@@ -23,11 +28,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dseqjepa_hub.atomic import atomic_directory, remove_partials
+from dseqjepa_hub.atomic import OutputWriteError, atomic_directory, remove_stale_temporaries
+from dseqjepa_hub.errors import DSeqJEPAError
+
 from .config import TrainConfig, save_config
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 NETWORK_FILES = {
@@ -38,6 +48,10 @@ NETWORK_FILES = {
 TRAINER_STATE = "trainer_state.pt"
 COMPLETE_MARKER = "complete"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointError(DSeqJEPAError):
+    """A checkpoint folder whose files cannot be loaded."""
 
 
 def checkpoint_name(step: int) -> str:
@@ -75,14 +89,17 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, networks: dict[str
                     trainer_state: dict, config: TrainConfig, keep: int = 0) -> Path:
     """Write checkpoint `step` atomically and keep only the newest `keep` (0: all). Returns its folder."""
     root = Path(output_dir) / CHECKPOINT_DIR
-    remove_partials(root)  # a killed earlier write
+    remove_stale_temporaries(root)  # a killed earlier write
     final = root / checkpoint_name(step)
     with atomic_directory(final, replace=True) as folder:  # replace: re-saving a step
-        for name, filename in NETWORK_FILES.items():
-            _save_network(networks[name], folder / filename)
+        try:
+            for name, filename in NETWORK_FILES.items():
+                _save_network(networks[name], folder / filename)
+            torch.save(trainer_state, folder / TRAINER_STATE)
+        except (RuntimeError, SafetensorError) as error:  # a full disk, as torch's and safetensors' writers say it
+            raise OutputWriteError(f"{final}: cannot write the checkpoint ({str(error).splitlines()[0]})") from None
         networks["context_encoder"].config.to_json_file(str(folder / "config.json"))
         save_config(config, folder / "config.yaml")
-        torch.save(trainer_state, folder / TRAINER_STATE)
         (folder / COMPLETE_MARKER).write_text(f"{step}\n")
     if keep > 0:
         for old in complete_checkpoints(output_dir)[:-keep]:
@@ -112,7 +129,37 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.
     """(state dicts of the three networks, trainer state) of one checkpoint folder."""
     path = Path(path)
     if not (path / COMPLETE_MARKER).is_file():
-        raise FileNotFoundError(f"{path}: not a complete checkpoint (no '{COMPLETE_MARKER}' marker)")
-    networks = {name: load_file(str(path / filename)) for name, filename in NETWORK_FILES.items()}
-    trainer_state = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=True)
+        raise CheckpointError(f"{path}: not a complete checkpoint (no '{COMPLETE_MARKER}' marker)")
+    networks = {}
+    for name, filename in NETWORK_FILES.items():
+        try:
+            networks[name] = load_file(str(path / filename))
+        except (SafetensorError, OSError) as error:
+            raise CheckpointError(f"{path / filename}: unreadable ({error})") from None
+    try:
+        trainer_state = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path / TRAINER_STATE}: holds objects other than tensors and plain data; refused") from None
+    except (RuntimeError, OSError, EOFError) as error:
+        raise CheckpointError(f"{path / TRAINER_STATE}: unreadable ({str(error).splitlines()[0]})") from None
     return networks, trainer_state
+
+
+def load_latest_checkpoint(output_dir: str | os.PathLike) -> tuple[Path, dict, dict] | None:
+    """The newest complete checkpoint that loads -> (folder, networks, trainer state); None if
+    there is no complete checkpoint. Damaged newer ones are skipped with a warning naming them."""
+    checkpoints = complete_checkpoints(output_dir)
+    damaged = []
+    for path in reversed(checkpoints):
+        try:
+            networks, state = load_checkpoint(path)
+        except CheckpointError as error:
+            logger.warning("checkpoint %s is damaged, trying the one before it: %s", path.name, error)
+            damaged.append(str(error))
+            continue
+        if damaged:
+            logger.warning("resuming from %s, the newest checkpoint that loads", path)
+        return path, networks, state
+    if damaged:
+        raise CheckpointError("no checkpoint loads: " + "; ".join(damaged))
+    return None

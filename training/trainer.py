@@ -27,7 +27,7 @@ from dseqjepa_hub.errors import DSeqJEPAError
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
 from dseqjepa_hub.regions import extract_regions
 
-from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from .checkpoint import load_latest_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from .config import ConfigError, TrainConfig, config_from_dict, save_config
 from .data import build_loader, derive_seed, list_image_files
 from .distributed import DistributedContext, all_reduce_mean, gather_digests, init_distributed, shutdown_distributed
@@ -137,10 +137,10 @@ class Pretrainer:
 
     def resume(self) -> Path | None:
         """Load the newest complete checkpoint in OUTPUT (None when there is none)."""
-        path = latest_checkpoint(self.output)
-        if path is None:
+        found = load_latest_checkpoint(self.output)
+        if found is None:
             return None
-        networks, state = load_checkpoint(path)
+        path, networks, state = found
         saved = config_from_dict(state["config"], source=f"{path}/{'trainer_state.pt'}")
         if saved != self.config:
             changed = sorted(k for k, v in saved.to_dict().items() if self.config.to_dict()[k] != v)
