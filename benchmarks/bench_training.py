@@ -3,7 +3,7 @@ and this project's DSeq step vs the release's approach, at the same model and ba
 `dseq-gather-4regions` replaces the regions by four row bands + background (every step valid,
 contexts up to ~80 % of the patches): the costliest region layout for this project's step.
 
-The release's approach is emulated here only (METHOD.md section 5): regions per image with
+The release's approach is emulated here only (docs/METHOD.md section 5): regions per image with
 OpenCV on the host, the context encoder at full length with an attention mask on all
 B * (N - 1) copies of the batch (empty steps included), the predictor over the full-length
 output with its inverted attention.
@@ -48,7 +48,7 @@ SETTINGS = {
 
 
 def opencv_regions(saliency: torch.Tensor, min_region_fraction: float, num_regions: int) -> torch.Tensor:
-    """The release's per-image regions (METHOD.md section 2 with cv2 on the host) -> (B, R, h, w) bool."""
+    """The release's per-image regions (docs/METHOD.md section 2 with cv2 on the host) -> (B, R, h, w) bool."""
     import cv2
 
     batch, height, width = saliency.shape

@@ -1,16 +1,20 @@
 """DSeq-JEPA vision transformer for transformers: outputs, encoder, base model, classification head.
 
-The encoder is the authors' release ViT (METHOD.md sections 1 and 7): conv patch embedding, an
-optional CLS token with a zero position embedding, fixed 2-D sin-cos position embeddings for the
-patches, pre-norm blocks with fused qkv, a final LayerNorm. Its state-dict names are the release's
-(`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.{i}.attn.qkv`, ..., `norm`), so converting a
-release checkpoint is a prefix rename.
+The encoder is the authors' release ViT (paper: arXiv 2511.17354; docs/METHOD.md of dseqjepa-hub,
+sections 1 and 7): conv patch embedding, an optional CLS token with a zero position embedding, fixed
+2-D sin-cos position embeddings for the patches, pre-norm blocks with fused qkv, a final LayerNorm.
+Its state-dict names are the release's (`patch_embed.proj`, `cls_token`, `pos_embed`,
+`blocks.{i}.attn.qkv`, ..., `norm`), so converting a release checkpoint is a prefix rename.
+
+Hidden states and attentions are recorded by transformers' output capturing (`_can_record_outputs`):
+hooks on the blocks and attention modules, active only when a forward pass asks for them.
 """
 
-from __future__ import annotations
-
+import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 from torch import nn
@@ -19,9 +23,17 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_dseqjepa import DSeqJEPAConfig
 from .regions import saliency_map
+
+# The `**kwargs` (TransformersKwargs) a forward pass reads; `return_dict` is taken by the decorators
+# before it. Any other name is refused, so that a misspelt option fails instead of doing nothing.
+OUTPUT_KWARGS = frozenset({"output_hidden_states", "output_attentions"})
+LOSS_KWARGS = frozenset({"num_items_in_batch"})  # Trainer's, for the classification loss
 
 
 def sincos_pos_embed_2d(dim: int, height: int, width: int, device=None) -> torch.Tensor:
@@ -55,10 +67,27 @@ class DSeqJEPAModelOutput(BaseModelOutputWithPooling):
     pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
         Mean of the patch tokens of `last_hidden_state` (I-JEPA's evaluation protocol).
     saliency (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`, *optional*):
-        CLS-similarity saliency of every patch (METHOD.md section 1), with `output_saliency=True`.
+        CLS-similarity saliency of every patch (docs/METHOD.md of dseqjepa-hub, section 1), with
+        `output_saliency=True`.
     """
 
     saliency: torch.FloatTensor | None = None
+
+
+def patch_tokens(hidden_states: torch.Tensor, config: DSeqJEPAConfig) -> torch.Tensor:
+    """(B, [1] + N, D) tokens -> (B, N, D) patch tokens: the CLS token dropped when the model has one."""
+    return hidden_states[:, int(config.use_cls_token) :]
+
+
+def check_forward_kwargs(model: nn.Module, kwargs: dict, accepted: frozenset[str]) -> None:
+    """Refuse the keyword arguments `model.forward` would otherwise ignore (a misspelt option, say)."""
+    for name in kwargs:
+        if name not in accepted:
+            parameters = inspect.signature(model.forward).parameters.values()
+            known = [*accepted, *(p.name for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD)]
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{type(model).__name__}.forward() got an unexpected keyword argument {name!r}{hint}")
 
 
 def eager_attention_forward(
@@ -136,13 +165,10 @@ class DSeqJEPABlock(GradientCheckpointingLayer):
         self.norm2 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
         self.mlp = DSeqJEPAMLP(config, hidden_size, intermediate_size)
 
-    def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.attn(self.norm1(hidden_states), attention_mask)
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        attn_output, _ = self.attn(self.norm1(hidden_states), attention_mask)  # weights: recorded on `attn`
         hidden_states = hidden_states + attn_output
-        hidden_states = hidden_states + self.mlp(self.norm2(hidden_states))
-        return hidden_states, attn_weights
+        return hidden_states + self.mlp(self.norm2(hidden_states))
 
 
 def additive_attention_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -161,7 +187,6 @@ def additive_attention_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> to
 
 
 class DSeqJEPAPreTrainedModel(PreTrainedModel):
-    config_class = DSeqJEPAConfig
     config: DSeqJEPAConfig
     base_model_prefix = "dseqjepa"
     main_input_name = "pixel_values"
@@ -172,6 +197,8 @@ class DSeqJEPAPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = False
     _supports_flex_attn = False
     _supports_attention_backend = True
+    # hidden_states: the blocks' input (the embeddings) then every block's output; attentions: eager only
+    _can_record_outputs = {"hidden_states": DSeqJEPABlock, "attentions": DSeqJEPAAttention}
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -203,7 +230,6 @@ class DSeqJEPAModel(DSeqJEPAPreTrainedModel):
         self.register_buffer("pos_embed", sincos_pos_embed_2d(config.hidden_size, height, width)[None])  # (1, N, D)
         self.blocks = nn.ModuleList([DSeqJEPABlock(config) for _ in range(config.num_hidden_layers)])
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.gradient_checkpointing = False
         self.post_init()
 
     @property
@@ -251,81 +277,58 @@ class DSeqJEPAModel(DSeqJEPAPreTrainedModel):
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
         return tokens, (height, width)
 
-    def encode(
-        self,
-        tokens: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-        capture_block: int | None = None,
-    ) -> tuple[torch.Tensor, tuple | None, tuple | None, torch.Tensor | None]:
-        """Run the blocks and the final norm on (B, L, D) tokens.
+    def encode(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the blocks and the final norm on (B, L, D) tokens -> (B, L, D).
 
         attention_mask: bool, (B, L) keys or (B, L, L) query-key pairs, True = may attend.
-        Returns (final-norm tokens, hidden states (embeddings + every block) or None, attentions or None,
-        the output of block `capture_block` or None).
         """
         mask = additive_attention_mask(attention_mask, tokens.dtype)
-        hidden_states = (tokens,) if output_hidden_states else None
-        attentions = () if output_attentions else None
-        captured = None
-        for index, block in enumerate(self.blocks):
-            tokens, attn_weights = block(tokens, mask)
-            if output_hidden_states:
-                hidden_states += (tokens,)
-            if output_attentions:
-                attentions += (attn_weights,)
-            if index == capture_block:
-                captured = tokens
-        return self.norm(tokens), hidden_states, attentions, captured
+        for block in self.blocks:
+            tokens = block(tokens, mask)
+        return self.norm(tokens)
 
     def saliency_from_block(self, block_output: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
-        """(B, [1] + N, D) output of the saliency block -> (B, h, w) CLS-similarity saliency (METHOD.md 1)."""
-        keys = self.norm(block_output[:, self.num_prefix_tokens :])  # (B, N, D)
+        """(B, [1] + N, D) output of the saliency block -> (B, h, w) CLS-similarity saliency (docs/METHOD.md
+        of dseqjepa-hub, section 1)."""
+        keys = self.norm(patch_tokens(block_output, self.config))  # (B, N, D)
         if self.config.saliency_query == "cls_token":
             query = self.cls_token[0, 0]  # (D,) the learnable parameter, not the CLS output
         else:
             query = keys.mean(dim=1)  # (B, D) fallback for encoders without a CLS token
         return saliency_map(query, keys, grid_size)
 
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values: torch.Tensor,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
         interpolate_pos_encoding: bool | None = None,
         output_saliency: bool = False,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> DSeqJEPAModelOutput | tuple:
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        if output_attentions and self.config._attn_implementation != "eager":
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> DSeqJEPAModelOutput:
+        r"""
+        interpolate_pos_encoding (`bool`, *optional*): run at another input size (sin-cos embeddings for its grid).
+        output_saliency (`bool`, *optional*): also return `saliency`, from block `config.saliency_layer` of this pass.
+        output_hidden_states, output_attentions, return_dict: as in every transformers model; `hidden_states`
+            are taken before the final norm (the last one too), attentions need `attn_implementation="eager"`.
+        """
+        check_forward_kwargs(self, kwargs, OUTPUT_KWARGS)
+        if kwargs.get("output_attentions", self.config.output_attentions) and self.config._attn_implementation != "eager":
             raise ValueError(
                 f"output_attentions=True needs attn_implementation='eager' (the model uses "
                 f"'{self.config._attn_implementation}'): load it with attn_implementation='eager'"
             )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-
-        tokens, grid_size = self.embed(pixel_values, bool(interpolate_pos_encoding))
-        last_hidden_state, hidden_states, attentions, saliency_block = self.encode(
-            tokens,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            capture_block=self.config.saliency_layer if output_saliency else None,
-        )
-        pooled = last_hidden_state[:, self.num_prefix_tokens :].mean(dim=1)  # (B, D)
-        saliency = self.saliency_from_block(saliency_block, grid_size) if output_saliency else None
-        output = DSeqJEPAModelOutput(
+        hidden_states, grid_size = self.embed(pixel_values, bool(interpolate_pos_encoding))  # (B, [1] + N, D)
+        saliency = None
+        for index, block in enumerate(self.blocks):
+            hidden_states = block(hidden_states)
+            if output_saliency and index == self.config.saliency_layer:
+                saliency = self.saliency_from_block(hidden_states, grid_size)  # (B, h, w)
+        last_hidden_state = self.norm(hidden_states)
+        return DSeqJEPAModelOutput(
             last_hidden_state=last_hidden_state,
-            pooler_output=pooled,
-            hidden_states=hidden_states,
-            attentions=attentions,
+            pooler_output=patch_tokens(last_hidden_state, self.config).mean(dim=1),  # (B, D)
             saliency=saliency,
         )
-        return output if return_dict else output.to_tuple()
 
 
 class DSeqJEPAForImageClassification(DSeqJEPAPreTrainedModel):
@@ -350,41 +353,39 @@ class DSeqJEPAForImageClassification(DSeqJEPAPreTrainedModel):
 
     def pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
         """(B, [1] + N, D) -> (B, D) or (B, 2D) as `classifier_pooling` says."""
-        patch_mean = last_hidden_state[:, self.dseqjepa.num_prefix_tokens :].mean(dim=1)
+        patch_mean = patch_tokens(last_hidden_state, self.config).mean(dim=1)
         if self.config.classifier_pooling == "mean":
             return patch_mean
         if self.config.classifier_pooling == "cls":
             return last_hidden_state[:, 0]
         return torch.cat([last_hidden_state[:, 0], patch_mean], dim=-1)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
         interpolate_pos_encoding: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> ImageClassifierOutput | tuple:
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> ImageClassifierOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): class indices (or, for a
+            multi-label or regression head, targets of shape `(batch_size, num_labels)`).
+        """
+        loss_kwargs = {name: kwargs.pop(name) for name in LOSS_KWARGS if name in kwargs}
+        check_forward_kwargs(self, kwargs, OUTPUT_KWARGS)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
             outputs = self.dseqjepa(
-                pixel_values,
-                output_hidden_states=output_hidden_states,
-                output_attentions=output_attentions,
-                interpolate_pos_encoding=interpolate_pos_encoding,
-                return_dict=True,
+                pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
             )
         features = self.pool(outputs.last_hidden_state)
         if self.batchnorm is not None:
             features = self.batchnorm(features)
         logits = self.classifier(features)
-        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
-        output = ImageClassifierOutput(
+        loss = self.loss_function(labels, logits, self.config, **loss_kwargs) if labels is not None else None
+        return ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = [

@@ -16,6 +16,7 @@ from transformers import AutoModel, Pipeline
 from transformers.image_utils import load_image
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .modeling_dseqjepa import patch_tokens
 from .regions import extract_regions, region_dicts
 
 TASK = "saliency-ranking"
@@ -49,7 +50,7 @@ def regions_from_outputs(
         min_region_fraction=config.min_region_fraction if min_region_fraction is None else min_region_fraction,
         num_regions=config.num_regions if num_regions is None else num_regions,
     )
-    patches = outputs.last_hidden_state[:, 1:] if config.use_cls_token else outputs.last_hidden_state  # (B, N, D)
+    patches = patch_tokens(outputs.last_hidden_state, config)  # (B, N, D)
     weights = regions.masks.flatten(2).to(patches.dtype)  # (B, R, N)
     region_embeddings = weights @ patches / weights.sum(-1, keepdim=True).clamp(min=1)  # (B, R, D)
     return {
@@ -63,7 +64,8 @@ def regions_from_outputs(
 
 
 class SaliencyRankingPipeline(Pipeline):
-    """Rank the discriminative regions of images with a DSeq-JEPA model (METHOD.md sections 1-2).
+    """Rank the discriminative regions of images with a DSeq-JEPA model (docs/METHOD.md of dseqjepa-hub,
+    sections 1-2).
 
     Inputs: a path, a PIL image, a numpy array (H, W), (H, W, 3) or (H, W, 4), uint8 or float in
     [0, 1], or a list of them. Parameters (defaults from the model config where they exist):

@@ -1,4 +1,5 @@
-"""Discriminative regions: the CLS-similarity saliency map and its ranked regions (METHOD.md 1-2).
+"""Discriminative regions: the CLS-similarity saliency map and its ranked regions (arXiv 2511.17354;
+docs/METHOD.md of dseqjepa-hub, sections 1-2).
 
 Pure tensor code with no host synchronisation, shared by inference and pretraining.
 """
@@ -54,7 +55,7 @@ def extract_regions(
     num_regions: int = 5,
     connectivity: int = 8,
 ) -> Regions:
-    """METHOD.md section 2 on a batch, exactly and without host synchronisation.
+    """docs/METHOD.md (of dseqjepa-hub) section 2 on a batch, exactly and without host synchronisation.
 
     saliency: (B, h, w), any float dtype (computed in float32). Per image: min-max
     normalisation, Otsu's threshold on the 8-bit truncation (foreground strictly above it),

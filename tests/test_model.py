@@ -1,6 +1,7 @@
 """The core model against independent references (timm, transformers' IJepaModel, I-JEPA's numpy
 sin-cos), its attention paths, dtypes, serialisation and its errors on bad input."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
 from timm.models.vision_transformer import VisionTransformer
 from transformers import AutoModel, IJepaConfig, IJepaModel, pipeline
@@ -150,6 +152,74 @@ def test_sdpa_and_eager_agree_and_eager_returns_attentions(tmp_path):
         model(pixels, output_attentions=True)
 
 
+def test_recorded_outputs_are_every_blocks_input_output_and_attention(tmp_path):
+    """hidden_states: the embeddings then each block's output (before the final norm); attentions:
+    each block's softmax(q k^T / sqrt(d)), computed here by hand from the fused qkv weights."""
+    tiny_model().save_pretrained(tmp_path)
+    model = DSeqJEPAModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model(pixels, output_hidden_states=True, output_attentions=True)
+        tokens, _ = model.embed(pixels)
+        states, attentions = [tokens], []
+        for block in model.blocks:
+            q, k, _ = block.attn.qkv(block.norm1(tokens)).reshape(2, 17, 3, 4, 16).permute(2, 0, 3, 1, 4)
+            attentions.append((q @ k.transpose(-2, -1) / 4.0).softmax(dim=-1))  # (B, H, L, L)
+            tokens = block(tokens)
+            states.append(tokens)
+        plain = model(pixels)
+        as_tuple = model(pixels, output_hidden_states=True, return_dict=False)
+    assert len(out.hidden_states) == 4 and len(out.attentions) == 3
+    for recorded, expected in zip(out.hidden_states, states, strict=True):
+        torch.testing.assert_close(recorded, expected, atol=1e-6, rtol=0)
+    for recorded, expected in zip(out.attentions, attentions, strict=True):
+        assert recorded.shape == (2, 4, 17, 17)
+        torch.testing.assert_close(recorded, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(model.norm(out.hidden_states[-1]), out.last_hidden_state)
+    assert plain.hidden_states is None and plain.attentions is None  # nothing recorded unless asked
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 3 and len(as_tuple[2]) == 4
+    model.config.output_hidden_states = True  # the config's default applies too
+    with torch.no_grad():
+        assert len(model(pixels).hidden_states) == 4
+
+
+def test_classification_head_passes_recording_and_return_dict_through():
+    head = DSeqJEPAForImageClassification(DSeqJEPAConfig(**TINY, num_labels=3)).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = head(pixels, output_hidden_states=True)
+        encoder = head.dseqjepa(pixels, output_hidden_states=True)
+        as_tuple = head(pixels, return_dict=False)
+    assert len(out.hidden_states) == 4
+    for recorded, expected in zip(out.hidden_states, encoder.hidden_states, strict=True):
+        torch.testing.assert_close(recorded, expected)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 1 and as_tuple[0].shape == (2, 3)
+
+
+def test_misspelt_forward_options_are_refused():
+    model = tiny_model()
+    head = DSeqJEPAForImageClassification(DSeqJEPAConfig(**TINY, num_labels=2))
+    pixels = torch.randn(1, 3, 32, 32)
+    with pytest.raises(TypeError, match="argument 'output_saliancy'; did you mean 'output_saliency'"):
+        model(pixel_values=pixels, output_saliancy=True)
+    with pytest.raises(TypeError, match="argument 'output_hidden_state'; did you mean 'output_hidden_states'"):
+        head(pixels, output_hidden_state=True)
+    with pytest.raises(TypeError, match="DSeqJEPAModel.forward.. got an unexpected keyword argument 'num_items_in_batch'"):
+        model(pixels, num_items_in_batch=4)  # a loss option: the head's only
+    with pytest.raises(TypeError, match="argument 'output_saliency'"):
+        head(pixels, output_saliency=True)
+
+
+def test_classification_loss_divides_by_trainers_item_count():
+    """Trainer passes `num_items_in_batch` (the labels of all accumulated batches): sum / count, not a mean."""
+    head = DSeqJEPAForImageClassification(DSeqJEPAConfig(**TINY, num_labels=3)).eval()
+    pixels, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        mean = head(pixels, labels=labels).loss
+        counted = head(pixels, labels=labels, num_items_in_batch=torch.tensor(8)).loss
+    torch.testing.assert_close(counted, mean / 2)
+
+
 def test_attention_masks_match_dropping_the_masked_tokens():
     """A key mask over the full sequence must equal running only the kept tokens (training's two modes)."""
     model = tiny_model()
@@ -158,9 +228,9 @@ def test_attention_masks_match_dropping_the_masked_tokens():
     keep[:, :7] = True
     with torch.no_grad():
         tokens, _ = model.embed(pixels)
-        masked, *_ = model.encode(tokens, attention_mask=keep)
-        dropped, *_ = model.encode(tokens[:, :7])
-        pairwise, *_ = model.encode(tokens, attention_mask=keep[:, None, :].expand(2, 17, 17))
+        masked = model.encode(tokens, attention_mask=keep)
+        dropped = model.encode(tokens[:, :7])
+        pairwise = model.encode(tokens, attention_mask=keep[:, None, :].expand(2, 17, 17))
     torch.testing.assert_close(masked[:, :7], dropped, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(pairwise[:, :7], dropped, atol=1e-5, rtol=1e-5)
 
@@ -322,15 +392,50 @@ def test_presets_have_ijepa_sizes():
     [
         (dict(hidden_size=60, num_attention_heads=8), r"hidden_size \(60\) must be divisible by num_attention_heads \(8\)"),
         (dict(image_size=30, patch_size=8), r"image_size \(30\) must be divisible by patch_size \(8\)"),
-        (dict(hidden_size="64"), r"hidden_size: expected a positive int, found '64'"),
-        (dict(use_cls_token="yes"), r"use_cls_token: expected true or false"),
+        (dict(hidden_size="64"), r"Field 'hidden_size' expected int, got str \(value: '64'\)"),
+        (dict(hidden_size=0), r"field 'hidden_size':\n.*expected a positive int, found 0"),
+        (dict(min_region_fraction=-0.1), r"field 'min_region_fraction':\n.*expected a number in \[0, 1\], found -0.1"),
+        (dict(layer_norm_eps=0.0), r"field 'layer_norm_eps':\n.*expected a finite number > 0, found 0.0"),
+        (dict(num_regions=True), r"Field 'num_regions' expected int, got bool"),
+        (dict(use_cls_token="yes"), r"Field 'use_cls_token' expected bool, got str"),
+        (dict(layer_norm_eps=1), r"Field 'layer_norm_eps' expected float, got int"),
+        (dict(image_mean=(0.5, 0.5, 0.5)), r"Field 'image_mean' expected a list, got tuple"),
+        (dict(image_mean=[0.5, 0.5]), r"image_mean: expected 3 finite numbers, found \[0.5, 0.5\]"),
+        (dict(image_std=[0.5, 0.0, 0.5]), r"image_std: expected numbers > 0"),
         (dict(saliency_layer=7), r"saliency_layer: expected a block index in \[0, 2\], found 7"),
+        (dict(saliency_layer=-1), r"saliency_layer: expected a block index in \[0, 2\], found -1"),
+        (dict(predictor_num_attention_heads=0), r"predictor_num_attention_heads: expected a positive int, found 0"),
+        (dict(classifier_pooling="max"), r"classifier_pooling: expected one of \('mean', 'cls', 'cls\+mean'\), found 'max'"),
         (dict(use_cls_token=False, saliency_query="cls_token"), "needs use_cls_token=True"),
     ],
 )
 def test_inconsistent_config_fields_are_named(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(StrictDataclassError, match=message):
         DSeqJEPAConfig(**{**TINY, **kwargs})
+
+
+@pytest.mark.parametrize("name", ["layer_norm_eps", "min_region_fraction", "initializer_range"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_floats_are_refused(name, value):
+    with pytest.raises(StrictDataclassError, match=rf"field '{name}':\n.*found {value}"):
+        DSeqJEPAConfig(**{**TINY, name: value})
+    config = DSeqJEPAConfig(**TINY)
+    with pytest.raises(StrictDataclassError, match=f"field '{name}'"):  # on assignment too
+        setattr(config, name, value)
+    with pytest.raises(StrictDataclassError, match=r"image_std: expected 3 finite numbers"):
+        DSeqJEPAConfig(**TINY, image_std=[0.2, value, 0.2])
+
+
+def test_config_is_a_typed_dataclass_with_derived_defaults():
+    config = DSeqJEPAConfig(**TINY, use_cls_token=False)
+    assert (config.saliency_layer, config.saliency_query, config.predictor_num_attention_heads) == (1, "mean_patch", 4)
+    assert config.image_mean == [0.485, 0.456, 0.406] and config.grid_size == (4, 4)
+    types = {field.name: field.type for field in dataclasses.fields(DSeqJEPAConfig)}
+    assert types["hidden_size"] is int and types["layer_norm_eps"] is float  # real types: `strict` checks them
+    with pytest.raises(StrictDataclassError, match="Field 'num_hidden_layers' expected int"):
+        config.num_hidden_layers = 3.0
+    reloaded = DSeqJEPAConfig.from_dict(config.to_dict())
+    assert reloaded.to_dict() == config.to_dict()
 
 
 def test_unknown_preset_is_named():
@@ -346,7 +451,10 @@ def test_bad_config_json_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"missing required field\(s\) \['hidden_size'\]"):
         DSeqJEPAModel.from_pretrained(tmp_path)
     path.write_text(json.dumps({**saved, "num_hidden_layers": "three"}))
-    with pytest.raises(ValueError, match="num_hidden_layers: expected a positive int, found 'three'"):
+    with pytest.raises(StrictDataclassError, match=r"Field 'num_hidden_layers' expected int, got str \(value: 'three'\)"):
+        DSeqJEPAModel.from_pretrained(tmp_path)
+    path.write_text(json.dumps({**saved, "layer_norm_eps": float("nan")}))
+    with pytest.raises(StrictDataclassError, match=r"field 'layer_norm_eps':\n.*found nan"):
         DSeqJEPAModel.from_pretrained(tmp_path)
 
 

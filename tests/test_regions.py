@@ -1,4 +1,4 @@
-"""extract_regions against an independent per-image reference on OpenCV (METHOD.md section 2)."""
+"""extract_regions against an independent per-image reference on OpenCV (docs/METHOD.md section 2)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def reference_threshold(levels: np.ndarray) -> tuple[int, bool]:
 
 
 def reference_regions(saliency: np.ndarray, alpha: float, num_regions: int, connectivity: int):
-    """Per-image METHOD.md section 2 with OpenCV: (masks (R, h, w), scores (R,), valid (R,), tie)."""
+    """Per-image docs/METHOD.md section 2 with OpenCV: (masks (R, h, w), scores (R,), valid (R,), tie)."""
     height, width = saliency.shape
     values = saliency.astype(np.float32)
     normalised = (values - values.min()) / (values.max() - values.min() + 1e-6)

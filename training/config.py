@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from huggingface_hub.errors import StrictDataclassError
+from transformers import PreTrainedConfig
 
 from dseqjepa_hub.atomic import atomic_write_text
 from dseqjepa_hub.configuration_dseqjepa import PRESETS, DSeqJEPAConfig
@@ -43,7 +44,7 @@ class TrainConfig:
     lambda_end: float = 1.0
     context_mode: str = "gather"  # gather: drop non-context tokens; masked: full length + attention mask
     release_compat: bool = False  # the release's lagging contexts and inverted predictor attention
-    # I-JEPA multi-block masks (METHOD.md section 4).
+    # I-JEPA multi-block masks (docs/METHOD.md section 4).
     context_scale: tuple[float, float] = (0.85, 1.0)
     target_scale: tuple[float, float] = (0.15, 0.2)
     target_aspect_ratio: tuple[float, float] = (0.75, 1.5)
@@ -53,7 +54,7 @@ class TrainConfig:
     crop_scale: tuple[float, float] = (0.3, 1.0)
     batch_size: int = 256  # per process
     num_workers: int = 8
-    # Optimisation (METHOD.md section 6).
+    # Optimisation (docs/METHOD.md section 6).
     epochs: float = 600.0
     warmup_epochs: float = 15.0
     start_lr: float = 2e-4
@@ -102,12 +103,12 @@ class TrainConfig:
             raise ConfigError(f"method {self.method!r} ranks regions by the CLS token: set model.use_cls_token: true")
 
     def model_config(self) -> DSeqJEPAConfig:
-        """The encoder's DSeqJEPAConfig (a ValueError of the core is re-raised naming `model`)."""
+        """The encoder's DSeqJEPAConfig (its validation errors are re-raised naming `model`)."""
         try:
             if self.model_preset is None:
                 return DSeqJEPAConfig(**self.model)
             return DSeqJEPAConfig.from_preset(self.model_preset, **self.model)
-        except ValueError as error:
+        except (ValueError, StrictDataclassError) as error:
             raise ConfigError(f"model: {error}") from None
 
     def to_dict(self) -> dict:
@@ -124,10 +125,10 @@ def _plain(value: Any) -> Any:
 
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-_MODEL_TYPES = {
-    name: str(parameter.annotation)
-    for name, parameter in inspect.signature(DSeqJEPAConfig.__init__).parameters.items()
-    if name != "self" and parameter.kind is not inspect.Parameter.VAR_KEYWORD
+_MODEL_TYPES = {  # DSeqJEPAConfig's own dataclass fields (not transformers' common ones), type as text
+    f.name: f.type.__name__ if isinstance(f.type, type) else str(f.type)
+    for f in dataclasses.fields(DSeqJEPAConfig)
+    if f.name not in {common.name for common in dataclasses.fields(PreTrainedConfig)}
 }
 
 

@@ -1,4 +1,4 @@
-"""I-JEPA multi-block masks (METHOD.md section 4), vectorised over the batch.
+"""I-JEPA multi-block masks (docs/METHOD.md section 4), vectorised over the batch.
 
 As I-JEPA's MaskCollator: one context-block size and one target-block size per batch (scale
 and aspect ratio from one uniform draw each), target blocks placed independently per image,

@@ -96,7 +96,7 @@ class JEPAStudent(nn.Module):
     sequence runs at full length and the keys are restricted to CLS + context tokens (the
     release's way). Both give the same context-token outputs. `release_compat` feeds the
     predictor the full-length output and lets it attend only to the non-context positions, as
-    the release does (METHOD.md section 5); it needs "masked".
+    the release does (docs/METHOD.md section 5); it needs "masked".
     """
 
     def __init__(self, encoder: DSeqJEPAModel, predictor: JEPAPredictor, context_mode: str = "gather",
@@ -122,9 +122,9 @@ class JEPAStudent(nn.Module):
         if self.context_mode == "gather":
             patches = tokens[:, prefix:][task.context_image[:, None], positions]  # (C, Lc, D)
             keys = torch.cat([prefix_keys, keep], dim=1)
-            context, _, _, _ = self.encoder.encode(torch.cat([prefix_tokens, patches], dim=1), keys)
+            context = self.encoder.encode(torch.cat([prefix_tokens, patches], dim=1), keys)
         else:
-            full, _, _, _ = self.encoder.encode(tokens[task.context_image], torch.cat([prefix_keys, context_masks], dim=1))
+            full = self.encoder.encode(tokens[task.context_image], torch.cat([prefix_keys, context_masks], dim=1))
             if self.release_compat:
                 context = full  # (C, P + N, D)
                 positions = torch.arange(num_patches, device=tokens.device).expand(count, -1)

@@ -1,6 +1,6 @@
 """The JEPA predictor: a narrow ViT that predicts target-patch embeddings from context tokens.
 
-Tensor names are the release's (METHOD.md section 7): `predictor_embed`, `mask_token`,
+Tensor names are the release's (docs/METHOD.md section 7): `predictor_embed`, `mask_token`,
 `predictor_pos_embed` (fixed sin-cos, patches only), `predictor_blocks.{i}`, `predictor_norm`,
 `predictor_proj`.
 """
@@ -60,5 +60,5 @@ class JEPAPredictor(nn.Module):
         tokens = torch.cat([context, queries], dim=1)
         mask = additive_attention_mask(torch.cat([context_keys, target_keep], dim=1), tokens.dtype)
         for block in self.predictor_blocks:
-            tokens, _ = block(tokens, mask)
+            tokens = block(tokens, mask)
         return self.predictor_proj(self.predictor_norm(tokens[:, context.shape[1]:]))  # (S, Lt, D)

@@ -1,6 +1,6 @@
 """DSeq region sequences: which regions form the context and the target of each step.
 
-Paper (METHOD.md section 3): for k = 1 .. N-1, context R1 u ... u Rk, target R(k+1).
+Paper (docs/METHOD.md section 3): for k = 1 .. N-1, context R1 u ... u Rk, target R(k+1).
 The release (section 5, `release_compat`): its context lags one region, R1 -> R2, R1 -> R3,
 R1 u R2 -> R4, R1 u R2 u R3 -> R5.
 """

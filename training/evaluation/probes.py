@@ -1,6 +1,6 @@
 """Classification probes on frozen features: the linear probe and DINO's weighted kNN.
 
-Linear probe: the paper's protocol (METHOD.md section 9) scaled down to features extracted once:
+Linear probe: the paper's protocol (docs/METHOD.md section 9) scaled down to features extracted once:
 BatchNorm1d(affine=False) + Linear, SGD with Nesterov momentum 0.9, weight decay 5e-4, the
 learning rate divided by 10 at 8/28, 16/28 and 24/28 of training. The paper fixes LR 0.01 for
 ImageNet; on these small sets the learning rate is picked from `LR_GRID` on a 10% hold-out of
