@@ -11,15 +11,15 @@ import torch
 from PIL import Image
 
 import dseqjepa_hub  # noqa: F401  (registers the Auto classes)
-from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAConfig
-from dseqjepa_train.evaluation import region_quality
 from dseqjepa_cli import main
+from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAConfig
+from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
+from dseqjepa_train.evaluation import region_quality
 from dseqjepa_train.evaluation.data import SceneRecord
 from dseqjepa_train.evaluation.features import extract_features
 from dseqjepa_train.evaluation.probes import knn_predict, linear_probe
 from dseqjepa_train.evaluation.region_quality import centred_box, precision_and_iou, top1_region_scores
-from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
-from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
 
 IMAGE, PATCH = 32, 8
 
@@ -94,8 +94,13 @@ def _tiny_model(tmp_path: Path) -> Path:
     return folder
 
 
-def _tiny_scenes(root: Path, per_split: int = 4, size: int = 48) -> Path:
-    """Scenes-kit layout: one square object per image, of class "red" or "green"."""
+def _tiny_scenes(root: Path, per_split: int = 4, mislabelled_val: tuple[int, ...] = (),
+                 misplaced_val_masks: tuple[int, ...] = ()) -> Path:
+    """Scenes-kit layout of 48 px images: one 24 px square object per image on dark noise, "red" (even
+    index) or "green" (odd), at a corner of the 4x4 grid of 12 px cells (so it covers 2x2 cells exactly).
+    Val images listed in `mislabelled_val` are labelled with the other colour in labels.tsv; those in
+    `misplaced_val_masks` have their object mask in the opposite corner, away from the object."""
+    size, side = 48, 24
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         (root / split / "images").mkdir(parents=True)
@@ -104,14 +109,18 @@ def _tiny_scenes(root: Path, per_split: int = 4, size: int = 48) -> Path:
         for i in range(per_split):
             colour = ("red", "green")[i % 2]
             pixels = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+            y, x = (int(v) for v in rng.choice([0, size - side], 2))
+            pixels[y : y + side, x : x + side] = (230, 20, 20) if colour == "red" else (20, 230, 20)
+            if split == "val" and i in misplaced_val_masks:
+                y, x = size - side - y, size - side - x
             label = np.zeros((size, size), dtype=np.uint8)
-            y, x = rng.integers(0, size // 2, 2)
-            label[y : y + size // 2, x : x + size // 2] = 1
-            pixels[label == 1] = (230, 20, 20) if colour == "red" else (20, 230, 20)
+            label[y : y + side, x : x + side] = 1
             Image.fromarray(pixels).save(root / split / "images" / f"{i:06d}.png")
             Image.fromarray(label).save(root / split / "masks" / f"{i:06d}.png")
             images.append({"file": f"images/{i:06d}.png", "mask": f"masks/{i:06d}.png", "background": "none",
                            "objects": [{"id": 1, "category": colour, "stamp": "s", "box": [0, 0, 1, 1], "area": 1}]})
+            if split == "val" and i in mislabelled_val:
+                colour = "green" if colour == "red" else "red"
             lines.append(f"images/{i:06d}.png\t{colour}\n")
         (root / split / "annotations.json").write_text(json.dumps({"categories": ["green", "red"], "images": images}))
         (root / split / "labels.tsv").write_text("".join(lines))
@@ -162,26 +171,83 @@ def test_last4_features_are_normed_block_outputs(tmp_path):
     torch.testing.assert_close(extract_features(model, processor, paths, "last", 2), pooled, rtol=1e-5, atol=1e-6)
 
 
+def _brightness_saliency(monkeypatch) -> None:
+    """DSeqJEPAModel's saliency becomes each patch's mean brightest channel: the top region of a
+    tiny-scenes image is then its object's 2x2 patches, whatever the weights."""
+    real_forward = DSeqJEPAModel.forward
+
+    def forward(self, pixel_values, *args, output_saliency=False, **kwargs):
+        outputs = real_forward(self, pixel_values, *args, output_saliency=output_saliency, **kwargs)
+        if output_saliency:
+            brightest = pixel_values.float().amax(dim=1, keepdim=True)  # (B, 1, S, S)
+            outputs.saliency = torch.nn.functional.avg_pool2d(brightest, self.config.patch_size)[:, 0]
+        return outputs
+
+    monkeypatch.setattr(DSeqJEPAModel, "forward", forward)
+
+
+def _reference_features(model_dir: Path, paths: list[Path]) -> torch.Tensor:
+    """Pooled last-layer features, one image at a time, without the evaluation package."""
+    model = DSeqJEPAModel.from_pretrained(model_dir).eval()
+    processor = DSeqJEPAImageProcessor.from_pretrained(model_dir)
+    with torch.no_grad():
+        return torch.cat([
+            model(pixel_values=processor(Image.open(path).convert("RGB"), return_tensors="pt")["pixel_values"]).pooler_output
+            for path in paths
+        ])
+
+
 @pytest.mark.parametrize("task", ["linear", "knn", "regions"])
-def test_eval_cli_end_to_end(tmp_path, task, capsys):
+def test_eval_cli_end_to_end(tmp_path, task, capsys, monkeypatch):
+    """Val image 1 (green) is labelled red and val image 0's mask lies away from its object: a
+    classifier that tells the colours apart scores 3/4, and so does a top region on the object."""
     model_dir = _tiny_model(tmp_path)
-    data_dir = _tiny_scenes(tmp_path / "scenes")
+    data_dir = _tiny_scenes(tmp_path / "scenes", mislabelled_val=(1,), misplaced_val_masks=(0,))
+    if task == "regions":
+        _brightness_saliency(monkeypatch)
     out = tmp_path / f"{task}.json"
     code = main(["eval", str(model_dir), "--data", str(data_dir), "--task", task, "--out", str(out), "--device", "cpu",
-                 "--batch-size", "3", "--epochs", "5"])
+                 "--batch-size", "3", "--epochs", "20", "--lr", "0.1", "--k", "3"])
     assert code == 0
     result = json.loads(out.read_text())
     assert result["task"] == task and result["dataset"] == "scenes" and result["split"] == "val"
     assert result["n_images"] == 4 and result["model"] == str(model_dir)
-    assert 0.0 <= result["value"] <= 1.0
     table = out.with_suffix(".md").read_text()
     assert table in capsys.readouterr().out
+    assert result["value"] == 0.75  # exact: 3 of 4 images
     if task == "regions":
         assert set(result["details"]) == {"model", "centred_box", "random_init"}
-        assert result["value"] == result["details"]["model"]["top1_on_object"]
+        model_row = result["details"]["model"]
+        assert result["value"] == model_row["top1_on_object"]
+        # Top regions are exactly the objects (precision 1, IoU 1) but on the image with the misplaced mask (0, 0).
+        assert model_row == {"top1_on_object": 0.75, "mean_iou": 0.75, "mean_precision": 0.75,
+                             "mean_area_fraction": 0.25, "images_without_region": 0}
+        assert result["details"]["random_init"] == model_row  # same saliency rule, whatever the weights
+        # A centred 24 px box overlaps each corner mask by 12x12 px: precision 1/4, IoU 144 / 1008.
+        centred = result["details"]["centred_box"]
+        assert centred["top1_on_object"] == 0.0 and centred["mean_area_fraction"] == 0.25
+        assert centred["mean_precision"] == 0.25 and centred["mean_iou"] == pytest.approx(1 / 7)
         assert "| centred_box |" in table
+        return
+    assert result["metric"] == "top1" and result["details"]["num_classes"] == 2 and result["details"]["n_train"] == 4
+    # Recomputed from features extracted here, classes in sorted order (green 0, red 1).
+    paths = {split: sorted((data_dir / split / "images").iterdir()) for split in ("train", "val")}
+    train_x, val_x = (_reference_features(model_dir, paths[split]) for split in ("train", "val"))
+    train_y = torch.tensor([1, 0, 1, 0])
+    val_y = torch.tensor([1, 1, 1, 0])  # image 1 mislabelled
+    if task == "knn":
+        assert result["details"]["k"] == 3
+        similarity = torch.nn.functional.normalize(val_x, dim=1) @ torch.nn.functional.normalize(train_x, dim=1).T
+        votes = torch.zeros(4, 2)
+        for query in range(4):
+            for neighbour in similarity[query].argsort(descending=True)[:3]:
+                votes[query, train_y[neighbour]] += torch.exp(similarity[query, neighbour] / 0.07)
+        expected = (votes.argmax(dim=1) == val_y).float().mean().item()
     else:
-        assert result["metric"] == "top1" and result["details"]["num_classes"] == 2 and result["details"]["n_train"] == 4
+        assert result["details"]["lr"] == 0.1 and result["details"]["epochs"] == 20
+        expected = linear_probe(train_x, train_y, val_x, val_y, 2, epochs=20, lr=0.1)["top1"]
+        assert result["details"]["train_top1"] == 1.0
+    assert result["value"] == expected == 0.75
 
 
 def test_eval_cli_reports_bad_data(tmp_path, capsys):

@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAImageProcessor, DSeqJEPAModel, SaliencyRankingPipeline
 from dseqjepa_cli import main
+from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAImageProcessor, DSeqJEPAModel, SaliencyRankingPipeline
+from dseqjepa_hub.image_io import load_image
 from dseqjepa_hub.model_loading import ModelLoadError, load_model
+from dseqjepa_hub.pipeline_saliency_ranking import save_pretrained_with_pipeline
 from dseqjepa_hub.region_files import rank_regions_in_files
 from dseqjepa_hub.region_json import mask_to_rle, regions_from_json, rle_to_mask
-from dseqjepa_hub.image_io import load_image
-from dseqjepa_hub.pipeline_saliency_ranking import save_pretrained_with_pipeline
 from dseqjepa_hub.regions import extract_regions
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -118,10 +118,6 @@ def test_pipeline_inputs_parameters_and_batching(tiny, photos):
     for same in (pipe(photos[1], min_region_fraction=MIN_FRACTION), pipe(array, min_region_fraction=MIN_FRACTION)):
         assert [r["box"] for r in same] == [r["box"] for r in single]
 
-    # Parameters reach the ranking: fewer slots, no background, a strict area filter.
-    assert len(pipe(image, min_region_fraction=MIN_FRACTION, num_regions=2)) <= 2
-    assert not any(r["is_background"] for r in pipe(image, min_region_fraction=MIN_FRACTION, include_background=False))
-    assert all(r["area_fraction"] >= 0.4 for r in pipe(image, min_region_fraction=0.4)[:-1])
     assert "embedding" not in single[0] and "saliency" not in single[0]
 
     # A batch of three in forward passes of two equals one at a time.
@@ -140,6 +136,78 @@ def test_pipeline_inputs_parameters_and_batching(tiny, photos):
         pipe(np.zeros((3, 32, 32), dtype=np.uint8))
     with pytest.raises(ValueError, match="float one in \\[0, 1\\]"):
         pipe(np.full((8, 8, 3), 300.0))
+
+
+# A designed 8x8 saliency map: three components of known areas and scores on a zero background.
+#   medium: rows 5-7, cols 0-3, 12 patches (0.1875), saliency 1.0
+#   small:  rows 5-7, cols 5-7,  9 patches (0.1406), saliency 0.9  (under the config's 0.15)
+#   large:  rows 0-3, cols 0-6, 28 patches (0.4375), saliency 0.8  (the only one over 0.4)
+DESIGNED_SALIENCY = torch.zeros(8, 8)
+DESIGNED_SALIENCY[5:8, 0:4] = 1.0
+DESIGNED_SALIENCY[5:8, 5:8] = 0.9
+DESIGNED_SALIENCY[0:4, 0:7] = 0.8
+MEDIUM, SMALL, LARGE = [(DESIGNED_SALIENCY == value).numpy() for value in (1.0, 0.9, 0.8)]
+
+
+class DesignedSaliencyModel(DSeqJEPAModel):
+    """The tiny model with its saliency replaced by DESIGNED_SALIENCY (features left as they are)."""
+
+    def forward(self, *args, **kwargs):
+        outputs = super().forward(*args, **kwargs)
+        if outputs.saliency is not None:
+            outputs.saliency = DESIGNED_SALIENCY.to(outputs.saliency).expand_as(outputs.saliency).clone()
+        return outputs
+
+
+def test_pipeline_parameters_change_the_ranking():
+    """Each option on a map where it changes the answer, so that an ignored option fails the test."""
+    config = DSeqJEPAConfig(
+        image_size=64, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    assert (config.min_region_fraction, config.num_regions) == (0.15, 5)  # the defaults the expectations rely on
+    torch.manual_seed(0)
+    pipe = SaliencyRankingPipeline(
+        model=DesignedSaliencyModel(config).eval(),
+        image_processor=DSeqJEPAImageProcessor.from_model_config(config),
+        device="cpu",
+    )
+    image = Image.new("RGB", (80, 64))  # 10 x 8 px per patch
+
+    def patch_masks(regions):
+        return [region["patch_mask"] for region in regions]
+
+    def same_masks(regions, expected):
+        return len(regions) == len(expected) and all(np.array_equal(a, b) for a, b in zip(regions, expected))
+
+    # Config defaults (0.15, 5 slots): the small component is dropped, medium ranks before large.
+    default = pipe(image)
+    check_region_dicts(default, image.size)
+    assert same_masks(patch_masks(default), [MEDIUM, LARGE, ~(MEDIUM | LARGE)])
+    assert [r["area_fraction"] for r in default] == [12 / 64, 28 / 64, 24 / 64]
+
+    # min_region_fraction=0.4: the large component alone, plus the rest as background.
+    strict = pipe(image, min_region_fraction=0.4)
+    check_region_dicts(strict, image.size)
+    foreground = [r for r in strict if not r["is_background"]]
+    assert len(foreground) == 1 and foreground[0]["area_fraction"] == 28 / 64 >= 0.4
+    assert foreground[0]["box"] == [0, 0, 70, 32]
+    assert same_masks(patch_masks(strict), [LARGE, ~LARGE])
+    # min_region_fraction=0.03 keeps the small component too.
+    loose = pipe(image, min_region_fraction=0.03)
+    assert same_masks(patch_masks(loose), [MEDIUM, SMALL, LARGE, ~(MEDIUM | SMALL | LARGE)])
+
+    # num_regions (background slot included): exactly that many regions, the best components first.
+    assert len(loose) == 4
+    for num_regions, kept in ((2, [MEDIUM]), (3, [MEDIUM, SMALL])):
+        regions = pipe(image, min_region_fraction=0.03, num_regions=num_regions)
+        check_region_dicts(regions, image.size)
+        assert len(regions) == num_regions
+        assert same_masks(patch_masks(regions), kept + [~np.logical_or.reduce(kept)])
+
+    # include_background=False: the default's foreground regions, the background left out.
+    no_background = pipe(image, include_background=False)
+    assert len(no_background) == 2 and not any(r["is_background"] for r in no_background)
+    assert same_masks(patch_masks(no_background), [MEDIUM, LARGE])
 
 
 def test_saved_folder_runs_without_the_package(tiny, photos, tmp_path):
@@ -188,7 +256,7 @@ def write_mixed_folder(folder: Path, photos) -> tuple[list[Path], dict[str, str]
         good.append(target)
     chelsea = Image.open(photos[1]).convert("RGB")
     chelsea.convert("CMYK").save(folder / "cmyk.jpg")
-    Image.fromarray((np.asarray(chelsea.convert("L")).astype(np.uint16) * 257)).save(folder / "grey16.png")
+    Image.fromarray(np.asarray(chelsea.convert("L")).astype(np.uint16) * 257).save(folder / "grey16.png")
     palette = chelsea.convert("P")
     palette.save(folder / "palette.png", transparency=0)
     exif = chelsea.getexif()
@@ -200,12 +268,12 @@ def write_mixed_folder(folder: Path, photos) -> tuple[list[Path], dict[str, str]
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
     (folder / "empty.png").write_bytes(b"")
     (folder / "notes.png").write_text("not an image")
-    Image.new("RGB", (3000, 2000)).save(folder / "bomb.png")  # 6 M pixels, over twice the 1.1 M limit set below
+    Image.new("RGB", (3000, 2000)).save(folder / "bomb.png")  # 6 M pixels, over the --max-pixels 1.1 M given below
     bad = {
         "truncated.jpg": "truncated or corrupt image data",
         "empty.png": "empty file (0 bytes)",
         "notes.png": "not an image file that Pillow can read",
-        "bomb.png": "decompression bomb",
+        "bomb.png": "3000 x 2000 = 6 MP is above the limit of 1 MP",
     }
     return sorted(good), bad
 
@@ -213,10 +281,9 @@ def write_mixed_folder(folder: Path, photos) -> tuple[list[Path], dict[str, str]
 def test_regions_command_on_photos_and_bad_files(tiny, photos, tmp_path, monkeypatch, capsys):
     folder, model, processor = tiny
     good, bad = write_mixed_folder(tmp_path / "in", photos)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_100_000)
     out = tmp_path / "out"
     argv = ["regions", str(tmp_path / "in"), "--model", str(folder), "--out", str(out), "--json", "--show-saliency",
-            "--min-region-fraction", str(MIN_FRACTION), "--batch-size", "3"]
+            "--min-region-fraction", str(MIN_FRACTION), "--batch-size", "3", "--max-pixels", "1100000"]
     assert main(argv) == 1  # some files failed
     stderr = capsys.readouterr().err
     assert f"{len(bad)} file(s) could not be read" in stderr

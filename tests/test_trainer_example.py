@@ -4,7 +4,9 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAForImageClassification, DSeqJEPAImageProcessor, DSeqJEPAModel
@@ -20,13 +22,17 @@ def load_example():
 
 
 def make_image_folder(root: Path) -> None:
-    """Two classes a linear head can tell apart: reddish and bluish noisy images."""
+    """Two classes a linear head can tell apart: reddish and bluish noisy images, 10 each.
+
+    The example holds out the first 2 files of each class (0.png, 1.png); blue/0.png is a reddish
+    image, so a model that tells the colours apart scores exactly 3/4 on the held-out images.
+    """
     rng = np.random.default_rng(0)
     for name, channel in (("red", 0), ("blue", 2)):
         (root / name).mkdir(parents=True)
         for index in range(10):
             pixels = rng.integers(0, 90, (32, 32, 3))
-            pixels[..., channel] += 150
+            pixels[..., 0 if (name, index) == ("blue", 0) else channel] += 150
             Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{index}.png")
 
 
@@ -46,7 +52,18 @@ def test_trainer_lowers_the_loss_and_the_saved_model_reloads(tmp_path):
     losses = [entry["loss"] for entry in result["log_history"] if "loss" in entry]
     assert len(losses) == 12
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
-    assert 0.0 <= result["metrics"]["eval_accuracy"] <= 1.0
+
+    # The Trainer's evaluation, recomputed from the trained model's predictions on the held-out images.
+    processor = DSeqJEPAImageProcessor.from_pretrained(tmp_path / "pretrained")
+    held_out = [(path, label) for label, name in enumerate(("blue", "red"))
+                for path in sorted((tmp_path / "data" / name).glob("*.png"))[:2]]
+    pixels = processor([Image.open(path).convert("RGB") for path, _ in held_out], return_tensors="pt")["pixel_values"]
+    labels = torch.tensor([label for _, label in held_out])
+    with torch.no_grad():
+        logits = result["model"].eval()(pixels.to(result["model"].device)).logits.cpu()
+    assert logits.argmax(dim=1).tolist() == [1, 0, 1, 1]  # colours told apart; blue/0.png is the reddish one
+    assert result["metrics"]["eval_accuracy"] == (logits.argmax(dim=1) == labels).float().mean().item() == 0.75
+    assert result["metrics"]["eval_loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
 
     reloaded = DSeqJEPAForImageClassification.from_pretrained(tmp_path / "finetuned").eval()
     processor = DSeqJEPAImageProcessor.from_pretrained(tmp_path / "finetuned")

@@ -15,9 +15,10 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
-from dseqjepa_train import load_config, train
 from dseqjepa_train import checkpoint as checkpoint_module
+from dseqjepa_train import load_config, train
 from dseqjepa_train.checkpoint import NETWORK_FILES, latest_checkpoint
+from dseqjepa_train.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,8 +121,9 @@ def test_resume_after_an_interrupted_checkpoint_write_is_bit_identical(images, t
 def test_resume_refuses_a_changed_config(images, tmp_path):
     config = load_config("tiny-cpu", ["method=ijepa"])
     train(config, images, tmp_path, max_steps=1)
-    with pytest.raises(Exception, match=r"config differs from the checkpoint's .* in \['lr'\]"):
+    with pytest.raises(ConfigError, match=r"config differs from the checkpoint's .* in \['lr'\]") as raised:
         train(load_config("tiny-cpu", ["method=ijepa", "lr=0.01"]), images, tmp_path, max_steps=2, resume=True)
+    assert type(raised.value) is ConfigError
 
 
 def test_a_nan_loss_stops_the_run_naming_the_step(images, tmp_path, capsys):
