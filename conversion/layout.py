@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from dseqjepa_hub.configuration_dseqjepa import PRESETS, DSeqJEPAConfig
+
 from .loading import ConversionError
 
-LAYER_NORM_EPS = 1e-6  # the release's, I-JEPA's and timm's ViT default (METHOD.md section 7)
+LAYER_NORM_EPS = 1e-6  # the release's, I-JEPA's and timm's ViT default (docs/METHOD.md section 7)
 _BLOCK = re.compile(r"blocks\.(\d+)\.")
 
 

@@ -1,4 +1,4 @@
-"""Readers for the authors' DSeq-JEPA release and I-JEPA's release (METHOD.md section 7).
+"""Readers for the authors' DSeq-JEPA release and I-JEPA's release (docs/METHOD.md section 7).
 
 Both are `torch.save` dicts (`encoder`, `target_encoder`, `predictor`, ...) whose state dicts may
 carry DDP's `module.` prefix, or a bare encoder state dict. Their encoder tensor names are
@@ -104,7 +104,7 @@ def _read_release(
 def predictor_sizes(predictor: dict[str, torch.Tensor], num_heads: int, source: str) -> dict[str, int]:
     """predictor_hidden_size / _num_hidden_layers / _num_attention_heads from the release predictor's tensors.
 
-    The heads are the encoder's (the release and METHOD.md section 3), as shapes cannot tell them.
+    The heads are the encoder's (the release and docs/METHOD.md section 3), as shapes cannot tell them.
     """
     if "predictor_embed.weight" not in predictor:
         raise ConversionError(f"{source}: the predictor has no 'predictor_embed.weight' (found {sorted(predictor)[:8]})")

@@ -20,7 +20,9 @@ from safetensors.torch import save_file
 
 from dseqjepa_hub.atomic import atomic_write
 from dseqjepa_hub.configuration_dseqjepa import PRESETS
+from dseqjepa_hub.model_loading import load_encoder
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
+
 from .layout import LAYER_NORM_EPS, infer_layout
 from .loading import ConversionError, as_state_dict, describe_checkpoint, is_square, load_tensor_file, strip_prefix
 from .source import SourceCheckpoint
@@ -116,10 +118,7 @@ def export_timm(model_dir: str | os.PathLike, out_file: str | os.PathLike, log=p
     out_file = Path(out_file)
     if out_file.exists():
         raise ConversionError(f"{out_file} already exists; choose a new file name")
-    try:
-        model = DSeqJEPAModel.from_pretrained(model_dir).float().eval()
-    except (OSError, ValueError) as error:
-        raise ConversionError(f"{model_dir}: not a DSeq-JEPA model folder ({error})") from None
+    model = load_encoder(str(model_dir)).float()  # damaged folders: one ModelLoadError naming the file
     name, kwargs = timm_model_args(model)
     state = {key: tensor.contiguous() for key, tensor in model.state_dict().items()}
     if model.config.use_cls_token:

@@ -14,6 +14,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAConfig
+
 from .layout import EncoderLayout, check_tensors
 
 

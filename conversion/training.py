@@ -7,13 +7,14 @@ encoders' DSeqJEPAConfig in config.json; the sizes inferred from the tensors mus
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import yaml
+from huggingface_hub.errors import StrictDataclassError
 
 from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAConfig
 from dseqjepa_train.checkpoint import COMPLETE_MARKER, NETWORK_FILES, latest_checkpoint
+
 from .layout import infer_layout
 from .loading import ConversionError, as_state_dict, load_tensor_file
 from .source import SourceCheckpoint
@@ -50,7 +51,7 @@ def read_training(
     folder = find_checkpoint(path)
     try:
         saved = DSeqJEPAConfig.from_json_file(str(folder / "config.json"))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, StrictDataclassError) as error:
         raise ConversionError(f"{folder}/config.json: not a readable DSeqJEPAConfig ({error})") from None
     file = folder / NETWORK_FILES[ENCODER_FILES[encoder]]
     state = as_state_dict(load_tensor_file(file), file)
@@ -62,8 +63,7 @@ def read_training(
     ]
     if disagree:
         raise ConversionError(f"{file}: the tensors disagree with {folder}/config.json: " + "; ".join(disagree))
-    accepted = set(inspect.signature(DSeqJEPAConfig.__init__).parameters) - _LAYOUT_FIELDS - {"self", "kwargs"}
-    overrides = {name: getattr(saved, name) for name in accepted}
+    overrides = {name: getattr(saved, name) for name in saved.own_fields() if name not in _LAYOUT_FIELDS}
     recipe = _training_config(folder)
     predictor = None
     if with_predictor:

@@ -66,5 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         errors = sys.modules.get("dseqjepa_hub.errors")  # never imported: cannot be one of ours
         if errors is None or not isinstance(error, errors.DSeqJEPAError):
             raise
-        print(f"dseqjepa {args.command}: error: {error}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())  # one line
+        print(f"dseqjepa {args.command}: error: {message}", file=sys.stderr)
         return 1

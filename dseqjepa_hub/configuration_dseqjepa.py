@@ -5,12 +5,11 @@ whenever it is set, the relations between fields when the config is built and wh
 (No `from __future__ import annotations` here: `strict` checks real types, not strings.)
 """
 
+import dataclasses
 import math
 
-# `strict` and `as_validated_field` are huggingface_hub's, reached through transformers (which imports
-# them there): this file travels as remote code, which imports only transformers, torch and the like.
-from transformers.configuration_utils import PreTrainedConfig, strict
-from transformers.utils.type_validators import as_validated_field
+from huggingface_hub.dataclasses import as_validated_field, strict  # transformers' own config machinery
+from transformers.configuration_utils import PreTrainedConfig
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -188,6 +187,12 @@ class DSeqJEPAConfig(PreTrainedConfig):
         if name not in PRESETS:
             raise ValueError(f"Unknown DSeq-JEPA preset {name!r}; expected one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
+
+    @classmethod
+    def own_fields(cls) -> tuple[str, ...]:
+        """This config's own field names, in declared order (not transformers' common ones such as `dtype`)."""
+        common = {field.name for field in dataclasses.fields(PreTrainedConfig)}
+        return tuple(field.name for field in dataclasses.fields(cls) if field.name not in common)
 
 
 __all__ = ["DSeqJEPAConfig"]

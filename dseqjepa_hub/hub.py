@@ -34,8 +34,8 @@ from huggingface_hub.utils import validate_repo_id
 
 from . import __version__
 from .atomic import atomic_directory, check_empty_folder
-from .errors import DSeqJEPAError
 from .configuration_dseqjepa import DSeqJEPAConfig
+from .errors import DSeqJEPAError
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .modeling_dseqjepa import DSeqJEPAModel
 from .pipeline_saliency_ranking import rank_regions, save_pretrained_with_pipeline

@@ -56,9 +56,9 @@ class _DSeqJEPAProcessingDefaults:
             resized = (size["height"], size["width"])
         if not self.do_center_crop:
             return 0, 0, width, height
-        crop_h = min(self.crop_size["height"], resized[0])
-        crop_w = min(self.crop_size["width"], resized[1])
-        top, left = (resized[0] - crop_h) // 2, (resized[1] - crop_w) // 2
+        crop_h, crop_w = self.crop_size["height"], self.crop_size["width"]
+        # A crop larger than the image pads it with zeros: the box then reaches past the image's edges.
+        top, left = self._crop_start(resized[0], crop_h), self._crop_start(resized[1], crop_w)
         scale_y, scale_x = height / resized[0], width / resized[1]
         return (
             round(left * scale_x),
@@ -71,9 +71,19 @@ class _DSeqJEPAProcessingDefaults:
 class DSeqJEPAImageProcessor(_DSeqJEPAProcessingDefaults, TorchvisionBackend):
     r"""DSeq-JEPA image processor (torchvision backend). Direct resize to 224x224 by default."""
 
+    @staticmethod
+    def _crop_start(side: int, crop: int) -> int:
+        """Where the centre crop starts along one side, as the torchvision backend crops and pads."""
+        return (side - crop) // 2 if crop <= side else -((crop - side) // 2)
+
 
 class DSeqJEPAImageProcessorPil(_DSeqJEPAProcessingDefaults, PilBackend):
     r"""DSeq-JEPA image processor (PIL backend), numerically close to the torchvision one."""
+
+    @staticmethod
+    def _crop_start(side: int, crop: int) -> int:
+        """Where the centre crop starts along one side, as transformers' numpy `center_crop` crops and pads."""
+        return (side - crop) // 2
 
 
 __all__ = ["DSeqJEPAImageProcessor", "DSeqJEPAImageProcessorPil"]

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from huggingface_hub.errors import StrictDataclassError
-from transformers import PreTrainedConfig
 
 from .configuration_dseqjepa import PRESETS, DSeqJEPAConfig
 from .errors import DSeqJEPAError
+from .model_loading import model_source
 from .modeling_dseqjepa import DSeqJEPAModel
-
-# DSeqJEPAConfig's own fields, in their declared order (not transformers' common ones such as `dtype`).
-_COMMON_FIELDS = {field.name for field in dataclasses.fields(PreTrainedConfig)}
-_CONFIG_FIELDS = tuple(field.name for field in dataclasses.fields(DSeqJEPAConfig) if field.name not in _COMMON_FIELDS)
 
 
 def read_config(model: str) -> DSeqJEPAConfig:
@@ -22,7 +16,7 @@ def read_config(model: str) -> DSeqJEPAConfig:
     if model in PRESETS:
         return DSeqJEPAConfig.from_preset(model)
     try:
-        return DSeqJEPAConfig.from_pretrained(model)
+        return DSeqJEPAConfig.from_pretrained(model_source(model))
     except (OSError, ValueError, StrictDataclassError) as error:
         raise DSeqJEPAError(f"cannot read a DSeq-JEPA config from {model!r}: {error}") from None
 
@@ -35,5 +29,5 @@ def describe(config: DSeqJEPAConfig) -> dict:
         "parameters": sum(p.numel() for p in encoder.parameters()),
         "patch_grid": f"{grid[0]}x{grid[1]}",
         "tokens": grid[0] * grid[1] + int(config.use_cls_token),
-        "config": {name: getattr(config, name) for name in _CONFIG_FIELDS},
+        "config": {name: getattr(config, name) for name in config.own_fields()},
     }

@@ -8,11 +8,13 @@ naming the file and the problem, before transformers prints a report or a traceb
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 
 from .configuration_dseqjepa import DSeqJEPAConfig
@@ -67,19 +69,30 @@ def check_safetensors_shapes(weights: Path, config: DSeqJEPAConfig) -> None:
         raise ModelLoadError(f"{weights}: the weights do not match config.json: {'; '.join(mismatched[:3])}{more}")
 
 
-def load_model(model: str | None = None, device: str = "cpu") -> LoadedModel:
-    """`model`: a local folder or a Hub repo id (from the cache when offline); None: the bundled model."""
+def model_source(model: str | os.PathLike) -> str:
+    """`model` as from_pretrained should get it; a path that is plainly local (absolute, or starting
+    with ".", "~" or holding a backslash) but missing is refused at once, not looked up on the Hub."""
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.exists():
+        return str(path)
+    if path.is_absolute() or text.startswith((".", "~")) or "\\" in text or text.count("/") > 1:
+        raise ModelLoadError(f"{text}: no such model folder")
+    return text
+
+
+def load_encoder(model: str | None = None, device: str = "cpu") -> DSeqJEPAModel:
+    """The encoder alone (no image processor needed): `model` as in `load_model`."""
     check_device(device)
-    source = str(default_model_path() if model is None else model)
+    source = model_source(default_model_path() if model is None else model)
     try:
         config = DSeqJEPAConfig.from_pretrained(source)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, StrictDataclassError) as error:
         raise ModelLoadError(f"cannot load the model {source!r}: {error}") from None
     if (Path(source) / SAFETENSORS_FILE).is_file():
         check_safetensors_shapes(Path(source) / SAFETENSORS_FILE, config)
     try:
         encoder = DSeqJEPAModel.from_pretrained(source, config=config)
-        processor = DSeqJEPAImageProcessor.from_pretrained(source)
     except pickle.UnpicklingError:
         raise ModelLoadError(
             f"{Path(source) / PICKLE_FILE}: holds objects other than tensors and was refused "
@@ -89,4 +102,15 @@ def load_model(model: str | None = None, device: str = "cpu") -> LoadedModel:
         raise ModelLoadError(f"{source}: a safetensors file is unreadable ({error})") from None
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load the model {source!r}: {error}") from None
-    return LoadedModel(encoder.to(device).eval(), processor, source)
+    return encoder.to(device).eval()
+
+
+def load_model(model: str | None = None, device: str = "cpu") -> LoadedModel:
+    """`model`: a local folder or a Hub repo id (from the cache when offline); None: the bundled model."""
+    encoder = load_encoder(model, device)
+    source = encoder.name_or_path
+    try:
+        processor = DSeqJEPAImageProcessor.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load the image processor of {source!r}: {error}") from None
+    return LoadedModel(encoder, processor, source)

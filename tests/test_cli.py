@@ -103,12 +103,6 @@ def test_info_on_a_missing_folder_is_one_line_and_exit_1(tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith("dseqjepa info: error: "), done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a model name that is neither a folder nor a preset is looked up on the Hub; offline, "
-    "transformers' message has a line break ('... cached files.\\nCheck your internet connection ...') "
-    "and main() prints it as is: two lines on stderr instead of the promised one",
-)
 def test_info_on_a_missing_relative_name_is_one_line(tmp_path):
     done = run_module("dseqjepa_cli", "info", "no_such_model", cwd=tmp_path)
     assert done.returncode == 1

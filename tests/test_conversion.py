@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import IJepaConfig, IJepaForImageClassification, IJepaModel
 
-from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel
-from dseqjepa_hub.atomic import FolderNotEmptyError
 import dseqjepa_convert
 from dseqjepa_cli import main
 from dseqjepa_convert import READERS, ConversionError, convert, export_timm
 from dseqjepa_convert.layout import infer_layout
 from dseqjepa_convert.timm_vit import vit_kwargs
+from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel
+from dseqjepa_hub.atomic import FolderNotEmptyError
 
 WIDTH, DEPTH, HEADS, PATCH, IMAGE, PRED_WIDTH = 32, 2, 2, 8, 32, 16
 GRID = IMAGE // PATCH
@@ -53,7 +53,7 @@ def _blocks(state: dict, prefix: str, width: int, depth: int, generator: torch.G
 
 
 def release_encoder(cls_token: bool, seed: int) -> dict[str, torch.Tensor]:
-    """An encoder state dict with the release's names and shapes (METHOD.md section 7), random values."""
+    """An encoder state dict with the release's names and shapes (docs/METHOD.md section 7), random values."""
     generator = torch.Generator().manual_seed(seed)
     state = {"patch_embed.proj.weight": _random(generator, WIDTH, 3, PATCH, PATCH),
              "patch_embed.proj.bias": _random(generator, WIDTH)}
@@ -78,7 +78,7 @@ def release_predictor(seed: int) -> dict[str, torch.Tensor]:
 
 
 def release_forward(state: dict, images: torch.Tensor, pos_embed_has_cls: bool = False) -> torch.Tensor:
-    """The release ViT's forward written out from METHOD.md (independent of the package and of timm)."""
+    """The release ViT's forward written out from docs/METHOD.md (independent of the package and of timm)."""
     x = F.conv2d(images, state["patch_embed.proj.weight"], state["patch_embed.proj.bias"], stride=PATCH)
     x = x.flatten(2).transpose(1, 2)  # (B, N, D)
     pos_embed = state["pos_embed"]
@@ -91,7 +91,7 @@ def release_forward(state: dict, images: torch.Tensor, pos_embed_has_cls: bool =
     head_dim = width // HEADS
     depth = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
     for i in range(depth):
-        p = lambda name: (state[f"blocks.{i}.{name}.weight"], state[f"blocks.{i}.{name}.bias"])  # noqa: E731
+        p = lambda name, i=i: (state[f"blocks.{i}.{name}.weight"], state[f"blocks.{i}.{name}.bias"])  # noqa: E731
         h = F.layer_norm(x, (width,), *p("norm1"), eps=1e-6)
         q, k, v = F.linear(h, *p("attn.qkv")).reshape(batch, length, 3, HEADS, head_dim).permute(2, 0, 3, 1, 4)
         attention = torch.softmax(q @ k.transpose(-2, -1) * head_dim**-0.5, dim=-1)  # (B, H, L, L)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dseqjepa_cli import main
 from dseqjepa_train.datakit import DataKitError, build_fashion_mnist, build_scenes
 from dseqjepa_train.datakit import scenes as scenes_module
-from dseqjepa_cli import main
 from dseqjepa_train.datakit.fashion_mnist import CLASSES, read_idx
 from dseqjepa_train.datakit.scenes import find_photo_stamps
 

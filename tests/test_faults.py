@@ -81,6 +81,16 @@ def test_damaged_model_folder_is_one_clear_line(tmp_path, capsys, kind, command)
     assert not out.exists() or not any(out.iterdir())  # no result from garbage
 
 
+@pytest.mark.parametrize("kind", list(EXPECTED)[:4])
+def test_damaged_model_folder_in_export_timm_is_one_clear_line(tmp_path, capsys, kind):
+    folder = model_copy(tmp_path, "model")
+    damage(folder, kind, tmp_path)
+    code = main(["export", "timm", str(folder), "--out", str(tmp_path / "timm.safetensors")])
+    err = capsys.readouterr().err
+    assert code == 1 and f"dseqjepa export: error: {folder}" in err and EXPECTED[kind] in err and "Traceback" not in err
+    assert not (tmp_path / "executed").exists() and not (tmp_path / "timm.safetensors").exists()
+
+
 def test_intact_copy_still_works(tmp_path, capsys):
     """The fault tests above mean something only if an undamaged copy passes the same way."""
     folder = model_copy(tmp_path, "model")
@@ -261,3 +271,81 @@ def test_a_killed_regions_run_leaves_nothing_that_the_next_run_keeps(tmp_path, c
     (out / f".coffee.regions.png.tmp-{dead.pid}").write_bytes(b"half an overlay")
     assert main(["regions", str(IMAGE), "--out", str(out), "--skip-existing"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["coffee.regions.png"]
+
+
+# ----------------------------------------------------------------------------- kills and concurrency
+
+
+def test_runs_killed_at_random_points_resume_bit_identical(training_images, tmp_path):
+    """SIGKILL at seeded random moments (mid-step, mid-checkpoint), resume until done: the final
+    weights equal an uninterrupted run's, bit for bit."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def command(output: Path, resume: bool) -> list[str]:
+        return [sys.executable, "-m", "dseqjepa_cli", "train", "--config", "tiny-cpu", "--data", str(training_images),
+                "--output", str(output), "--set", "checkpoint_every=1", "--set", "keep_checkpoints=0",
+                *(["--resume"] if resume else [])]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference"
+    subprocess.run(command(reference, False), env=env, check=True, capture_output=True, timeout=300)
+
+    rng = random.Random(0)
+    run, kills = tmp_path / "killed", 0
+    for target_lines in (1, 2, 3):  # kill soon after step 1, 2 and 3 are logged: mid-checkpoint or mid-step
+        process = subprocess.Popen(command(run, kills > 0), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        metrics = run / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= target_lines:
+                time.sleep(rng.uniform(0.0, 0.05))
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.002)
+        returncode = process.wait(timeout=300)
+        assert returncode in (0, -signal.SIGKILL), process.stderr.read().decode()[-2000:]
+        kills += returncode == -signal.SIGKILL
+    subprocess.run(command(run, True), env=env, check=True, capture_output=True, timeout=300)
+    assert kills >= 2
+    for name in ("context_encoder", "target_encoder", "predictor"):
+        got = load_file(run / "checkpoints/step_000004" / f"{name}.safetensors")
+        want = load_file(reference / "checkpoints/step_000004" / f"{name}.safetensors")
+        assert all(torch.equal(got[key], want[key]) for key in want), name
+    assert [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [
+        json.loads(line)["loss"] for line in (reference / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_writing_one_output_folder(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from dseqjepa_hub.region_json import regions_from_json
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "dseqjepa_cli", "regions", str(REPO / "examples/images"), "--out", str(out), "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    for process in processes:
+        assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-2000:]
+    names = sorted(p.name for p in out.iterdir())
+    stems = sorted(p.stem for p in (REPO / "examples/images").glob("*.jpg"))
+    assert names == sorted(f"{stem}.regions.{ext}" for stem in stems for ext in ("json", "png"))
+    for stem in stems:
+        Image.open(out / f"{stem}.regions.png").load()  # complete files, whoever wrote them last
+        assert regions_from_json(json.loads((out / f"{stem}.regions.json").read_text())["regions"])
+
+
+@pytest.mark.parametrize("name", ["/nonexistent/model", "./typo-model", "~/no/such/model", "runs/models/typo"])
+def test_a_missing_local_model_path_fails_at_once_without_the_hub(tmp_path, capsys, monkeypatch, name):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("went to the Hub"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["regions", str(IMAGE), "--model", name, "--out", str(tmp_path / "out")]) == 1
+    assert f"dseqjepa regions: error: {name}: no such model folder" in capsys.readouterr().err

@@ -18,11 +18,11 @@ import torch
 from huggingface_hub import HfApi, ModelCard
 from PIL import Image
 
+from dseqjepa_cli import main
+from dseqjepa_convert import READERS, convert
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel
 from dseqjepa_hub import hub as hub_module
 from dseqjepa_hub.atomic import FolderNotEmptyError, atomic_directory
-from dseqjepa_cli import main
-from dseqjepa_convert import READERS, convert
 from dseqjepa_hub.hub import HubError, push, stage
 
 REPO_ID = "dseq-org/tiny-ijepa"

@@ -19,7 +19,7 @@ PACKAGES = {  # import name -> folder
 }
 CORE_FILES = ("configuration_dseqjepa", "modeling_dseqjepa", "image_processing_dseqjepa", "regions",
               "pipeline_saliency_ranking")
-CORE_THIRD_PARTY = {"torch", "transformers", "numpy", "PIL", "timm"}
+CORE_THIRD_PARTY = {"torch", "transformers", "huggingface_hub", "numpy", "PIL", "timm"}  # hub: a dependency of transformers
 STDLIB = set(sys.stdlib_module_names)
 
 

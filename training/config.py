@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,6 @@ from typing import Any
 
 import yaml
 from huggingface_hub.errors import StrictDataclassError
-from transformers import PreTrainedConfig
 
 from dseqjepa_hub.atomic import atomic_write_text
 from dseqjepa_hub.configuration_dseqjepa import PRESETS, DSeqJEPAConfig
@@ -78,6 +78,14 @@ class TrainConfig:
         self._check_values()
 
     def _check_values(self) -> None:
+        for item in dataclasses.fields(self):  # inf and NaN reach no schedule (lr=nan was refused, lr=inf was not)
+            value = getattr(self, item.name)
+            numbers = value if isinstance(value, (tuple, list)) else (value,)
+            if any(isinstance(x, float) and not math.isfinite(x) for x in numbers):
+                raise ConfigError(f"{item.name}: expected finite numbers, found {value!r}")
+        for name in ("start_lr", "lr", "final_lr", "weight_decay", "final_weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: expected a number >= 0, found {getattr(self, name)!r}")
         choices = {"method": METHODS, "context_mode": CONTEXT_MODES, "precision": PRECISIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -125,10 +133,10 @@ def _plain(value: Any) -> Any:
 
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-_MODEL_TYPES = {  # DSeqJEPAConfig's own dataclass fields (not transformers' common ones), type as text
+_MODEL_TYPES = {  # DSeqJEPAConfig's own fields, type as text
     f.name: f.type.__name__ if isinstance(f.type, type) else str(f.type)
     for f in dataclasses.fields(DSeqJEPAConfig)
-    if f.name not in {common.name for common in dataclasses.fields(PreTrainedConfig)}
+    if f.name in DSeqJEPAConfig.own_fields()
 }
 
 
@@ -258,7 +266,8 @@ def load_config(name_or_path: str | os.PathLike, overrides: list[str] | tuple[st
     extra = parse_overrides(list(overrides))
     model = {**(values.get("model") or {}), **extra.pop("model", {})}
     merged = {**values, **extra, "model": model}
-    return config_from_dict(merged, source=str(path))
+    source = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
+    return config_from_dict(merged, source=source)
 
 
 def save_config(config: TrainConfig, path: str | os.PathLike) -> None:

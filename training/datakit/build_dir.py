@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dseqjepa_hub.atomic import atomic_directory, atomic_write, atomic_write_text
+
 from .sources import DataKitError
 
 
