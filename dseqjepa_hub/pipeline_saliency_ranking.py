@@ -11,11 +11,12 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers import AutoModel, Pipeline
-from transformers.image_utils import load_image
+from transformers.image_utils import load_image as load_image_url
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .image_io import load_image, to_rgb
 from .modeling_dseqjepa import patch_tokens
 from .regions import extract_regions, region_dicts
 
@@ -149,12 +150,19 @@ def _crop_box(image_processor, original_size: tuple[int, int]) -> tuple[int, int
 
 
 def _to_pil(image, timeout=None) -> Image.Image:
-    """A path, URL, PIL image or numpy array -> upright RGB PIL image."""
-    if isinstance(image, os.PathLike):
-        image = os.fspath(image)
+    """A path, URL, PIL image or numpy array -> upright RGB PIL image.
+
+    A file goes through the package's safe loader (`image_io.load_image`: 16-bit and float images
+    scaled, transparency over white, a pixel limit, errors naming the file), so a path gives the
+    same pixels here as in `dseqjepa regions`; only URLs go through transformers' loader.
+    """
+    if isinstance(image, os.PathLike) or (isinstance(image, str) and not image.startswith(("http://", "https://"))):
+        return load_image(image)
     if isinstance(image, np.ndarray):
         image = Image.fromarray(_array_to_uint8(image))
-    return load_image(image, timeout=timeout)
+    elif isinstance(image, str):
+        image = load_image_url(image, timeout=timeout)
+    return to_rgb(ImageOps.exif_transpose(image))
 
 
 def _array_to_uint8(array: np.ndarray) -> np.ndarray:

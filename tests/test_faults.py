@@ -4,6 +4,7 @@ traceback and never a result computed from garbage (docs/RELIABILITY.md)."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 from pathlib import Path
@@ -349,3 +350,64 @@ def test_a_missing_local_model_path_fails_at_once_without_the_hub(tmp_path, caps
     monkeypatch.chdir(tmp_path)
     assert main(["regions", str(IMAGE), "--model", name, "--out", str(tmp_path / "out")]) == 1
     assert f"dseqjepa regions: error: {name}: no such model folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the corpus
+
+
+def test_corpus_through_the_cli_and_the_pipeline_gives_the_same_answers(tmp_path, capsys):
+    """Every file of the corpus ends as an output, a named failure or a named skip, the same in
+    `dseqjepa regions` and in `pipeline("saliency-ranking")` given the path; no traceback."""
+    from fault_corpus import make_corpus
+
+    from dseqjepa_hub import SaliencyRankingPipeline
+    from dseqjepa_hub.image_io import ImageLoadError
+    from dseqjepa_hub.model_loading import load_model
+    from dseqjepa_hub.region_json import regions_from_json
+
+    corpus = tmp_path / "corpus"
+    expected = make_corpus(corpus)
+    out = tmp_path / "out"
+    assert main(["regions", str(corpus), "--out", str(out), "--json"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = {line.strip().split(": ", 1)[0]: line for line in err.splitlines() if line.startswith("  ")}
+    for name, (kind, reason) in expected.items():
+        if kind != "good":
+            assert reason in lines[str(corpus / name)], (name, lines.get(str(corpus / name)))
+    written = {path.name for path in out.iterdir()}
+    stems = {Path(name).with_suffix("").name for name, (kind, _) in expected.items() if kind == "good"}
+    assert written == {f"{stem}.regions.{ext}" for stem in stems for ext in ("png", "json")}
+
+    loaded = load_model()
+    pipe = SaliencyRankingPipeline(model=loaded.model, image_processor=loaded.processor, device="cpu")
+    for name, (kind, reason) in expected.items():
+        if kind == "skipped":
+            continue
+        if kind == "bad":
+            with pytest.raises(ImageLoadError, match=re.escape(reason)) as raised:
+                pipe(str(corpus / name))
+            assert raised.value.path == corpus / name
+            continue
+        record = json.loads((out / f"{Path(name).with_suffix('').name}.regions.json").read_text())
+        from_cli = regions_from_json(record["regions"])
+        from_pipeline = pipe(str(corpus / name))
+        assert [r["rank"] for r in from_pipeline] == [r["rank"] for r in from_cli], name
+        for got, want in zip(from_pipeline, from_cli):
+            assert np.array_equal(got["mask"], want["mask"]) and got["box"] == want["box"], name
+
+
+@pytest.mark.parametrize("command", ["push", "eval"])
+def test_a_hostile_pickle_never_runs_in_push_or_eval(tmp_path, capsys, command):
+    folder = model_copy(tmp_path, "model")
+    damage(folder, "hostile pickle", tmp_path)
+    if command == "push":
+        argv = ["push", str(folder), "--repo-id", "org/name", "--dry-run", "--stage-dir", str(tmp_path / "stage")]
+    else:
+        (tmp_path / "data/train").mkdir(parents=True)
+        (tmp_path / "data/val").mkdir()
+        argv = ["eval", str(folder), "--data", str(tmp_path / "data"), "--task", "knn", "--device", "cpu"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"dseqjepa {command}: error: " in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "executed").exists()

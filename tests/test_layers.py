@@ -18,7 +18,7 @@ PACKAGES = {  # import name -> folder
     "dseqjepa_convert": REPO / "conversion",
 }
 CORE_FILES = ("configuration_dseqjepa", "modeling_dseqjepa", "image_processing_dseqjepa", "regions",
-              "pipeline_saliency_ranking")
+              "pipeline_saliency_ranking", "image_io", "errors")
 CORE_THIRD_PARTY = {"torch", "transformers", "huggingface_hub", "numpy", "PIL", "timm"}  # hub: a dependency of transformers
 STDLIB = set(sys.stdlib_module_names)
 
