@@ -61,7 +61,7 @@ def make_corpus(folder: Path) -> dict[str, tuple[str, str | None]]:
     good("transparent.png", rgba)
     good("palette.png", photo.convert("P"))
     good("palette_transparent.png", photo.convert("P"), transparency=0)
-    good("grey16.png", Image.fromarray((np.asarray(photo.convert("L")).astype(np.uint16) * 257)))
+    good("grey16.png", Image.fromarray(np.asarray(photo.convert("L")).astype(np.uint16) * 257))
     good("int32.tif", Image.fromarray(np.asarray(photo.convert("L")).astype(np.int32) * 1000))
     good("float01.tif", Image.fromarray(np.asarray(photo.convert("L")).astype(np.float32) / 255))
     good("float_range.tif", Image.fromarray(np.asarray(photo.convert("L")).astype(np.float32) * 7 - 300))

@@ -4,8 +4,8 @@ traceback and never a result computed from garbage (docs/RELIABILITY.md)."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 from pathlib import Path
 
