@@ -50,6 +50,10 @@ def damage(folder: Path, kind: str, tmp_path: Path) -> None:
         config = json.loads((folder / "config.json").read_text())
         config["intermediate_size"] *= 2
         (folder / "config.json").write_text(json.dumps(config))
+    elif kind == "NaN layer_norm_eps":
+        config = json.loads((folder / "config.json").read_text())
+        config["layer_norm_eps"] = float("nan")
+        (folder / "config.json").write_text(json.dumps(config))
     elif kind == "NaN weights":
         tensors = {name: torch.full_like(t, float("nan")) for name, t in load_file(weights).items()}
         save_file(tensors, weights, metadata={"format": "pt"})
@@ -62,6 +66,7 @@ EXPECTED = {
     "garbage header": "model.safetensors: not a readable safetensors file",
     "huge header length": "model.safetensors: not a readable safetensors file",
     "shapes disagree with config": "model.safetensors: the weights do not match config.json: blocks.0.mlp.fc1.weight",
+    "NaN layer_norm_eps": "layer_norm_eps",
     "NaN weights": "gives non-finite",
 }
 
@@ -411,3 +416,15 @@ def test_a_hostile_pickle_never_runs_in_push_or_eval(tmp_path, capsys, command):
     err = capsys.readouterr().err
     assert f"dseqjepa {command}: error: " in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "executed").exists()
+
+
+def test_training_on_a_folder_with_no_readable_image_is_one_line(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    for index in range(8):
+        (tmp_path / "images" / f"{index}.jpg").write_bytes(b"not an image")
+    assert train_cli(tmp_path / "images", tmp_path / "run") == 1
+    err = capsys.readouterr().err
+    assert "dseqjepa train: error: " in err and "could be read" in err and "Traceback" not in err
+    assert train_cli(tmp_path / "images", tmp_path / "run2", "batch_size=16") == 1  # fewer images than a batch
+    err = capsys.readouterr().err
+    assert "dseqjepa train: error: " in err and "fewer than batch_size 16" in err and "Traceback" not in err

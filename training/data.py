@@ -123,7 +123,7 @@ def build_loader(paths: list[Path], *, image_size: int, crop_scale, mean, std, s
     dataset = PretrainingImages(paths, image_size, crop_scale, mean, std, seed)
     sampler = ResumableSampler(dataset, world_size, rank, seed)
     if sampler.num_samples < batch_size:
-        raise ValueError(
+        raise TrainingDataError(
             f"{len(paths)} images give {sampler.num_samples} per process, fewer than batch_size {batch_size}; "
             "add images or lower batch_size"
         )

@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from .config import ConfigError
+
 CONTEXT_TRIES = 20
 
 
@@ -54,7 +56,7 @@ def multiblock_masks(generator: torch.Generator, batch_size: int, grid: tuple[in
     target_size = sample_block_size(generator, grid, target_scale, target_aspect_ratio)
     context_size = sample_block_size(generator, grid, context_scale, (1.0, 1.0))
     if context_size[0] * context_size[1] < min_keep:
-        raise ValueError(
+        raise ConfigError(
             f"the context block ({context_size[0]} x {context_size[1]} patches) is smaller than "
             f"min_keep={min_keep} on a {grid[0]} x {grid[1]} grid; lower min_keep or raise context_scale"
         )

@@ -9,6 +9,8 @@ from tqdm.auto import tqdm
 
 from dseqjepa_hub.image_io import load_image
 
+from .data import EvaluationDataError
+
 LAYER_CHOICES = ("last", "last4")
 
 
@@ -36,9 +38,9 @@ def extract_features(
 ) -> torch.Tensor:
     """(N, D) or (N, 4D) float32 features on the CPU, in the order of `paths`."""
     if layers not in LAYER_CHOICES:
-        raise ValueError(f"layers must be one of {LAYER_CHOICES}, got {layers!r}")
+        raise EvaluationDataError(f"layers must be one of {LAYER_CHOICES}, got {layers!r}")
     if layers == "last4" and model.config.num_hidden_layers < 4:
-        raise ValueError(f"--layers last4 needs at least 4 blocks; the model has {model.config.num_hidden_layers}")
+        raise EvaluationDataError(f"--layers last4 needs at least 4 blocks; the model has {model.config.num_hidden_layers}")
     device = next(model.parameters()).device
     features = [
         pooled_features(model, pixel_values.to(device), layers).cpu()

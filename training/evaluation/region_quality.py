@@ -24,7 +24,7 @@ from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
 from dseqjepa_hub.pipeline_saliency_ranking import rank_regions
 from dseqjepa_hub.regions import region_dicts
 
-from .data import SceneRecord
+from .data import EvaluationDataError, SceneRecord
 from .features import load_pixel_batches
 
 HIT_PRECISION = 0.5
@@ -87,7 +87,7 @@ def top1_region_scores(model, processor, records: list[SceneRecord], batch_size:
             )
             objects = record.object_masks()
             if objects.shape[1:] != size:
-                raise ValueError(f"{record.mask}: mask size {objects.shape[1:]} differs from image size {size}")
+                raise EvaluationDataError(f"{record.mask}: mask size {objects.shape[1:]} differs from image size {size}")
             top = next((region for region in regions if not region["is_background"]), None)
             if top is None:
                 scores.append((0.0, 0.0))
