@@ -94,6 +94,8 @@ class Pretrainer:
         self.model_config = self.context_encoder.config
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         self.predictor = JEPAPredictor(self.model_config).to(device)
+        if config.release_compat:  # its predictor has no mask token: never trained there, frozen here
+            self.predictor.mask_token.requires_grad_(False)  # (no gradient, no optimizer state, no unused DDP parameter)
         self.student = JEPAStudent(self.context_encoder, self.predictor, config.context_mode, config.release_compat)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.student), lr=config.lr, betas=config.betas)
         # Inputs are moved to the device by the loop, so DDP needs no device_ids.
