@@ -243,15 +243,17 @@ def test_release_compat_predictor_reads_other_non_context_patches_not_the_target
 # ----------------------------------------------------------------------------- optimisation
 
 
-def test_no_weight_decay_on_biases_norms_and_tokens(tiny_networks):
+def test_weight_decay_on_matrices_and_tokens_not_on_biases_and_norms(tiny_networks):
+    """As both releases group them (checked against their recordings in test_release_parity.py)."""
     encoder, predictor, _, _ = tiny_networks
     student = JEPAStudent(encoder, predictor)
     decay_group, no_decay_group = parameter_groups(student)
     names = {id(p): n for n, p in student.named_parameters()}
     no_decay = {names[id(p)] for p in no_decay_group["params"]}
     decay = {names[id(p)] for p in decay_group["params"]}
-    assert {"encoder.cls_token", "predictor.mask_token", "encoder.norm.weight", "encoder.blocks.0.attn.qkv.bias"} <= no_decay
-    assert {"encoder.blocks.0.attn.qkv.weight", "encoder.patch_embed.proj.weight", "predictor.predictor_proj.weight"} <= decay
+    assert {"encoder.norm.weight", "encoder.blocks.0.attn.qkv.bias", "predictor.predictor_norm.bias"} <= no_decay
+    assert {"encoder.blocks.0.attn.qkv.weight", "encoder.patch_embed.proj.weight", "predictor.predictor_proj.weight",
+            "encoder.cls_token", "predictor.mask_token"} <= decay
     assert no_decay_group["weight_decay"] == 0.0
     assert len(decay) + len(no_decay) == len(list(student.parameters()))
 

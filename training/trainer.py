@@ -37,9 +37,6 @@ from .schedules import Schedules
 
 logger = logging.getLogger(__name__)
 
-# Parameters without weight decay besides biases and norms (all 1-D): the learned tokens.
-NO_DECAY_NAMES = ("cls_token", "mask_token")
-
 
 class TrainingDiverged(DSeqJEPAError, RuntimeError):
     """The loss became NaN or Inf; the message names the step and the last good checkpoint."""
@@ -54,12 +51,14 @@ class TrainResult:
 
 
 def parameter_groups(module: nn.Module) -> list[dict]:
-    """AdamW groups: weight decay on matrices only, none on biases, norms and learned tokens."""
+    """AdamW groups: weight decay on every tensor of 2 or more dimensions, the learned tokens
+    (`cls_token`, `mask_token`) included, none on biases and norms (1-D), as both the DSeq-JEPA
+    release and I-JEPA group them (docs/PARITY.md)."""
     decay, no_decay = [], []
-    for name, parameter in module.named_parameters():
+    for parameter in module.parameters():
         if not parameter.requires_grad:
             continue
-        if parameter.ndim <= 1 or name.endswith(NO_DECAY_NAMES):
+        if parameter.ndim <= 1:
             no_decay.append(parameter)
         else:
             decay.append(parameter)
