@@ -164,8 +164,16 @@ class Pretrainer:
         )
 
     def set_hyperparameters(self) -> dict:
-        values = {"lr": self.schedules.lr(self.step), "weight_decay": self.schedules.weight_decay(self.step),
-                  "ema": self.schedules.ema_momentum(self.step), "lambda": self.schedules.dseq_probability(self.step)}
+        """The step's LR, weight decay, EMA momentum and lambda: the schedules at step + 1.
+
+        Both releases tick their schedulers once before the first update (the DSeq release all
+        four, before its loop; I-JEPA its LR and weight decay, at the top of each step), so
+        update k (from 0) uses the value at k + 1 and the last one the final value
+        (docs/PARITY.md; I-JEPA's EMA momentum alone starts at ema_start).
+        """
+        index = self.step + 1
+        values = {"lr": self.schedules.lr(index), "weight_decay": self.schedules.weight_decay(index),
+                  "ema": self.schedules.ema_momentum(index), "lambda": self.schedules.dseq_probability(index)}
         for group in self.optimizer.param_groups:
             group["lr"] = values["lr"]
             if group["apply_weight_decay"]:
