@@ -213,36 +213,47 @@ def test_gather_and_masked_give_the_reference_loss(tiny_networks, method):
     torch.testing.assert_close(losses["masked"], expected, rtol=1e-5, atol=1e-6)
 
 
-def test_release_compat_predictor_sees_the_target_patches(tiny_networks):
-    """The release's inverted predictor attention reads the non-context positions, which carry
-    their own patch content: its predictions change with the target's pixels, the paper's do not."""
+def test_release_compat_predictor_reads_other_non_context_patches_not_the_target(tiny_networks):
+    """The release's inverted predictor attention reads the encoder outputs at the non-context
+    positions, which carry their own patch content, except at the target positions, which it
+    overwrites with their position embedding (docs/PARITY.md): its predictions change with the
+    pixels of a patch outside both the context and the target, not with the target's pixels.
+    The paper's change with neither."""
     encoder, predictor, pixel_values, _ = tiny_networks
-    regions = hand_made_regions()[:1]
-    task = dseq_task(regions)
-    changed = pixel_values[:1].clone()
-    target_rows = task.target_masks[0].nonzero()[0]  # one patch of the first step's target
-    y, x = int(target_rows[0]) * 8, int(target_rows[1]) * 8
-    changed[:, :, y:y + 8, x:x + 8] += 3.0
+    regions = hand_made_regions()[:1]  # step 1 of image 0, in both: R1 (top left) -> R2 (top right)
+
+    def changed(row: int, col: int) -> torch.Tensor:
+        images = pixel_values[:1].clone()
+        images[:, :, row * 8:(row + 1) * 8, col * 8:(col + 1) * 8] += 3.0
+        return images
+
+    target_patch, outside_patch = changed(0, 2), changed(3, 0)  # in R2; in the background
     paper = JEPAStudent(encoder, predictor, context_mode="masked")
     release = JEPAStudent(encoder, predictor, context_mode="masked", release_compat=True)
     with torch.no_grad():
-        torch.testing.assert_close(paper(pixel_values[:1], task)[0][0], paper(changed, task)[0][0])
-        difference = (release(pixel_values[:1], task)[0][0] - release(changed, task)[0][0]).abs().max()
-    assert difference > 1e-5  # the paper's predictions agree to ~1e-7
+        for student, task in ((paper, dseq_task(regions)), (release, dseq_task(regions, release_compat=True))):
+            original = student(pixel_values[:1], task)[0][0]
+            torch.testing.assert_close(student(target_patch, task)[0][0], original)
+            if student is paper:
+                torch.testing.assert_close(student(outside_patch, task)[0][0], original)
+            else:
+                assert (student(outside_patch, task)[0][0] - original).abs().max() > 1e-5  # the paper: ~1e-7
 
 
 # ----------------------------------------------------------------------------- optimisation
 
 
-def test_no_weight_decay_on_biases_norms_and_tokens(tiny_networks):
+def test_weight_decay_on_matrices_and_tokens_not_on_biases_and_norms(tiny_networks):
+    """As both releases group them (checked against their recordings in test_release_parity.py)."""
     encoder, predictor, _, _ = tiny_networks
     student = JEPAStudent(encoder, predictor)
     decay_group, no_decay_group = parameter_groups(student)
     names = {id(p): n for n, p in student.named_parameters()}
     no_decay = {names[id(p)] for p in no_decay_group["params"]}
     decay = {names[id(p)] for p in decay_group["params"]}
-    assert {"encoder.cls_token", "predictor.mask_token", "encoder.norm.weight", "encoder.blocks.0.attn.qkv.bias"} <= no_decay
-    assert {"encoder.blocks.0.attn.qkv.weight", "encoder.patch_embed.proj.weight", "predictor.predictor_proj.weight"} <= decay
+    assert {"encoder.norm.weight", "encoder.blocks.0.attn.qkv.bias", "predictor.predictor_norm.bias"} <= no_decay
+    assert {"encoder.blocks.0.attn.qkv.weight", "encoder.patch_embed.proj.weight", "predictor.predictor_proj.weight",
+            "encoder.cls_token", "predictor.mask_token"} <= decay
     assert no_decay_group["weight_decay"] == 0.0
     assert len(decay) + len(no_decay) == len(list(student.parameters()))
 

@@ -43,7 +43,7 @@ class TrainConfig:
     lambda_start: float = 0.0
     lambda_end: float = 1.0
     context_mode: str = "gather"  # gather: drop non-context tokens; masked: full length + attention mask
-    release_compat: bool = False  # the release's lagging contexts and inverted predictor attention
+    release_compat: bool = False  # the release's lagging contexts and predictor (inverted attention, no mask token)
     # I-JEPA multi-block masks (docs/METHOD.md section 4).
     context_scale: tuple[float, float] = (0.85, 1.0)
     target_scale: tuple[float, float] = (0.15, 0.2)

@@ -94,9 +94,12 @@ class JEPAStudent(nn.Module):
     context_mode "gather": each context sequence holds only its CLS and context tokens, padded
     to the batch's longest with a key-padding mask (I-JEPA's token dropping). "masked": every
     sequence runs at full length and the keys are restricted to CLS + context tokens (the
-    release's way). Both give the same context-token outputs. `release_compat` feeds the
-    predictor the full-length output and lets it attend only to the non-context positions, as
-    the release does (docs/METHOD.md section 5); it needs "masked".
+    release's way). Both give the same context-token outputs. `release_compat` is the release's
+    predictor (docs/METHOD.md section 5, docs/PARITY.md); it needs "masked". It feeds the predictor
+    the full-length output, whose target positions the release overwrites with their position
+    embedding alone (no mask token), and lets every token attend only to the non-context
+    positions: the target queries and the encoder outputs at the other non-context patches.
+    Its mask token is then unused (the trainer freezes it: the release never trains it).
     """
 
     def __init__(self, encoder: DSeqJEPAModel, predictor: JEPAPredictor, context_mode: str = "gather",
@@ -136,8 +139,11 @@ class JEPAStudent(nn.Module):
 
         if task.target_context is not None:
             context, positions, keys = (t[task.target_context] for t in (context, positions, keys))
+        if self.release_compat:  # the release overwrites the target positions: only the queries stand there
+            keys = torch.cat([keys[:, :prefix], keys[:, prefix:] & ~task.target_masks.flatten(1)], dim=1)
         target_positions, target_keep = padded_indices(task.target_masks.flatten(1), task.target_length)  # (S, Lt)
-        predictions = self.predictor(context, positions, keys, target_positions, target_keep)
+        predictions = self.predictor(context, positions, keys, target_positions, target_keep,
+                                     mask_token=not self.release_compat)
         return predictions, target_positions, target_keep
 
 

@@ -42,21 +42,24 @@ class JEPAPredictor(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, context: torch.Tensor, context_positions: torch.Tensor, context_keys: torch.Tensor,
-                target_positions: torch.Tensor, target_keep: torch.Tensor) -> torch.Tensor:
+                target_positions: torch.Tensor, target_keep: torch.Tensor, mask_token: bool = True) -> torch.Tensor:
         """Predict the encoder embedding at every target position.
 
         context: (S, P + Lc, D) context-encoder tokens, P prefix (CLS) tokens first.
         context_positions: (S, Lc) patch index of each non-prefix context token.
         context_keys: (S, P + Lc) bool, the context tokens the sequence may attend to.
         target_positions, target_keep: (S, Lt) patch index of each target query, and which are real.
-        The target queries (mask token + sin-cos position) and the context tokens attend to the
-        allowed context tokens and to the real target queries. Returns (S, Lt, D).
+        The target queries (mask token + sin-cos position; the position alone with
+        `mask_token=False`, as the DSeq-JEPA release builds them) and the context tokens attend
+        to the allowed context tokens and to the real target queries. Returns (S, Lt, D).
         """
         prefix = context.shape[1] - context_positions.shape[1]
         pos_embed = self.predictor_pos_embed[0].to(context.dtype)  # (N, Dp)
         context = self.predictor_embed(context)  # (S, P + Lc, Dp)
         context = torch.cat([context[:, :prefix], context[:, prefix:] + pos_embed[context_positions]], dim=1)
-        queries = self.mask_token.to(context.dtype) + pos_embed[target_positions]  # (S, Lt, Dp)
+        queries = pos_embed[target_positions]  # (S, Lt, Dp)
+        if mask_token:
+            queries = self.mask_token.to(context.dtype) + queries
         tokens = torch.cat([context, queries], dim=1)
         mask = additive_attention_mask(torch.cat([context_keys, target_keep], dim=1), tokens.dtype)
         for block in self.predictor_blocks:

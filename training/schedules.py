@@ -1,6 +1,8 @@
 """Schedules as pure functions of the step: LR, weight decay, EMA momentum, DSeq probability.
 
-Pure functions of (step, total_steps) leave nothing to save and resume exactly.
+Pure functions of (step, total_steps) leave nothing to save and resume exactly. The trainer
+reads them at step + 1 for update `step` (from 0), as both releases' schedulers have ticked once
+before the first update (docs/PARITY.md).
 """
 
 from __future__ import annotations

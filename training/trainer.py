@@ -38,9 +38,6 @@ from .schedules import Schedules
 
 logger = logging.getLogger(__name__)
 
-# Parameters without weight decay besides biases and norms (all 1-D): the learned tokens.
-NO_DECAY_NAMES = ("cls_token", "mask_token")
-
 
 class TrainingDiverged(DSeqJEPAError, RuntimeError):
     """The loss became NaN or Inf; the message names the step and the last good checkpoint."""
@@ -55,12 +52,14 @@ class TrainResult:
 
 
 def parameter_groups(module: nn.Module) -> list[dict]:
-    """AdamW groups: weight decay on matrices only, none on biases, norms and learned tokens."""
+    """AdamW groups: weight decay on every tensor of 2 or more dimensions, the learned tokens
+    (`cls_token`, `mask_token`) included, none on biases and norms (1-D), as both the DSeq-JEPA
+    release and I-JEPA group them (docs/PARITY.md)."""
     decay, no_decay = [], []
-    for name, parameter in module.named_parameters():
+    for parameter in module.parameters():
         if not parameter.requires_grad:
             continue
-        if parameter.ndim <= 1 or name.endswith(NO_DECAY_NAMES):
+        if parameter.ndim <= 1:
             no_decay.append(parameter)
         else:
             decay.append(parameter)
@@ -95,6 +94,8 @@ class Pretrainer:
         self.model_config = self.context_encoder.config
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         self.predictor = JEPAPredictor(self.model_config).to(device)
+        if config.release_compat:  # its predictor has no mask token: never trained there, frozen here
+            self.predictor.mask_token.requires_grad_(False)  # (no gradient, no optimizer state, no unused DDP parameter)
         self.student = JEPAStudent(self.context_encoder, self.predictor, config.context_mode, config.release_compat)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.student), lr=config.lr, betas=config.betas)
         # Inputs are moved to the device by the loop, so DDP needs no device_ids.
@@ -169,8 +170,16 @@ class Pretrainer:
         )
 
     def set_hyperparameters(self) -> dict:
-        values = {"lr": self.schedules.lr(self.step), "weight_decay": self.schedules.weight_decay(self.step),
-                  "ema": self.schedules.ema_momentum(self.step), "lambda": self.schedules.dseq_probability(self.step)}
+        """The step's LR, weight decay, EMA momentum and lambda: the schedules at step + 1.
+
+        Both releases tick their schedulers once before the first update (the DSeq release all
+        four, before its loop; I-JEPA its LR and weight decay, at the top of each step), so
+        update k (from 0) uses the value at k + 1 and the last one the final value
+        (docs/PARITY.md; I-JEPA's EMA momentum alone starts at ema_start).
+        """
+        index = self.step + 1
+        values = {"lr": self.schedules.lr(index), "weight_decay": self.schedules.weight_decay(index),
+                  "ema": self.schedules.ema_momentum(index), "lambda": self.schedules.dseq_probability(index)}
         for group in self.optimizer.param_groups:
             group["lr"] = values["lr"]
             if group["apply_weight_decay"]:
