@@ -31,20 +31,20 @@ import torch
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
+from safetensors.torch import load_file
 
 from . import __version__
 from .atomic import atomic_directory, check_empty_folder
 from .configuration_dseqjepa import DSeqJEPAConfig
 from .errors import DSeqJEPAError
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
-from .modeling_dseqjepa import DSeqJEPAModel
+from .modeling_dseqjepa import DSeqJEPAForImageClassification, DSeqJEPAModel
 from .pipeline_saliency_ranking import rank_regions, save_pretrained_with_pipeline
 
 CARD_TEMPLATE = files("dseqjepa_hub") / "model_card.md"
 EVAL_FILE = "eval_results.json"
 EXTRA_FILES = ("predictor.safetensors", "conversion.json")
-TAGS = ["dseq-jepa", "jepa", "self-supervised-learning", "vision-transformer", "saliency", "image-feature-extraction"]
-PIPELINE_TAG = "image-feature-extraction"
+TAGS = ["dseq-jepa", "jepa", "self-supervised-learning", "vision-transformer", "saliency"]
 EVAL_TASKS = {  # `dseqjepa eval --task` -> (Hub task type, protocol)
     "linear": ("image-classification", "linear probe (frozen encoder)"),
     "knn": ("image-classification", "k-NN (frozen encoder)"),
@@ -65,23 +65,63 @@ def check_repo_id(repo_id: str) -> None:
         raise HubError(f"--repo-id {repo_id!r}: expected ORG/NAME")
 
 
-def load_model_folder(model_dir: Path) -> tuple[DSeqJEPAModel, DSeqJEPAImageProcessor]:
-    """Load the folder and rank the regions of one image with it: a folder that fails here is refused."""
+HEADS = {  # config.json `architectures` -> (class, the card's pipeline tag)
+    "DSeqJEPAModel": (DSeqJEPAModel, "image-feature-extraction"),
+    "DSeqJEPAForImageClassification": (DSeqJEPAForImageClassification, "image-classification"),
+}
+
+
+def model_class(model_dir: Path) -> str:
+    """The class a folder was saved from (`architectures` in config.json); the encoder if unnamed."""
+    try:
+        architectures = json.loads((model_dir / "config.json").read_text()).get("architectures") or ["DSeqJEPAModel"]
+    except (OSError, json.JSONDecodeError) as error:
+        raise HubError(f"{model_dir / 'config.json'}: not a readable JSON file ({error})") from None
+    name = architectures[0]
+    if name not in HEADS:
+        raise HubError(f"{model_dir / 'config.json'}: architectures {architectures}: expected one of {sorted(HEADS)}")
+    return name
+
+
+def load_model_folder(model_dir: Path):
+    """Load the folder as the class it was saved from (any head, every tensor accounted for) and rank
+    the regions of one image with its encoder: a folder that fails here is refused."""
     if not (model_dir / "config.json").is_file():
         raise HubError(f"{model_dir}: not a model folder (no config.json)")
+    cls, _ = HEADS[model_class(model_dir)]
     try:
-        model = DSeqJEPAModel.from_pretrained(model_dir).eval()
-        if (model_dir / "preprocessor_config.json").is_file():
-            processor = DSeqJEPAImageProcessor.from_pretrained(model_dir)
-        else:
-            processor = DSeqJEPAImageProcessor.from_model_config(model.config)
-        config = model.config
-        pixel_values = torch.zeros(1, config.num_channels, config.image_size, config.image_size)
-        with torch.no_grad():
-            rank_regions(model, pixel_values)
+        model, info = cls.from_pretrained(model_dir, output_loading_info=True)
     except Exception as error:  # noqa: BLE001 - any failure means: do not publish
-        raise HubError(f"{model_dir}: the folder does not load or run as a DSeq-JEPA model: {error}") from error
+        raise HubError(f"{model_dir}: the folder does not load as a {cls.__name__}: {error}") from error
+    unaccounted = {key: names for key, names in info.items() if names and key != "error_msgs"}
+    if unaccounted:
+        raise HubError(f"{model_dir}: loading as {cls.__name__} leaves tensors unaccounted for: {unaccounted}")
+    model.eval()
+    if (model_dir / "preprocessor_config.json").is_file():
+        processor = DSeqJEPAImageProcessor.from_pretrained(model_dir)
+    else:
+        processor = DSeqJEPAImageProcessor.from_model_config(model.config)
+    config = model.config
+    pixel_values = torch.zeros(1, config.num_channels, config.image_size, config.image_size)
+    try:
+        with torch.no_grad():
+            rank_regions(model.base_model, pixel_values)
+            model(pixel_values=pixel_values)
+    except Exception as error:  # noqa: BLE001
+        raise HubError(f"{model_dir}: the folder does not run as a DSeq-JEPA model: {error}") from error
     return model, processor
+
+
+def check_same_tensors(source: Path, staged: Path) -> None:
+    """The staged weights are the source folder's, bit for bit, under the same names."""
+    if not (source / "model.safetensors").is_file():
+        return  # a sharded or .bin source: its tensors were checked through loading
+    before, after = load_file(source / "model.safetensors"), load_file(staged / "model.safetensors")
+    if before.keys() != after.keys():
+        raise HubError(f"staging changed the tensor names: {sorted(before.keys() ^ after.keys())[:5]}")
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    if changed:
+        raise HubError(f"staging changed tensors: {changed[:5]}")
 
 
 def read_eval_results(path: Path) -> list[dict]:
@@ -118,31 +158,34 @@ DEFAULT_TRAINING_TEXT = "Pretrained with DSeq-JEPA's self-supervised objective; 
 
 
 def render_card(
-    config: DSeqJEPAConfig,
+    model,
     repo_id: str,
     *,
-    num_parameters: int,
     license: str,
     datasets: list[str] | None,
     base_model: str | None,
     provenance: dict,
     eval_rows: list[dict],
 ) -> ModelCard:
-    """README.md from the model_card.md template, its YAML metadata checked."""
+    """README.md from the model_card.md template for `model` (the encoder or a head), its YAML
+    metadata checked."""
+    config = model.config
+    pipeline_tag = HEADS[type(model).__name__][1]
     model_name = repo_id.split("/")[-1]
     eval_results = [
         EvalResult(
             task_type=row["task"], dataset_type=row["dataset"], dataset_name=row["dataset_name"],
             dataset_split=row["split"], metric_type=row["metric"], metric_value=row["value"],
-            # results of one task type on one dataset share a model-index entry: the metric's
-            # name keeps the protocols (linear probe, k-NN) apart there
-            task_name=row["protocol"] or None, metric_name=f"{row['protocol']}: {row['metric']}" if row["protocol"] else None,
+            # The Hub groups results by task, dataset, config and split, and names a group after its
+            # first result: the protocol as the dataset config keeps a linear probe and a k-NN apart.
+            dataset_config=row["protocol"] or None, task_name=row["protocol"] or None,
+            metric_name=f"{row['protocol']}: {row['metric']}" if row["protocol"] else None,
         )
         for row in eval_rows
     ] or None
     try:
         card_data = ModelCardData(
-            library_name="transformers", pipeline_tag=PIPELINE_TAG, tags=TAGS, license=license,
+            library_name="transformers", pipeline_tag=pipeline_tag, tags=[*TAGS, pipeline_tag], license=license,
             datasets=datasets or None, base_model=base_model, model_name=model_name, eval_results=eval_results,
         )
     except (ValueError, TypeError) as error:
@@ -156,30 +199,34 @@ def render_card(
         f"{provenance.get('max_abs_difference', float('nan')):.1e}, fp32)."
         if converted_from else ""
     )
+    labels = [config.id2label[i] for i in sorted(config.id2label)] if pipeline_tag == "image-classification" else []
     card = ModelCard.from_template(
         card_data,
         template_path=str(CARD_TEMPLATE),
         model_name=model_name,
         repo_id=repo_id,
+        is_classifier=pipeline_tag == "image-classification",
+        labels=labels,
         size_text=f"width {config.hidden_size}, depth {config.num_hidden_layers}, patch {config.patch_size}, "
         f"{config.image_size} px",
         source_text=source_text,
         training_text=provenance.get("training_text") or DEFAULT_TRAINING_TEXT,
+        card_notes=provenance.get("card_notes", ""),
         eval_rows=eval_rows,
-        num_parameters=f"{num_parameters / 1e6:.1f} M",
+        num_parameters=f"{model.num_parameters() / 1e6:.1f} M",
         num_tokens=grid * grid + int(config.use_cls_token),
         grid_size=grid,
         **{key: getattr(config, key) for key in (
             "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
             "image_size", "use_cls_token", "saliency_query", "saliency_layer", "min_region_fraction",
-            "num_regions", "image_mean", "image_std",
+            "num_regions", "image_mean", "image_std", "classifier_pooling",
         )},
     )
-    check_card(card.content, expect_eval=len(eval_rows))
+    check_card(card.content, pipeline_tag=pipeline_tag, expect_eval=len(eval_rows))
     return card
 
 
-def check_card(content: str, expect_eval: int = 0) -> None:
+def check_card(content: str, *, pipeline_tag: str, expect_eval: int = 0) -> None:
     """Parse README.md back and check the metadata the Hub needs (locally: no network)."""
     try:
         data = ModelCard(content).data
@@ -188,8 +235,8 @@ def check_card(content: str, expect_eval: int = 0) -> None:
     problems = []
     if data.library_name != "transformers":
         problems.append(f"library_name {data.library_name!r}, expected 'transformers'")
-    if data.pipeline_tag != PIPELINE_TAG:
-        problems.append(f"pipeline_tag {data.pipeline_tag!r}, expected {PIPELINE_TAG!r}")
+    if data.pipeline_tag != pipeline_tag:
+        problems.append(f"pipeline_tag {data.pipeline_tag!r}, expected {pipeline_tag!r}")
     if not data.license:
         problems.append("no license")
     if len(data.eval_results or []) != expect_eval:
@@ -232,7 +279,7 @@ def stage(
         eval_paths.insert(0, model_dir / EVAL_FILE)
     eval_rows = [row for path in eval_paths for row in read_eval_results(path)]
     card = render_card(
-        model.config, repo_id, num_parameters=model.num_parameters(), license=license, datasets=datasets,
+        model, repo_id, license=license, datasets=datasets,
         base_model=base_model or provenance.get("base_model"), provenance=provenance, eval_rows=eval_rows,
     )
 
@@ -245,6 +292,7 @@ def stage(
         if eval_rows:
             (partial / EVAL_FILE).write_text(json.dumps({"results": eval_rows}, indent=1) + "\n")
         card.save(partial / "README.md")
+        check_same_tensors(model_dir, partial)
     return sorted(str(path.relative_to(stage_dir)) for path in stage_dir.rglob("*") if path.is_file())
 
 

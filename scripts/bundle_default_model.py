@@ -3,7 +3,8 @@
     python scripts/bundle_default_model.py MODEL_DIR NOTES.md EVAL.json... [--repo-id ID]
 
 The model card comes from `dseqjepa push --dry-run` (the model_card.md template with the
-evaluation files), followed by NOTES.md (what this particular run was and is not good for).
+evaluation files); NOTES.md (what this particular run was and is not good for, its data and their
+licences) travels in conversion.json as `card_notes`, so that pushing the bundled model again keeps it.
 The bundled copy holds no remote code: inside the package the registered classes load it, so
 `auto_map` and `custom_pipelines` are dropped from its configs. It replaces the previous one in one
 step (`atomic_directory`): an interrupted run leaves the previous bundle in place.
@@ -37,8 +38,13 @@ def main() -> None:
 
     target = dseqjepa_hub.default_model_path()
     with tempfile.TemporaryDirectory() as scratch:
-        stage = Path(scratch) / "stage"
-        command = [sys.executable, "-m", "dseqjepa_cli", "push", str(args.model_dir), "--repo-id", args.repo_id,
+        source, stage = Path(scratch) / "model", Path(scratch) / "stage"
+        shutil.copytree(args.model_dir, source)
+        provenance_file = source / "conversion.json"
+        provenance = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}
+        provenance["card_notes"] = args.notes.read_text().strip()
+        provenance_file.write_text(json.dumps(provenance, indent=1) + "\n")
+        command = [sys.executable, "-m", "dseqjepa_cli", "push", str(source), "--repo-id", args.repo_id,
                    "--dry-run", "--stage-dir", str(stage), "--license", args.license]
         for eval_file in args.eval_files:
             command += ["--eval-file", str(eval_file)]
@@ -51,8 +57,7 @@ def main() -> None:
                 for key in REMOTE_KEYS:
                     config.pop(key, None)
                 (partial / name).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-            card = (stage / "README.md").read_text().rstrip() + "\n\n" + args.notes.read_text()
-            (partial / "README.md").write_text(card)
+            shutil.copy2(stage / "README.md", partial / "README.md")
     print(f"bundled {args.model_dir} as {target}")
 
 

@@ -29,7 +29,7 @@ REPO_ID = "dseq-org/tiny-ijepa"
 STAGED_FILES = {
     "README.md", "config.json", "model.safetensors", "preprocessor_config.json", "conversion.json",
     "eval_results.json", "configuration_dseqjepa.py", "modeling_dseqjepa.py", "image_processing_dseqjepa.py",
-    "regions.py", "pipeline_saliency_ranking.py",
+    "regions.py", "pipeline_saliency_ranking.py", "image_io.py", "errors.py",
 }
 EVAL_RESULT = {  # what `dseqjepa eval --task linear --out FILE.json` writes
     "task": "linear", "dataset": "scenes", "split": "val", "metric": "top1", "value": 0.625,
@@ -311,7 +311,7 @@ def test_refusals_happen_before_any_network_call(converted, hub, tmp_path, capsy
     data = (broken / "model.safetensors").read_bytes()
     (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
     assert main(["push", str(broken), "--repo-id", REPO_ID]) == 1
-    assert "does not load or run" in capsys.readouterr().err
+    assert "does not load as a DSeqJEPAModel" in capsys.readouterr().err
 
     bad_eval = tmp_path / "eval.json"
     bad_eval.write_text(json.dumps({**EVAL_RESULT, "value": "high"}))
@@ -334,3 +334,76 @@ def test_refusals_happen_before_any_network_call(converted, hub, tmp_path, capsy
     assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
     assert hub.calls == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory) -> Path:
+    """What `trainer.save_model()` writes for a fine-tuned classifier: every tensor of the head."""
+    from dseqjepa_hub import DSeqJEPAForImageClassification, DSeqJEPAImageProcessor
+
+    folder = tmp_path_factory.mktemp("fine-tuned") / "model"
+    torch.manual_seed(0)
+    model = DSeqJEPAForImageClassification(tiny_config(num_labels=3, id2label={0: "cat", 1: "dog", 2: "fox"},
+                                                       label2id={"cat": 0, "dog": 1, "fox": 2}))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    model.save_pretrained(folder)
+    DSeqJEPAImageProcessor.from_model_config(model.config).save_pretrained(folder)
+    return folder
+
+
+def test_push_publishes_a_fine_tuned_head_as_it_was_given(fine_tuned, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "stage"
+    stage(fine_tuned, out, repo_id="org/tiny-classifier", license="apache-2.0")
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["DSeqJEPAForImageClassification"]
+    assert config["id2label"] == {"0": "cat", "1": "dog", "2": "fox"}
+    before, after = load_file(fine_tuned / "model.safetensors"), load_file(out / "model.safetensors")
+    assert before.keys() == after.keys() and any(name.startswith("classifier.") for name in after)
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    card = ModelCard.load(out / "README.md")
+    assert card.data.pipeline_tag == "image-classification"
+    assert 'pipeline("image-classification", model="org/tiny-classifier"' in card.content
+    assert "3 classes" in card.content and "cat, dog, fox" in card.content
+
+
+def test_push_refuses_a_folder_whose_tensors_the_class_does_not_account_for(fine_tuned, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "model"
+    shutil.copytree(fine_tuned, folder)
+    tensors = load_file(folder / "model.safetensors")
+    tensors["extra_head.weight"] = torch.zeros(2, 2)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(HubError, match="unaccounted for.*extra_head.weight"):
+        stage(folder, tmp_path / "stage", repo_id="org/x", license="apache-2.0")
+
+
+def test_results_of_two_protocols_on_one_dataset_keep_their_names(converted, tmp_path):
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    knn = {**EVAL_RESULT, "task": "knn", "value": 0.5}
+    (tmp_path / "knn.json").write_text(json.dumps(knn))
+    out = tmp_path / "stage"
+    stage(converted, out, repo_id=REPO_ID, eval_files=[tmp_path / "knn.json"])
+    card = ModelCard.load(out / "README.md")
+    index = card.data.to_dict()["model-index"][0]["results"]
+    names = {entry["task"]["name"]: entry["metrics"][0]["value"] for entry in index}
+    assert names == {"linear probe (frozen encoder)": 0.625, "k-NN (frozen encoder)": 0.5}
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert sorted(r.metric_value for r in results) == [0.5, 0.625]
+
+
+def test_card_notes_of_the_weights_reach_the_card(converted, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(converted, folder)
+    provenance = json.loads((folder / "conversion.json").read_text())
+    provenance["card_notes"] = "## What these weights are not good for\n\nAnything at all."
+    (folder / "conversion.json").write_text(json.dumps(provenance))
+    stage(folder, tmp_path / "stage", repo_id=REPO_ID)
+    content = (tmp_path / "stage/README.md").read_text()
+    assert "## What these weights are not good for\n\nAnything at all." in content
+    assert content.index("not good for") < content.index("## Evaluation")
