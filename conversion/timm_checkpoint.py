@@ -16,9 +16,11 @@ from pathlib import Path
 
 import timm
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from dseqjepa_hub.atomic import atomic_write
+from dseqjepa_hub.atomic import atomic_directory, check_empty_folder
+from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
 from dseqjepa_hub.configuration_dseqjepa import PRESETS
 from dseqjepa_hub.model_loading import load_encoder
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
@@ -43,6 +45,10 @@ _UNSUPPORTED = {  # tensor name part -> the timm feature DSeq-JEPA's encoder doe
 def read_timm(path, *, num_heads: int | None = None, preset: str | None = None, **ignored) -> SourceCheckpoint:
     """`ignored`: --encoder and --with-predictor, which a single-encoder format does not have."""
     path = Path(path)
+    if path.is_dir() and (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        path = path / "model.safetensors"  # timm's Hub layout, as `export timm` writes it
+    recorded = _recorded_timm_args(path)
+    num_heads = num_heads or recorded.get("num_heads")
     checkpoint = load_tensor_file(path)
     if isinstance(checkpoint, dict):
         for wrapper in ("state_dict", "model", "state_dict_ema"):
@@ -89,6 +95,23 @@ def read_timm(path, *, num_heads: int | None = None, preset: str | None = None, 
     )
 
 
+def _recorded_timm_args(path: Path) -> dict:
+    """The create_model arguments a timm folder's config.json (or our export's metadata) records."""
+    config_file = path.parent / "config.json"
+    if config_file.is_file():
+        try:
+            return dict(json.loads(config_file.read_text()).get("model_args") or {})
+        except (json.JSONDecodeError, AttributeError):
+            return {}
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return json.loads((handle.metadata() or {}).get("timm_kwargs", "{}"))
+        except (SafetensorError, OSError, json.JSONDecodeError):
+            return {}
+    return {}
+
+
 def timm_model_args(model: DSeqJEPAModel) -> tuple[str, dict]:
     """(timm model name, create_model kwargs) of the timm ViT equivalent to `model`, features = mean of patch tokens."""
     config = model.config
@@ -113,24 +136,63 @@ _ARCHITECTURE_FIELDS = (
 )
 
 
-def export_timm(model_dir: str | os.PathLike, out_file: str | os.PathLike, log=print) -> tuple[str, dict, float]:
-    """Write `model_dir`'s encoder as timm weights (safetensors), checked by loading them into timm (strict)."""
-    out_file = Path(out_file)
-    if out_file.exists():
-        raise ConversionError(f"{out_file} already exists; choose a new file name")
+def export_timm(model_dir: str | os.PathLike, out_dir: str | os.PathLike, log=print) -> tuple[str, dict, float]:
+    """Write `model_dir`'s encoder as a timm model folder (timm's Hub layout: model.safetensors and
+    config.json with the architecture, its arguments and the preprocessing), which
+    `timm.create_model("local-dir:OUT", pretrained=True)` loads; checked by loading it that way
+    and comparing the features before the folder is kept. Returns (timm name, kwargs, max abs difference)."""
+    out_dir = Path(out_dir)
+    if out_dir.suffix:
+        raise ConversionError(
+            f"--out {out_dir}: expected a folder (timm's layout: model.safetensors + config.json), "
+            f"found a file name ending in {out_dir.suffix}"
+        )
+    check_empty_folder(out_dir)
     model = load_encoder(str(model_dir)).float()  # damaged folders: one ModelLoadError naming the file
+    config = model.config
     name, kwargs = timm_model_args(model)
     state = {key: tensor.contiguous() for key, tensor in model.state_dict().items()}
-    if model.config.use_cls_token:
+    if config.use_cls_token:
         state["pos_embed"] = torch.cat([torch.zeros_like(state["pos_embed"][:, :1]), state["pos_embed"]], dim=1)
-    timm_model = timm.create_model(name, pretrained=False, **kwargs)
-    try:
-        timm_model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ConversionError(f"the exported tensors do not load into timm's {name}: {error}") from None
-    difference = verify(timm_model.eval().forward_features, model)
-    metadata = {"timm_model": name, "timm_kwargs": json.dumps(kwargs), "class_token": str(model.config.use_cls_token)}
-    atomic_write(out_file, lambda temporary: save_file(state, str(temporary), metadata=metadata))
-    log(f"wrote {out_file}: timm.create_model({name!r}, pretrained=False, **{kwargs}) loads it with strict=True "
-        f"(max abs difference {difference:.2e})")
+    timm_config = {
+        "architecture": name,
+        "num_classes": 0,
+        "num_features": config.hidden_size,
+        "global_pool": "avg",
+        "model_args": kwargs,
+        "pretrained_cfg": _pretrained_cfg(Path(model_dir), config),
+    }
+    metadata = {"format": "pt", "timm_model": name, "timm_kwargs": json.dumps(kwargs)}
+    with atomic_directory(out_dir) as partial:
+        save_file(state, str(partial / "model.safetensors"), metadata=metadata)
+        (partial / "config.json").write_text(json.dumps(timm_config, indent=2) + "\n")
+        try:
+            timm_model = timm.create_model(f"local-dir:{partial}", pretrained=True).eval()
+        except RuntimeError as error:
+            raise ConversionError(f"the exported folder does not load into timm's {name}: {error}") from None
+        difference = verify(timm_model.forward_features, model)
+    log(f"wrote {out_dir}: timm.create_model('local-dir:{out_dir}', pretrained=True) loads it "
+        f"(max abs difference {difference:.2e}); timm.data.resolve_data_config(model=...) gives its preprocessing")
     return name, kwargs, difference
+
+
+def _pretrained_cfg(model_dir: Path, config) -> dict:
+    """timm's description of the preprocessing the model expects, from its image processor."""
+    if (model_dir / "preprocessor_config.json").is_file():
+        processor = DSeqJEPAImageProcessor.from_pretrained(model_dir)
+    else:
+        processor = DSeqJEPAImageProcessor.from_model_config(config)
+    if processor.do_center_crop and processor.size.get("shortest_edge"):
+        crop_pct, crop_mode = processor.crop_size["height"] / processor.size["shortest_edge"], "center"
+    else:
+        crop_pct, crop_mode = 1.0, "squash"  # a direct resize to the input size, whatever the aspect ratio
+    return {
+        "input_size": [config.num_channels, config.image_size, config.image_size],
+        "interpolation": "bicubic",
+        "crop_pct": crop_pct,
+        "crop_mode": crop_mode,
+        "mean": list(processor.image_mean),
+        "std": list(processor.image_std),
+        "num_classes": 0,
+        "license": "see the source model's card",
+    }

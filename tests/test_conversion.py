@@ -314,29 +314,35 @@ def test_export_timm_loads_strict_and_round_trips(tmp_path, cls_token):
     for parameter in model.parameters():
         parameter.add_(0.1 * torch.randn_like(parameter))
     model.save_pretrained(tmp_path / "model")
-    name, kwargs, _ = export_timm(tmp_path / "model", tmp_path / "vit.safetensors", log=lambda *_: None)
+    name, kwargs, _ = export_timm(tmp_path / "model", tmp_path / "vit", log=lambda *_: None)
     # the arguments the conversion reference is built from, for the same encoder (CLS position in pos_embed)
     assert kwargs == vit_kwargs(infer_layout(model.state_dict(), "model", num_heads=HEADS))
 
-    timm_model = timm.create_model(name, pretrained=False, **kwargs).eval()
-    timm_model.load_state_dict(load_file(tmp_path / "vit.safetensors"), strict=True)
+    timm_model = timm.create_model(f"local-dir:{tmp_path / 'vit'}", pretrained=True).eval()
     x = images()
     outputs = model(pixel_values=x)
     assert (timm_model.forward_features(x) - outputs.last_hidden_state).abs().max() <= TOLERANCE
     assert (timm_model(x) - outputs.pooler_output).abs().max() <= TOLERANCE  # avg pool, num_classes=0
+    data = timm.data.resolve_data_config({}, model=timm_model)  # the preprocessing travels with the export
+    assert data["input_size"] == (3, IMAGE, IMAGE) and data["crop_mode"] == "squash" and data["crop_pct"] == 1.0
+    assert tuple(data["mean"]) == tuple(config.image_mean) and tuple(data["std"]) == tuple(config.image_std)
 
-    convert(tmp_path / "vit.safetensors", "timm", tmp_path / "back", num_heads=HEADS, log=lambda *_: None)
+    # back again without --num-heads: the folder records it
+    convert(tmp_path / "vit", "timm", tmp_path / "back", log=lambda *_: None)
     assert (converted_tokens(tmp_path / "back", x) - outputs.last_hidden_state).abs().max() <= TOLERANCE
 
 
-def test_export_timm_cli_refuses_existing_file(tmp_path, capsys):
+def test_export_timm_cli_refuses_a_file_name_or_a_non_empty_folder(tmp_path, capsys):
     config = DSeqJEPAConfig(image_size=IMAGE, patch_size=PATCH, hidden_size=WIDTH, num_hidden_layers=DEPTH,
                             num_attention_heads=HEADS, intermediate_size=4 * WIDTH)
     DSeqJEPAModel(config).save_pretrained(tmp_path / "model")
-    (tmp_path / "vit.safetensors").write_text("keep me")
-    assert main(["export", "timm", str(tmp_path / "model"), "--out", str(tmp_path / "vit.safetensors")]) == 1
-    assert "already exists" in capsys.readouterr().err
-    assert (tmp_path / "vit.safetensors").read_text() == "keep me"
+    assert main(["export", "timm", str(tmp_path / "model"), "--out", str(tmp_path / "vit.pt")]) == 1
+    assert "expected a folder" in capsys.readouterr().err and not (tmp_path / "vit.pt").exists()
+    (tmp_path / "vit").mkdir()
+    (tmp_path / "vit" / "keep.txt").write_text("keep me")
+    assert main(["export", "timm", str(tmp_path / "model"), "--out", str(tmp_path / "vit")]) == 1
+    assert "is not an empty folder" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "vit").iterdir()) == ["keep.txt"]
 
 
 # ---- bad input -------------------------------------------------------------------------------------

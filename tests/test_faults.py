@@ -91,10 +91,10 @@ def test_damaged_model_folder_is_one_clear_line(tmp_path, capsys, kind, command)
 def test_damaged_model_folder_in_export_timm_is_one_clear_line(tmp_path, capsys, kind):
     folder = model_copy(tmp_path, "model")
     damage(folder, kind, tmp_path)
-    code = main(["export", "timm", str(folder), "--out", str(tmp_path / "timm.safetensors")])
+    code = main(["export", "timm", str(folder), "--out", str(tmp_path / "timm")])
     err = capsys.readouterr().err
     assert code == 1 and f"dseqjepa export: error: {folder}" in err and EXPECTED[kind] in err and "Traceback" not in err
-    assert not (tmp_path / "executed").exists() and not (tmp_path / "timm.safetensors").exists()
+    assert not (tmp_path / "executed").exists() and not (tmp_path / "timm").exists()
 
 
 def test_intact_copy_still_works(tmp_path, capsys):
