@@ -8,6 +8,7 @@ naming the file and the problem, before transformers prints a report or a traceb
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -17,11 +18,12 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 
-from .configuration_dseqjepa import DSeqJEPAConfig
+from .configuration_dseqjepa import PRESETS, DSeqJEPAConfig
 from .errors import DSeqJEPAError
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .modeling_dseqjepa import DSeqJEPAModel
 
+logger = logging.getLogger(__name__)
 SAFETENSORS_FILE = "model.safetensors"
 PICKLE_FILE = "pytorch_model.bin"  # read by transformers with torch.load(weights_only=True)
 
@@ -84,6 +86,14 @@ def model_source(model: str | os.PathLike) -> str:
 def load_encoder(model: str | None = None, device: str = "cpu") -> DSeqJEPAModel:
     """The encoder alone (no image processor needed): `model` as in `load_model`."""
     check_device(device)
+    if model in PRESETS and not Path(model).exists():
+        logger.warning(
+            "%s is a size preset, not trained weights: the model is RANDOMLY INITIALISED and its "
+            "embeddings and regions mean nothing (give a model folder or repo id for real ones)", model,
+        )
+        encoder = DSeqJEPAModel(DSeqJEPAConfig.from_preset(model))
+        encoder.name_or_path = f"{model} (random weights)"
+        return encoder.to(device).eval()
     source = model_source(default_model_path() if model is None else model)
     try:
         config = DSeqJEPAConfig.from_pretrained(source)
@@ -109,6 +119,8 @@ def load_model(model: str | None = None, device: str = "cpu") -> LoadedModel:
     """`model`: a local folder or a Hub repo id (from the cache when offline); None: the bundled model."""
     encoder = load_encoder(model, device)
     source = encoder.name_or_path
+    if model in PRESETS and not Path(model).exists():
+        return LoadedModel(encoder, DSeqJEPAImageProcessor.from_model_config(encoder.config), source)
     try:
         processor = DSeqJEPAImageProcessor.from_pretrained(source)
     except (OSError, ValueError) as error:
