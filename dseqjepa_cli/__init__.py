@@ -30,6 +30,9 @@ COMMANDS = {  # name -> (module, one-line help)
                 "transformers', timm's) into a model folder"),
     "export": ("dseqjepa_cli.export", "export a model folder to another library's weights"),
     "push": ("dseqjepa_cli.push", "publish a model folder to the Hugging Face Hub"),
+    "visualize": ("dseqjepa_cli.visualize", "draw regions, saliency, attention, similarity, clusters or the prediction "
+                  "sequence of images"),
+    "demo": ("dseqjepa_cli.demo", "serve the browser demo (Gradio) on this machine"),
 }
 
 

@@ -1,20 +1,37 @@
-"""`dseqjepa export timm MODEL --out FILE`: a model folder as another library's weights."""
+"""`dseqjepa export {timm,onnx} MODEL --out FILE`: a model folder as another library's weights or an ONNX graph."""
 
 from __future__ import annotations
 
 import argparse
 
-DESCRIPTION = "Export a DSeq-JEPA model folder to timm VisionTransformer weights (.safetensors), checked by loading them."
+DESCRIPTION = ("Export a DSeq-JEPA model: `timm` writes a timm model folder (model.safetensors + config.json "
+               "with the architecture and preprocessing: timm.create_model('local-dir:OUT', pretrained=True)), checked by "
+               "loading it; `onnx` writes an ONNX graph with outputs pooler_output, last_hidden_state and saliency, "
+               "checked with onnxruntime against torch before the file is kept (needs `pip install 'dseqjepa-hub[onnx]'`).")
+ONNX_TOLERANCE = 1e-4  # dseqjepa_convert.onnx_export.TOLERANCE; not imported here (the CLI imports only the stdlib)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=("timm",))
-    parser.add_argument("model", help="DSeq-JEPA model folder")
-    parser.add_argument("--out", required=True, help="output .safetensors file (must not exist)")
+    parser.add_argument("target", choices=("timm", "onnx"))
+    parser.add_argument("model", help="DSeq-JEPA model folder or Hub repo id (onnx: 'default' for the bundled model)")
+    parser.add_argument("--out", required=True, help="timm: an output folder (absent or empty); onnx: an .onnx file (must not exist)")
+    onnx = parser.add_argument_group("onnx")
+    onnx.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18, the lowest the exporter writes)")
+    onnx.add_argument("--dynamic", action="store_true",
+                      help="dynamic batch and image size (multiples of the patch size); default: one image of the "
+                           "model's size")
+    onnx.add_argument("--atol", type=float, default=ONNX_TOLERANCE,
+                      help=f"largest max abs difference to torch that is accepted (default: {ONNX_TOLERANCE:g})")
 
 
 def run(args: argparse.Namespace) -> int:
-    from dseqjepa_convert import export_timm
+    if args.target == "timm":
+        from dseqjepa_convert import export_timm
 
-    export_timm(args.model, args.out)
+        export_timm(args.model, args.out)
+        return 0
+    from dseqjepa_convert.onnx_export import export_onnx
+
+    export_onnx(None if args.model == "default" else args.model, args.out, opset=args.opset, dynamic=args.dynamic,
+                tolerance=args.atol)
     return 0

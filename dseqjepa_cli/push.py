@@ -24,14 +24,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-file", action="append", dest="eval_files",
                         help="evaluation JSON (`dseqjepa eval --out`) for the card; repeatable; "
                         "DIR/eval_results.json is always read when present")
+    parser.add_argument("--space", nargs="?", const="", default=None, metavar="SPACE_DIR",
+                        help="also stage a Hugging Face Space that runs the browser demo (`dseqjepa demo`) on the pushed "
+                             "model: app.py, requirements.txt, README.md with the Space front matter, example photos; "
+                             "into SPACE_DIR (absent or empty; default: ./NAME-space)")
 
 
 def run(args: argparse.Namespace) -> int:
     from dseqjepa_hub.hub import push
 
+    space_dir = None
+    if args.space is not None:  # checked before anything is pushed
+        from dseqjepa_hub.atomic import check_empty_folder
+
+        space_dir = args.space or f"{args.repo_id.split('/')[-1]}-space"
+        check_empty_folder(space_dir)
     push(
         args.model_dir, args.repo_id, private=args.private, revision=args.revision, create_pr=args.create_pr,
         commit_message=args.commit_message, dry_run=args.dry_run, stage_dir=args.stage_dir,
         license=args.license, datasets=args.datasets, base_model=args.base_model, eval_files=args.eval_files,
     )
+    if space_dir is not None:
+        from dseqjepa_hub.space import stage_space
+
+        names = stage_space(args.repo_id, space_dir, license=args.license)
+        print(f"staged the Space in {space_dir}: {', '.join(names)}")
+        print(f"upload it with: hf upload {args.repo_id}-demo {space_dir} --repo-type space")
     return 0

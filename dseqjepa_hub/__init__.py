@@ -1,7 +1,8 @@
 """dseqjepa-hub: DSeq-JEPA vision transformers for Hugging Face transformers.
 
 Importing the package registers the model with the Auto classes, so `AutoModel.from_pretrained`
-finds it, marks the classes for remote code, so `save_pretrained` writes `auto_map` and copies
+(and `AutoBackbone`, `AutoModelForImageClassification`) finds it, marks the classes for remote
+code, so `save_pretrained` writes `auto_map` and copies
 the model files (a saved folder then loads with `trust_remote_code=True` without this package),
 and registers the "saliency-ranking" pipeline.
 """
@@ -9,6 +10,7 @@ and registers the "saliency-ranking" pipeline.
 from importlib.metadata import version
 
 from transformers import (
+    AutoBackbone,
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
@@ -19,6 +21,7 @@ from .configuration_dseqjepa import PRESETS, DSeqJEPAConfig
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor, DSeqJEPAImageProcessorPil
 from .model_loading import default_model_path
 from .modeling_dseqjepa import (
+    DSeqJEPABackbone,
     DSeqJEPAForImageClassification,
     DSeqJEPAModel,
     DSeqJEPAModelOutput,
@@ -34,6 +37,7 @@ from .regions import Regions, extract_regions, region_dicts, saliency_map
 __version__ = version("dseqjepa-hub")  # the one place it is set: pyproject.toml
 __all__ = [
     "PRESETS",
+    "DSeqJEPABackbone",
     "DSeqJEPAConfig",
     "DSeqJEPAForImageClassification",
     "DSeqJEPAImageProcessor",
@@ -53,6 +57,7 @@ __all__ = [
 AutoConfig.register(DSeqJEPAConfig.model_type, DSeqJEPAConfig, exist_ok=True)
 AutoModel.register(DSeqJEPAConfig, DSeqJEPAModel, exist_ok=True)
 AutoModelForImageClassification.register(DSeqJEPAConfig, DSeqJEPAForImageClassification, exist_ok=True)
+AutoBackbone.register(DSeqJEPAConfig, DSeqJEPABackbone, exist_ok=True)
 AutoImageProcessor.register(
     DSeqJEPAConfig,
     image_processor_classes={"torchvision": DSeqJEPAImageProcessor, "pil": DSeqJEPAImageProcessorPil},
@@ -61,6 +66,7 @@ AutoImageProcessor.register(
 DSeqJEPAConfig.register_for_auto_class()
 DSeqJEPAModel.register_for_auto_class("AutoModel")
 DSeqJEPAForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+DSeqJEPABackbone.register_for_auto_class("AutoBackbone")
 DSeqJEPAImageProcessor.register_for_auto_class("AutoImageProcessor")
 DSeqJEPAImageProcessorPil.register_for_auto_class("AutoImageProcessor")
 register_saliency_ranking_pipeline()

@@ -9,6 +9,7 @@ import dataclasses
 import math
 
 from huggingface_hub.dataclasses import as_validated_field, strict  # transformers' own config machinery
+from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -63,7 +64,7 @@ def _epsilon(value: float) -> None:
 
 
 @strict
-class DSeqJEPAConfig(PreTrainedConfig):
+class DSeqJEPAConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""Configuration of a DSeq-JEPA vision transformer (and of I-JEPA's, with `use_cls_token=False`).
 
     Args:
@@ -85,6 +86,9 @@ class DSeqJEPAConfig(PreTrainedConfig):
         classifier_pooling, classifier_batchnorm, freeze_backbone: `DSeqJEPAForImageClassification`
             head: pooled features ("mean" of patch tokens, "cls", or "cls+mean" concatenated), an
             affine-free BatchNorm before the linear layer (the linear-probe head), a frozen encoder.
+        out_features, out_indices (keyword arguments, as DINOv2's), apply_layernorm, reshape_hidden_states:
+            `DSeqJEPABackbone` (`AutoBackbone`): the stages "stem", "stage1".."stageL" to return (default
+            the last), the final LayerNorm on each, and (B, D, h, w) maps without the CLS token.
     """
 
     model_type = "dseqjepa"
@@ -113,6 +117,8 @@ class DSeqJEPAConfig(PreTrainedConfig):
     classifier_pooling: str = "mean"
     classifier_batchnorm: bool = False
     freeze_backbone: bool = False
+    apply_layernorm: bool = True
+    reshape_hidden_states: bool = True
 
     def __post_init__(self, **kwargs):
         if self.saliency_layer is None:
@@ -125,6 +131,11 @@ class DSeqJEPAConfig(PreTrainedConfig):
             self.image_mean = list(IMAGENET_MEAN)
         if self.image_std is None:
             self.image_std = list(IMAGENET_STD)
+        kwargs.pop("stage_names", None)  # saved by to_dict; always derived from the depth
+        self.stage_names = ["stem"] + [f"stage{index}" for index in range(1, self.num_hidden_layers + 1)]
+        self.set_output_features_output_indices(
+            out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
+        )
         super().__post_init__(**kwargs)
 
     @property

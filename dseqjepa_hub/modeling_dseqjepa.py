@@ -12,7 +12,7 @@ hooks on the blocks and attention modules, active only when a forward pass asks 
 
 import difflib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Unpack
 
@@ -20,8 +20,9 @@ import torch
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
@@ -239,7 +240,7 @@ class DSeqJEPAModel(DSeqJEPAPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.patch_embed.proj
 
-    def _check_pixel_values(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool) -> None:
+    def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
             shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
             raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, found {shape}")
@@ -254,25 +255,31 @@ class DSeqJEPAModel(DSeqJEPAPreTrainedModel):
             raise ValueError(
                 f"input size {height}x{width} is not a multiple of the patch size {config.patch_size}"
             )
-        if not interpolate_pos_encoding and (height, width) != (config.image_size, config.image_size):
-            raise ValueError(
-                f"input size {height}x{width} differs from the model's {config.image_size}x{config.image_size}; "
-                "pass interpolate_pos_encoding=True to run at another resolution"
-            )
+
+    def position_embeddings(self, height: int, width: int) -> torch.Tensor:
+        """(1, height * width, D) sin-cos position embeddings of a patch grid: the `pos_embed` buffer on the
+        config's grid, regenerated (I-JEPA's formula, `sincos_pos_embed_2d`) on any other grid.
+
+        While a graph is being exported (torch.export, the ONNX exporters) they are always computed from the
+        grid's size, so that an exported graph with a dynamic image size holds the formula, not one grid's values.
+        """
+        exporting = torch.compiler.is_exporting() or torch.jit.is_tracing()
+        if not exporting and (height, width) == self.config.grid_size:
+            return self.pos_embed
+        return sincos_pos_embed_2d(self.config.hidden_size, height, width, device=self.pos_embed.device)[None]
 
     def embed(
-        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None = None
     ) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Pixels -> tokens with position embeddings, CLS first when present: ((B, [1] + N, D), (h, w))."""
-        self._check_pixel_values(pixel_values, interpolate_pos_encoding)
+        """Pixels -> tokens with position embeddings, CLS first when present: ((B, [1] + N, D), (h, w)).
+
+        Any input size divisible by the patch size works (`interpolate_pos_encoding` is accepted and ignored).
+        """
+        self._check_pixel_values(pixel_values)
         patches = self.patch_embed.proj(pixel_values.to(self.patch_embed.proj.weight.dtype))  # (B, D, h, w)
         height, width = patches.shape[-2:]
         tokens = patches.flatten(2).transpose(1, 2)  # (B, N, D)
-        if (height, width) == self.config.grid_size:
-            pos_embed = self.pos_embed
-        else:
-            pos_embed = sincos_pos_embed_2d(self.config.hidden_size, height, width, device=tokens.device)[None]
-        tokens = tokens + pos_embed.to(tokens.dtype)
+        tokens = tokens + self.position_embeddings(height, width).to(tokens.dtype)
         if self.cls_token is not None:  # the CLS token's position embedding is zero
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
         return tokens, (height, width)
@@ -306,7 +313,8 @@ class DSeqJEPAModel(DSeqJEPAPreTrainedModel):
         **kwargs: Unpack[TransformersKwargs],
     ) -> DSeqJEPAModelOutput:
         r"""
-        interpolate_pos_encoding (`bool`, *optional*): run at another input size (sin-cos embeddings for its grid).
+        interpolate_pos_encoding (`bool`, *optional*): accepted for compatibility and ignored: any input size
+            divisible by the patch size runs, with sin-cos position embeddings regenerated for its grid.
         output_saliency (`bool`, *optional*): also return `saliency`, from block `config.saliency_layer` of this pass.
         output_hidden_states, output_attentions, return_dict: as in every transformers model; `hidden_states`
             are taken before the final norm (the last one too), attentions need `attn_implementation="eager"`.
@@ -317,7 +325,7 @@ class DSeqJEPAModel(DSeqJEPAPreTrainedModel):
                 f"output_attentions=True needs attn_implementation='eager' (the model uses "
                 f"'{self.config._attn_implementation}'): load it with attn_implementation='eager'"
             )
-        hidden_states, grid_size = self.embed(pixel_values, bool(interpolate_pos_encoding))  # (B, [1] + N, D)
+        hidden_states, grid_size = self.embed(pixel_values)  # (B, [1] + N, D)
         saliency = None
         for index, block in enumerate(self.blocks):
             hidden_states = block(hidden_states)
@@ -329,6 +337,144 @@ class DSeqJEPAModel(DSeqJEPAPreTrainedModel):
             pooler_output=patch_tokens(last_hidden_state, self.config).mean(dim=1),  # (B, D)
             saliency=saliency,
         )
+
+    def forward_intermediates(
+        self,
+        pixel_values: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list | tuple[torch.Tensor, list]:
+        """Outputs of chosen blocks, with timm's `VisionTransformer.forward_intermediates` semantics.
+
+        indices: the last n blocks for an int n, every block for None, else 0-based block indices
+            (negative ones count from the end); results come in block order.
+        norm: pass each intermediate through the final LayerNorm.
+        output_fmt: "NCHW" -> patch tokens as (B, D, h, w) feature maps; "NLC" -> (B, N, D).
+        return_prefix_tokens: each intermediate becomes (patch tokens, prefix tokens (B, 1, D)); a model
+            without a CLS token has no prefix tokens and returns the patch tokens alone, as timm does.
+        stop_early: run no block after the last one asked for (the final features are then that block's).
+        Returns the intermediates alone with `intermediates_only`, else (final-norm tokens (B, [1] + N, D),
+        intermediates).
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', found {output_fmt!r}")
+        take = block_indices(len(self.blocks), indices)
+        hidden_states, (height, width) = self.embed(pixel_values)
+        blocks = self.blocks[: max(take) + 1] if stop_early else self.blocks
+        intermediates = []
+        for index, block in enumerate(blocks):
+            hidden_states = block(hidden_states)
+            if index in take:
+                intermediates.append(self.norm(hidden_states) if norm else hidden_states)
+        prefix = self.num_prefix_tokens
+        prefix_tokens = [tokens[:, :prefix] for tokens in intermediates]
+        intermediates = [tokens[:, prefix:] for tokens in intermediates]
+        if output_fmt == "NCHW":
+            intermediates = [patch_feature_map(tokens, (height, width)) for tokens in intermediates]
+        if return_prefix_tokens and prefix:
+            intermediates = list(zip(intermediates, prefix_tokens))
+        if intermediates_only:
+            return intermediates
+        return self.norm(hidden_states), intermediates
+
+    def get_intermediate_layers(
+        self,
+        pixel_values: torch.Tensor,
+        n: int | Sequence[int] = 1,
+        reshape: bool = False,
+        return_prefix_tokens: bool = False,
+        return_class_token: bool = False,
+        norm: bool = True,
+    ) -> tuple:
+        """DINOv2's `get_intermediate_layers`: the last `n` blocks (an int) or the blocks at indices `n`,
+        patch tokens (B, N, D), or (B, D, h, w) with `reshape`, through the final norm unless `norm=False`.
+
+        return_class_token: each output becomes (patch tokens, CLS token (B, D)), as in DINOv2;
+        return_prefix_tokens: (patch tokens, prefix tokens (B, 1, D)), as in timm.
+        """
+        if return_class_token and return_prefix_tokens:
+            raise ValueError("ask for return_class_token (DINOv2's form) or return_prefix_tokens (timm's), not both")
+        if return_class_token and not self.num_prefix_tokens:
+            raise ValueError("return_class_token=True needs a model with a CLS token (use_cls_token=True)")
+        outputs = self.forward_intermediates(
+            pixel_values, n, return_prefix_tokens=return_prefix_tokens or return_class_token, norm=norm,
+            output_fmt="NCHW" if reshape else "NLC", intermediates_only=True, stop_early=True,
+        )
+        if return_class_token:
+            outputs = [(patches, prefix[:, 0]) for patches, prefix in outputs]
+        return tuple(outputs)
+
+
+def block_indices(num_blocks: int, indices: int | Sequence[int] | None) -> list[int]:
+    """timm's `feature_take_indices`: None -> every block, n -> the last n, a sequence -> those (negative from the end)."""
+    if indices is None:
+        indices = num_blocks
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= num_blocks:
+            raise ValueError(f"the last {indices} blocks: expected 1 to {num_blocks}")
+        return list(range(num_blocks - indices, num_blocks))
+    taken = []
+    for index in indices:
+        absolute = num_blocks + index if index < 0 else index
+        if not 0 <= absolute < num_blocks:
+            raise ValueError(f"block index {index} is out of range for {num_blocks} blocks")
+        taken.append(absolute)
+    if not taken:
+        raise ValueError("no block indices given")
+    return taken
+
+
+def patch_feature_map(patches: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+    """(B, h * w, D) patch tokens in raster order -> (B, D, h, w) feature map."""
+    height, width = grid_size
+    return patches.reshape(patches.shape[0], height, width, -1).permute(0, 3, 1, 2).contiguous()
+
+
+class DSeqJEPABackbone(BackboneMixin, DSeqJEPAPreTrainedModel):
+    """The encoder as a transformers backbone (`AutoBackbone`), with DINOv2's conventions.
+
+    Stages are "stem" (the embeddings) and "stage1".."stageL" (each block's output); `config.out_features`
+    or `config.out_indices` choose them (default: the last). Each feature map goes through the final
+    LayerNorm when `config.apply_layernorm` and, when `config.reshape_hidden_states`, loses its CLS token
+    and becomes (B, D, h, w) for any input size divisible by the patch size; otherwise it is (B, [1] + N, D).
+    The weights are the encoder's (`dseqjepa.` prefix), so `AutoBackbone.from_pretrained` reads any model folder.
+    """
+
+    def __init__(self, config: DSeqJEPAConfig):
+        super().__init__(config)
+        self.dseqjepa = DSeqJEPAModel(config)
+        self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.dseqjepa.patch_embed.proj
+
+    @can_return_tuple
+    @filter_output_hidden_states
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BackboneOutput:
+        r"""
+        Returns `BackboneOutput(feature_maps, hidden_states, attentions)`: one feature map per stage in
+        `out_features`, in stage order.
+        """
+        check_forward_kwargs(self, kwargs, OUTPUT_KWARGS)
+        kwargs["output_hidden_states"] = True
+        outputs = self.dseqjepa(pixel_values, return_dict=True, **kwargs)
+        grid_size = (pixel_values.shape[-2] // self.config.patch_size, pixel_values.shape[-1] // self.config.patch_size)
+        feature_maps = ()
+        for stage, hidden_state in zip(self.stage_names, outputs.hidden_states):
+            if stage not in self.out_features:
+                continue
+            if self.config.apply_layernorm:
+                hidden_state = self.dseqjepa.norm(hidden_state)
+            if self.config.reshape_hidden_states:
+                hidden_state = patch_feature_map(patch_tokens(hidden_state, self.config), grid_size)
+            feature_maps += (hidden_state,)
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
 
 class DSeqJEPAForImageClassification(DSeqJEPAPreTrainedModel):
@@ -389,6 +535,7 @@ class DSeqJEPAForImageClassification(DSeqJEPAPreTrainedModel):
 
 
 __all__ = [
+    "DSeqJEPABackbone",
     "DSeqJEPABlock",
     "DSeqJEPAForImageClassification",
     "DSeqJEPAModel",

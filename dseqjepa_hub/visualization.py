@@ -1,11 +1,19 @@
-"""Overlays of ranked regions: `draw_regions(image, regions)` -> PIL image.
+"""Pictures of what a model computes: ranked regions, saliency, attention, patch similarity, clusters and
+the DSeq prediction sequence, each as a PIL image (`dseqjepa visualize` writes them).
 
-Each region (a region dict, docs/ARCHITECTURE.md) is drawn as a translucent colour fill, an
-outline inside its mask, and a label "rank: score" on a patch of the region's colour placed
-at the region pixel nearest to its centroid. The background region is not drawn: it is
-everything else. Line widths and font sizes follow the image size, so overlays stay legible
-from 64 px thumbnails to 4,000 px photos. Optionally the saliency map is shown beside the
-overlay as a heatmap on the part of the image the model saw.
+`draw_regions(image, regions)`: each region (a region dict, docs/ARCHITECTURE.md) is drawn as a
+translucent colour fill, an outline inside its mask (the region's colour, then a black or white line
+that contrasts with it), and a label "rank: score" on a patch of the region's colour placed at the
+region pixel nearest to its centroid; a legend ("rank: score" per colour, or "no foreground region")
+sits in the corner it hides least of. The background region is not drawn: it is everything else.
+Line widths and font sizes follow the image size, so overlays stay legible from 64 px thumbnails to
+4,000 px photos (the legend and colour bar are left out where they would cover most of the image).
+Optionally the saliency map is shown beside the overlay as a heatmap, with a colour bar, on the part
+of the image the model saw.
+
+The other pictures (`draw_saliency`, `draw_attention`, `draw_similarity`, `draw_clusters`,
+`draw_sequence`) take maps from `dseqjepa_hub.maps` on the patch grid and the crop box that maps the
+grid onto the image; heatmaps carry a colour bar with their value range.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ def draw_regions(
     show_saliency: bool = False,
     saliency: np.ndarray | None = None,
     saliency_box: tuple[int, int, int, int] | None = None,
+    legend: bool = True,
 ) -> Image.Image:
     """Draw ranked regions over `image` (the original image the region masks refer to).
 
@@ -48,7 +57,9 @@ def draw_regions(
     alpha: opacity of the region fills.
     show_saliency: put a heatmap of `saliency` (h, w), min-max normalised, to the right of
         the overlay, covering `saliency_box` (x0, y0, x1, y1; default the whole image), the
-        part of the image the model saw.
+        part of the image the model saw, with a colour bar of the raw values inside it.
+    legend: a legend of the regions ("rank: score"; "no foreground region" when only the
+        background is left) in the corner of the overlay that hides the fewest region pixels.
     """
     image = image.convert("RGB")
     width, height = image.size
@@ -58,11 +69,18 @@ def draw_regions(
 
     overlay = image.copy()
     foreground = [region for region in regions if not region["is_background"]]
-    for region in foreground:
-        mask = _checked_mask(region, (height, width))
+    masks = [_checked_mask(region, (height, width)) for region in foreground]
+    occupied = np.zeros((height, width), dtype=bool)
+    for mask in masks:
+        occupied |= mask
+    for region, mask in zip(foreground, masks):
         color = region_color(region["rank"])
         tinted = Image.blend(overlay, Image.new("RGB", overlay.size, color), alpha)
         overlay.paste(tinted, mask=Image.fromarray(mask))
+        # Outside the coloured outline, on the background only, a black or white line, whichever
+        # contrasts with the colour: the outline stays visible on image parts of the region's own colour.
+        ring = _outer_ring(mask, max(1, line_width // 2)) & ~occupied
+        overlay.paste(contrast_color(color), mask=Image.fromarray(ring))
         overlay.paste(color, mask=Image.fromarray(_inner_outline(mask, line_width)))
 
     draw = ImageDraw.Draw(overlay)
@@ -72,17 +90,30 @@ def draw_regions(
         if region["mask"].any():
             text = f"{region['rank']}: {region['score']:.2f}"
             _draw_label(draw, text, _label_anchor(region["mask"]), region_color(region["rank"]), font, (width, height))
+    if legend:
+        entries = [(region_color(r["rank"]), f"{r['rank']}: {r['score']:.2f}") for r in foreground if r["mask"].any()]
+        occupied = np.zeros((height, width), dtype=bool)
+        for region in foreground:
+            occupied |= np.asarray(region["mask"], dtype=bool)
+        _draw_legend(overlay, entries or [(None, NO_FOREGROUND)], occupied, font_size)
 
     if not show_saliency:
         return overlay
     if saliency is None:
         raise ValueError("show_saliency=True needs the saliency map (h, w); ask the pipeline for return_saliency=True")
     heatmap = saliency_heatmap(saliency, (width, height), saliency_box)
+    values = np.asarray(saliency, dtype=np.float64)
+    _draw_colorbar_inset(heatmap, float(values.min()), float(values.max()), saliency_box, font_size)
     gap = line_width * 4
     canvas = Image.new("RGB", (2 * width + gap, height), (255, 255, 255))
     canvas.paste(overlay, (0, 0))
     canvas.paste(heatmap, (width + gap, 0))
     return canvas
+
+
+NO_FOREGROUND = "no foreground region"
+CONTEXT_COLOR = (0, 114, 178)  # the prediction sequence: context regions (Okabe-Ito blue)
+TARGET_COLOR = (213, 94, 0)  # and the target region (Okabe-Ito vermillion)
 
 
 def region_color(rank: int) -> tuple[int, int, int]:
@@ -135,14 +166,26 @@ def _inner_outline(mask: np.ndarray, width: int) -> np.ndarray:
     return outline
 
 
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Square dilation by `radius`, with everything outside the array counted as set.
+def _outer_ring(mask: np.ndarray, width: int) -> np.ndarray:
+    """Pixels outside `mask` within `width` pixels of it (inside the image)."""
+    ring = np.zeros_like(mask)
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if rows.size == 0:
+        return ring
+    window = (slice(max(rows[0] - width, 0), rows[-1] + width + 1), slice(max(cols[0] - width, 0), cols[-1] + width + 1))
+    crop = mask[window]
+    ring[window] = ~crop & _dilate(crop, width, outside=False)
+    return ring
+
+
+def _dilate(mask: np.ndarray, radius: int, outside: bool = True) -> np.ndarray:
+    """Square dilation by `radius`, with everything outside the array counted as set (`outside`) or unset.
 
     Separable, each axis a running-window sum from a cumulative sum: O(pixels), independent of radius.
     """
     result = mask
     for axis in (0, 1):
-        padded = np.pad(result, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)], constant_values=True)
+        padded = np.pad(result, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)], constant_values=outside)
         counts = np.cumsum(padded, axis=axis, dtype=np.int32)
         counts = np.concatenate([np.zeros_like(counts.take([0], axis=axis)), counts], axis=axis)
         size = result.shape[axis]
@@ -164,7 +207,7 @@ def _label_anchor(mask: np.ndarray) -> tuple[int, int]:
 
 def _draw_label(draw: ImageDraw.ImageDraw, text: str, anchor: tuple[int, int], color, font, image_size) -> None:
     """Text centred on `anchor` over a patch of the region colour, shifted to stay inside the image."""
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    left, top, right, bottom = font.getbbox(text, mode="1" if draw.fontmode == "1" else "L")  # as rendered
     pad = max(1, (bottom - top) // 5)
     box_width, box_height = right - left + 2 * pad, bottom - top + 2 * pad
     x = min(max(anchor[0] - box_width // 2, 0), max(image_size[0] - box_width, 0))
@@ -172,3 +215,358 @@ def _draw_label(draw: ImageDraw.ImageDraw, text: str, anchor: tuple[int, int], c
     luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
     draw.rectangle((x, y, x + box_width - 1, y + box_height - 1), fill=tuple(color))
     draw.text((x + pad - left, y + pad - top), text, font=font, fill=(0, 0, 0) if luminance > 140 else (255, 255, 255))
+
+
+def contrast_color(color) -> tuple[int, int, int]:
+    """Black or white, whichever stands out against `color`."""
+    return (0, 0, 0) if _luminance(color) > 110 else (255, 255, 255)
+
+
+def _luminance(color) -> float:
+    return 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+
+
+def font_size_for(width: int, height: int) -> int:
+    """The label size of an image: about 1/30 of its geometric mean side, at least 10 px."""
+    return max(10, round(math.sqrt(width * height) / 30))
+
+
+def _corner_boxes(size: tuple[int, int], box_size: tuple[int, int], margin: int) -> list[tuple[int, int]]:
+    """Top-left positions of a box in the corners, in matplotlib's "best" order: upper right, upper left,
+    lower left, lower right."""
+    width, height = size
+    box_width, box_height = box_size
+    right, bottom = width - box_width - margin, height - box_height - margin
+    return [(right, margin), (margin, margin), (margin, bottom), (right, bottom)]
+
+
+def _least_covering(corners, box_size, occupied: np.ndarray | None) -> tuple[int, int]:
+    if occupied is None:
+        return corners[0]
+    box_width, box_height = box_size
+    covered = [int(occupied[y : y + box_height, x : x + box_width].sum()) for x, y in corners]
+    return corners[int(np.argmin(covered))]  # first minimum: the preferred corner on ties
+
+
+def _legend_layout(entries: list[tuple], font_size: int) -> tuple[int, int, int, int, int]:
+    """(width, height, pad, row height, swatch side) of a legend box of (colour or None, text) entries."""
+    font = ImageFont.load_default(size=font_size)
+    boxes = [font.getbbox(text) for _, text in entries]
+    text_height = max(bottom for _, _, _, bottom in boxes)
+    pad = max(2, font_size // 4)
+    swatch = text_height if any(color is not None for color, _ in entries) else 0
+    width = 2 * pad + swatch + (pad if swatch else 0) + max(right for _, _, right, _ in boxes)
+    return width, pad + (text_height + pad) * len(entries), pad, text_height + pad, swatch
+
+
+def _paint_legend(image: Image.Image, entries: list[tuple], xy: tuple[int, int], font_size: int) -> None:
+    width, height, pad, row, swatch = _legend_layout(entries, font_size)
+    font = ImageFont.load_default(size=font_size)
+    draw = ImageDraw.Draw(image, "RGBA")
+    x, y = xy
+    draw.rectangle((x, y, x + width - 1, y + height - 1), fill=(255, 255, 255, 215), outline=(40, 40, 40, 255))
+    for index, (color, text) in enumerate(entries):
+        top, left = y + pad + index * row, x + pad
+        if color is not None:
+            draw.rectangle((left, top, left + swatch - 1, top + swatch - 1), fill=tuple(color), outline=(0, 0, 0))
+            left += swatch + pad
+        draw.text((left, top), text, font=font, fill=(0, 0, 0))
+
+
+def _draw_legend(image: Image.Image, entries: list[tuple], occupied: np.ndarray | None, font_size: int,
+                 max_fraction: float = 0.5) -> bool:
+    """Draw (colour or None, text) entries as a legend in place, in the corner hiding the fewest `occupied`
+    pixels; left out (False) when it would exceed `max_fraction` of the image's width or height."""
+    width, height, pad, _, _ = _legend_layout(entries, font_size)
+    if width > max_fraction * image.width or height > max_fraction * image.height:
+        return False
+    xy = _least_covering(_corner_boxes(image.size, (width, height), pad), (width, height), occupied)
+    _paint_legend(image, entries, xy, font_size)
+    return True
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (any shape) -> uint8 RGB (..., 3) on the viridis-like ramp."""
+    positions = np.linspace(0, 1, len(_HEATMAP_STOPS))
+    values = np.clip(np.asarray(values, dtype=np.float64), 0, 1)
+    colors = np.stack([np.interp(values, positions, _HEATMAP_STOPS[:, c]) for c in range(3)], axis=-1)
+    return np.round(colors).astype(np.uint8)
+
+
+def _format_value(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def colorbar(height: int, vmin: float, vmax: float, font_size: int, label: str | None = None) -> Image.Image:
+    """A vertical colour bar, `height` px tall: the ramp from vmin (bottom) to vmax (top), with both values
+    (and the middle one) written beside it and an optional label on top."""
+    font = ImageFont.load_default(size=font_size)
+    texts = [_format_value(vmax), _format_value((vmin + vmax) / 2), _format_value(vmin)]
+    text_width = max(font.getbbox(text)[2] for text in texts)
+    text_height = font.getbbox("0")[3]
+    label_height = font.getbbox(label)[3] + font_size // 2 if label else 0
+    pad = max(2, font_size // 4)
+    tick = max(3, pad)
+    bar_width = max(8, font_size)
+    bar_top, bar_bottom = label_height + text_height // 2 + 1, height - text_height // 2 - 2
+    text_x = pad + bar_width + tick + pad
+    width = text_x + text_width + pad
+    if label:
+        width = max(width, font.getbbox(label)[2] + 2 * pad)
+    strip = Image.new("RGB", (width, height), (255, 255, 255))
+    span = max(bar_bottom - bar_top, 1)
+    ramp = colormap(np.linspace(1, 0, span + 1))[:, None, :].repeat(bar_width, axis=1)  # top: vmax
+    strip.paste(Image.fromarray(ramp), (pad, bar_top))
+    draw = ImageDraw.Draw(strip)
+    draw.rectangle((pad - 1, bar_top - 1, pad + bar_width, bar_top + span + 1), outline=(0, 0, 0))
+    for text, y in zip(texts, (bar_top, bar_top + span // 2, bar_top + span)):
+        draw.line((pad + bar_width, y, pad + bar_width + tick, y), fill=(0, 0, 0))
+        draw.text((text_x, y - (text_height + font.getbbox(text)[1]) // 2), text, font=font, fill=(0, 0, 0))
+    if label:
+        draw.text((pad, 0), label, font=font, fill=(0, 0, 0))
+    return strip
+
+
+def _draw_colorbar_inset(heatmap: Image.Image, vmin: float, vmax: float, box, font_size: int) -> bool:
+    """A colour bar inside a heatmap panel (a third of its height), in the corner it hides the least of the
+    map; left out on panels too small for it."""
+    height = heatmap.height // 3
+    if heatmap.height < 120 or heatmap.width < 120:
+        return False
+    strip = colorbar(height, vmin, vmax, max(10, font_size * 2 // 3))
+    if strip.width > heatmap.width // 3:
+        return False
+    map_area = np.zeros((heatmap.height, heatmap.width), dtype=bool)
+    x0, y0, x1, y1 = box if box is not None else (0, 0, heatmap.width, heatmap.height)
+    map_area[max(y0, 0) : y1, max(x0, 0) : x1] = True
+    margin = max(2, font_size // 4)
+    x, y = _least_covering(_corner_boxes(heatmap.size, strip.size, margin), strip.size, map_area)
+    heatmap.paste(strip, (x, y))
+    ImageDraw.Draw(heatmap).rectangle((x - 1, y - 1, x + strip.width, y + strip.height), outline=(40, 40, 40))
+    return True
+
+
+def heatmap_overlay(
+    image: Image.Image,
+    values: np.ndarray,
+    box: tuple[int, int, int, int] | None = None,
+    *,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    alpha: float = 0.6,
+) -> Image.Image:
+    """`image` with a (h, w) map colour-mapped over `box` (the part the model saw; default all of it),
+    patches upsampled by nearest neighbour. The scale runs from vmin to vmax (default the map's range)."""
+    image = image.convert("RGB")
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"expected a (h, w) map, found shape {values.shape}")
+    low = float(values.min()) if vmin is None else vmin
+    high = float(values.max()) if vmax is None else vmax
+    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    x0, y0, x1, y1 = box if box is not None else (0, 0, image.width, image.height)
+    colored = Image.fromarray(colormap(scaled)).resize((x1 - x0, y1 - y0), Image.Resampling.NEAREST)
+    layer = image.copy()
+    layer.paste(colored, (x0, y0))
+    return Image.blend(image, layer, alpha)
+
+
+def _titled(panel: Image.Image, title: str, font_size: int) -> Image.Image:
+    """`panel` with `title` written above it on white (a long title shrinks to the panel's width)."""
+    pad = max(2, font_size // 3)
+    font = ImageFont.load_default(size=font_size)
+    while font.getbbox(title)[2] > panel.width - 2 * pad and font_size > 8:
+        font_size -= 1
+        font = ImageFont.load_default(size=font_size)
+    left, _, right, bottom = font.getbbox(title)
+    canvas = Image.new("RGB", (panel.width, panel.height + bottom + 2 * pad), (255, 255, 255))
+    ImageDraw.Draw(canvas).text(((panel.width - (right - left)) // 2 - left, pad), title, font=font, fill=(0, 0, 0))
+    canvas.paste(panel, (0, bottom + 2 * pad))
+    return canvas
+
+
+def _row(panels: Sequence[Image.Image], gap: int) -> Image.Image:
+    height = max(panel.height for panel in panels)
+    canvas = Image.new("RGB", (sum(panel.width for panel in panels) + gap * (len(panels) - 1), height), (255, 255, 255))
+    x = 0
+    for panel in panels:
+        canvas.paste(panel, (x, 0))
+        x += panel.width + gap
+    return canvas
+
+
+def _grid(panels: Sequence[Image.Image], columns: int, gap: int) -> Image.Image:
+    rows = [_row(panels[start : start + columns], gap) for start in range(0, len(panels), columns)]
+    canvas = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows) + gap * (len(rows) - 1)),
+                       (255, 255, 255))
+    y = 0
+    for r in rows:
+        canvas.paste(r, (0, y))
+        y += r.height + gap
+    return canvas
+
+
+def _thumbnail(image: Image.Image, box, max_side: int) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
+    """`image` scaled down to at most `max_side` px a side, with `box` scaled alike."""
+    scale = min(1.0, max_side / max(image.size))
+    if scale == 1.0:
+        return image, box
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    scaled_box = None if box is None else tuple(round(v * scale) for v in box)
+    return image.resize(size, Image.Resampling.LANCZOS), scaled_box
+
+
+def _check_map(values, name: str, dims: int) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != dims:
+        raise ValueError(f"{name} must have {dims} dimensions, found shape {array.shape}")
+    return array
+
+
+def draw_saliency(
+    image: Image.Image, saliency: np.ndarray, box: tuple[int, int, int, int] | None = None, *, alpha: float = 0.6
+) -> Image.Image:
+    """The saliency map (h, w) over the image, with a colour bar of its raw values."""
+    values = _check_map(saliency, "saliency", 2).astype(np.float64)
+    panel = heatmap_overlay(image, values, box, alpha=alpha)
+    size = font_size_for(*panel.size)
+    titled = _titled(panel, "saliency (CLS similarity)", size)
+    return _row([titled, colorbar(titled.height, float(values.min()), float(values.max()), size)], gap=size // 2)
+
+
+def _title_height(font_size: int) -> int:
+    return _titled(Image.new("RGB", (400, 1)), "Ag", font_size).height - 1
+
+
+def draw_attention(
+    image: Image.Image,
+    attention: np.ndarray,
+    box: tuple[int, int, int, int] | None = None,
+    *,
+    panel_side: int = 320,
+    alpha: float = 0.6,
+) -> Image.Image:
+    """CLS attention (heads, h, w): the mean over heads, then each head, on one colour scale (0 to the
+    largest value), with its colour bar."""
+    maps = _check_map(attention, "attention", 3).astype(np.float64)
+    thumbnail, thumb_box = _thumbnail(image.convert("RGB"), box, panel_side)
+    mean = maps.mean(axis=0)
+    high = float(max(maps.max(), mean.max()))
+    size = font_size_for(*thumbnail.size)
+    panels = [_titled(heatmap_overlay(thumbnail, mean, thumb_box, vmin=0.0, vmax=high, alpha=alpha),
+                      f"mean of {len(maps)} heads", size)]
+    panels += [_titled(heatmap_overlay(thumbnail, head, thumb_box, vmin=0.0, vmax=high, alpha=alpha), f"head {i + 1}", size)
+               for i, head in enumerate(maps)]
+    columns = min(len(panels), max(1, math.ceil(math.sqrt(len(panels)))))
+    grid = _grid(panels, columns, gap=size // 2)
+    return _row([grid, colorbar(grid.height, 0.0, high, size, "attention")], gap=size // 2)
+
+
+def draw_similarity(
+    image: Image.Image,
+    similarity: np.ndarray,
+    box: tuple[int, int, int, int] | None = None,
+    *,
+    query: tuple[int, int] | None = None,
+    alpha: float = 0.6,
+) -> Image.Image:
+    """Cosine similarity (h, w) to the query over the image, the query patch outlined (`query` (row, col);
+    None for the CLS token), with a colour bar."""
+    values = _check_map(similarity, "similarity", 2).astype(np.float64)
+    panel = heatmap_overlay(image, values, box, alpha=alpha)
+    x0, y0, x1, y1 = box if box is not None else (0, 0, panel.width, panel.height)
+    size = font_size_for(*panel.size)
+    if query is not None:
+        rows, cols = values.shape
+        row, col = query
+        left, right = x0 + col * (x1 - x0) // cols, x0 + (col + 1) * (x1 - x0) // cols - 1
+        top, bottom = y0 + row * (y1 - y0) // rows, y0 + (row + 1) * (y1 - y0) // rows - 1
+        line = max(1, round(math.sqrt(panel.width * panel.height) / 250))
+        draw = ImageDraw.Draw(panel)
+        draw.rectangle((left, top, right, bottom), outline=(255, 255, 255), width=line)
+        draw.rectangle((left - line, top - line, right + line, bottom + line), outline=(0, 0, 0), width=line)
+    title = "similarity to the CLS token" if query is None else f"similarity to patch ({query[0]}, {query[1]})"
+    titled = _titled(panel, title, size)
+    return _row([titled, colorbar(titled.height, float(values.min()), float(values.max()), size, "cosine")], gap=size // 2)
+
+
+def cluster_color(label: int) -> tuple[int, int, int]:
+    """The colour of cluster `label` (0-based): the region colours, cycling."""
+    return REGION_COLORS[label % len(REGION_COLORS)]
+
+
+def draw_clusters(
+    image: Image.Image, labels: np.ndarray, box: tuple[int, int, int, int] | None = None, *, alpha: float = 0.55
+) -> Image.Image:
+    """Patch clusters (h, w) int as colours over the image, with a legend (cluster, patch count)."""
+    labels = _check_map(labels, "labels", 2).astype(np.int64)
+    image = image.convert("RGB")
+    x0, y0, x1, y1 = box if box is not None else (0, 0, image.width, image.height)
+    palette = np.array([cluster_color(label) for label in range(int(labels.max()) + 1)], dtype=np.uint8)
+    colored = Image.fromarray(palette[labels]).resize((x1 - x0, y1 - y0), Image.Resampling.NEAREST)
+    layer = image.copy()
+    layer.paste(colored, (x0, y0))
+    panel = Image.blend(image, layer, alpha)
+    size = font_size_for(*panel.size)
+    counts = np.bincount(labels.ravel(), minlength=len(palette))
+    entries = [(cluster_color(label), f"{label + 1}: {count} patches") for label, count in enumerate(counts) if count]
+    titled = _titled(panel, f"{len(entries)} clusters of the patch features", size)
+    legend = _legend_image(entries, size)
+    return _row([titled, _key(legend, titled.height, _title_height(size))], gap=size // 2)
+
+
+def _legend_image(entries: list[tuple], font_size: int) -> Image.Image:
+    """A legend of (colour or None, text) entries as an image of its own."""
+    width, height, pad, _, _ = _legend_layout(entries, font_size)
+    legend = Image.new("RGB", (width + pad, height + pad), (255, 255, 255))
+    _paint_legend(legend, entries, (0, 0), font_size)
+    return legend
+
+
+def draw_sequence(
+    image: Image.Image,
+    steps: Sequence[dict],
+    *,
+    panel_side: int = 320,
+    dim: float = 0.6,
+    alpha: float = 0.55,
+) -> Image.Image:
+    """The DSeq prediction sequence as a strip of panels, one per step (`maps.prediction_steps`): the
+    context R1..Rk tinted blue, the target R(k+1) vermillion, the rest of the image dimmed; titled
+    "step k: R1..Rk -> R(k+1)". An image with a single region (no step) gives one panel saying so."""
+    image = image.convert("RGB")
+    thumbnail, _ = _thumbnail(image, None, panel_side)
+    size = font_size_for(*thumbnail.size)
+    dimmed = Image.blend(thumbnail, Image.new("RGB", thumbnail.size, (255, 255, 255)), dim)
+    panels = []
+    for step in steps:
+        context = _resized_mask(step["context"], thumbnail.size)
+        target = _resized_mask(step["target"], thumbnail.size)
+        panel = dimmed.copy()
+        for mask, color in ((context, CONTEXT_COLOR), (target, TARGET_COLOR)):
+            tinted = Image.blend(thumbnail, Image.new("RGB", thumbnail.size, color), alpha)
+            panel.paste(tinted, mask=Image.fromarray(mask))
+        ranks = step["context_ranks"]
+        context_text = f"R{ranks[0]}" if len(ranks) == 1 else f"R{ranks[0]}..R{ranks[-1]}"
+        target_text = "background" if step["target_is_background"] else f"R{step['target_rank']}"
+        panels.append(_titled(panel, f"step {step['step']}: {context_text} -> {target_text}", size))
+    if not panels:
+        panels.append(_titled(dimmed, "one region only: no prediction step", size))
+    strip = _row(panels, gap=size // 2)
+    legend = _legend_image([(CONTEXT_COLOR, "context"), (TARGET_COLOR, "target")], size)
+    return _row([strip, _key(legend, strip.height, _title_height(size))], gap=size // 2)
+
+
+def _key(legend: Image.Image, height: int, top: int) -> Image.Image:
+    """A column holding `legend` at `top`, at least `height` tall."""
+    column = Image.new("RGB", (legend.width, max(height, top + legend.height)), (255, 255, 255))
+    column.paste(legend, (0, top))
+    return column
+
+
+def _resized_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool -> bool at `size` (W, H), nearest neighbour."""
+    mask = np.asarray(mask, dtype=bool)
+    if (mask.shape[1], mask.shape[0]) == tuple(size):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST), dtype=bool)

@@ -141,6 +141,7 @@ def library_choices() -> dict[tuple[tuple[str, ...], str], tuple]:
     """The library's list for each (sub-command path, dest) of the CLI."""
     import dseqjepa_convert
     from dseqjepa_convert import release, training
+    from dseqjepa_hub import maps, visualize_files
     from dseqjepa_train import datakit, evaluation
     from dseqjepa_train.evaluation import features
 
@@ -158,6 +159,10 @@ def library_choices() -> dict[tuple[tuple[str, ...], str], tuple]:
         (("export",), "target"): exporters,
         (("data",), "data_command"): ("build",),
         (("data", "build"), "dataset"): builders,
+        (("visualize",), "device"): devices,
+        (("visualize",), "kind"): tuple(visualize_files.KINDS),
+        (("visualize",), "method"): tuple(maps.CLUSTER_METHODS),
+        (("demo",), "device"): devices,
     }
 
 
@@ -183,6 +188,10 @@ def test_every_commands_choices_equal_the_librarys():
 
     assert dseqjepa_cli.convert.FORMATS == tuple(sorted(dseqjepa_convert.READERS))
     assert dseqjepa_cli.eval.TASKS == evaluation.TASKS
+    import dseqjepa_cli.visualize
+    from dseqjepa_hub import visualize_files
+
+    assert dseqjepa_cli.visualize.KINDS == visualize_files.KINDS
     assert dseqjepa_cli.eval.LAYERS == evaluation.features.LAYER_CHOICES
 
 

@@ -1,0 +1,72 @@
+"""`dseqjepa visualize IMAGE_OR_DIR... --kind KIND --out DIR`: what a model sees, as pictures."""
+
+from __future__ import annotations
+
+import argparse
+
+from .arguments import add_model_arguments, fraction, positive_int, report_failures
+
+KINDS = ("regions", "saliency", "attention", "similarity", "clusters", "sequence")  # dseqjepa_hub.visualize_files.KINDS
+DESCRIPTION = (
+    "Draw one picture per image (OUT/<path below the input folder>.KIND.png) and an index, OUT/KIND.json. Kinds: "
+    "regions (ranked regions with a legend, beside the saliency heatmap), saliency (heatmap with a colour bar), "
+    "attention (CLS attention of one block, the mean and every head), similarity (cosine similarity of one patch, "
+    "or the CLS token, to every patch), clusters (k-means or spectral clusters of the patch features) and sequence "
+    "(the DSeq prediction sequence: context R1..Rk and target R(k+1) for every step)."
+)
+DEFAULT_OUT = "visualize_out"
+
+
+def query(text: str) -> str:
+    text = text.strip().lower()
+    if text != "cls":
+        parts = text.split(",")
+        if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+            raise argparse.ArgumentTypeError(f"expected 'cls' or ROW,COL (0-based patch position), found {text!r}")
+    return text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (walked recursively)")
+    parser.add_argument("--kind", required=True, choices=KINDS, help="what to draw")
+    add_model_arguments(parser, default_batch_size=8)
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    parser.add_argument("--max-side", type=positive_int, default=2048,
+                        help="decode larger photos at this many pixels a side (default: 2048)")
+    group = parser.add_argument_group("regions and sequence")
+    group.add_argument("--num-regions", type=positive_int, default=None,
+                       help="slots, background included (default: the model's)")
+    group.add_argument("--min-region-fraction", type=fraction, default=None,
+                       help="area filter in [0, 1] (default: the model's)")
+    group = parser.add_argument_group("attention, similarity and clusters")
+    group.add_argument("--layer", type=int, default=-1,
+                       help="block whose output is shown, 0-based or negative from the end (default: -1, the last)")
+    group.add_argument("--query", type=query, default="cls",
+                       help="similarity: 'cls' (the CLS token) or ROW,COL, a patch of the grid (default: cls)")
+    group.add_argument("--clusters", type=positive_int, default=4, help="clusters: how many (default: 4)")
+    group.add_argument("--method", choices=("kmeans", "spectral"), default="kmeans", help="clusters: algorithm")
+    group.add_argument("--seed", type=int, default=0, help="clusters: random seed (default: 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dseqjepa_hub.errors import DSeqJEPAError
+    from dseqjepa_hub.image_io import find_images
+    from dseqjepa_hub.model_loading import check_device, load_model
+    from dseqjepa_hub.region_files import output_stems
+    from dseqjepa_hub.visualize_files import parse_query, visualize_files
+
+    check_device(args.device)
+    paths, skipped = find_images(args.inputs)
+    report_failures(skipped, "skipped while walking the input folders")
+    if not paths:
+        raise DSeqJEPAError(f"no image files found in {' '.join(args.inputs)}")
+    loaded = load_model(args.model, args.device)
+    entries, failures = visualize_files(
+        paths, loaded.model, loaded.processor, args.kind, out_dir=args.out, stems=output_stems(paths, args.inputs),
+        batch_size=args.batch_size, num_regions=args.num_regions, min_region_fraction=args.min_region_fraction,
+        layer=args.layer, query=parse_query(args.query), num_clusters=args.clusters, method=args.method,
+        seed=args.seed, model_description=loaded.description, max_pixels=args.max_pixels, max_side=args.max_side,
+    )
+    print(f"wrote {len(entries)} {args.kind} picture(s) and {args.kind}.json to {args.out}")
+    report_failures(failures)
+    return 1 if failures else 0
