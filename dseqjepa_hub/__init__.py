@@ -15,6 +15,7 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    AutoVideoProcessor,
 )
 
 from .configuration_dseqjepa import PRESETS, DSeqJEPAConfig
@@ -63,6 +64,9 @@ AutoImageProcessor.register(
     image_processor_classes={"torchvision": DSeqJEPAImageProcessor, "pil": DSeqJEPAImageProcessorPil},
     exist_ok=True,
 )
+# No video processor: said here, so that transformers' pipelines (which look for one) do not read the
+# image processor's `auto_map` as one and ask on the terminal whether to run the folder's code.
+AutoVideoProcessor.register(DSeqJEPAConfig, video_processor_classes={}, exist_ok=True)
 DSeqJEPAConfig.register_for_auto_class()
 DSeqJEPAModel.register_for_auto_class("AutoModel")
 DSeqJEPAForImageClassification.register_for_auto_class("AutoModelForImageClassification")
