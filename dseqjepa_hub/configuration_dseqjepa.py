@@ -7,6 +7,7 @@ whenever it is set, the relations between fields when the config is built and wh
 
 import dataclasses
 import math
+import sys
 
 from huggingface_hub.dataclasses import as_validated_field, strict  # transformers' own config machinery
 from transformers.backbone_utils import BackboneConfigMixin
@@ -61,6 +62,15 @@ def _fraction(value: float) -> None:
 def _epsilon(value: float) -> None:
     if not 0.0 < value < math.inf:
         raise ValueError(f"expected a finite number > 0, found {value!r}")
+
+
+def _served_in_this_process(custom_pipelines: dict) -> bool:
+    """Whether every task of a folder's `custom_pipelines` is registered in this process by dseqjepa_hub."""
+    pipelines = sys.modules.get("transformers.pipelines")  # never imported: nothing is registered
+    if pipelines is None:
+        return False
+    tasks = pipelines.PIPELINE_REGISTRY.supported_tasks
+    return all(task in tasks and tasks[task]["impl"].__module__.startswith("dseqjepa_hub.") for task in custom_pipelines)
 
 
 @strict
@@ -137,6 +147,11 @@ class DSeqJEPAConfig(BackboneConfigMixin, PreTrainedConfig):
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
         )
         super().__post_init__(**kwargs)
+        if getattr(self, "custom_pipelines", None) and _served_in_this_process(self.custom_pipelines):
+            # The folder's pipeline is this process's registered one (the package is imported): without
+            # its entry, transformers takes the registry's class instead of asking for trust_remote_code.
+            # Saving a model writes the entry again (`DSeqJEPAPreTrainedModel.save_pretrained`).
+            self.custom_pipelines = {}
 
     @property
     def grid_size(self) -> tuple[int, int]:

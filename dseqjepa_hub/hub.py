@@ -35,7 +35,6 @@ from safetensors.torch import load_file
 
 from . import __version__
 from .atomic import atomic_directory, check_empty_folder
-from .configuration_dseqjepa import DSeqJEPAConfig
 from .errors import DSeqJEPAError
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .modeling_dseqjepa import DSeqJEPAForImageClassification, DSeqJEPAModel
@@ -245,15 +244,6 @@ def check_card(content: str, *, pipeline_tag: str, expect_eval: int = 0) -> None
         raise HubError("the model card metadata does not validate: " + "; ".join(problems))
 
 
-def _add_classification_auto_class(config_file: Path) -> None:
-    """Let the card's fine-tuning example load the encoder into the classification head by repo id."""
-    config = json.loads(config_file.read_text())
-    config.setdefault("auto_map", {})["AutoModelForImageClassification"] = (
-        "modeling_dseqjepa.DSeqJEPAForImageClassification"
-    )
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
 def stage(
     model_dir: str | os.PathLike,
     stage_dir: str | os.PathLike,
@@ -285,7 +275,6 @@ def stage(
 
     with atomic_directory(stage_dir) as partial:
         save_pretrained_with_pipeline(model, processor, partial)
-        _add_classification_auto_class(partial / "config.json")
         for name in EXTRA_FILES:
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, partial / name)

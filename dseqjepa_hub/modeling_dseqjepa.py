@@ -12,8 +12,10 @@ hooks on the blocks and attention modules, active only when a forward pass asks 
 
 import difflib
 import inspect
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Unpack
 
 import torch
@@ -29,6 +31,7 @@ from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_dseqjepa import DSeqJEPAConfig
+from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .regions import saliency_map
 
 # The `**kwargs` (TransformersKwargs) a forward pass reads; `return_dict` is taken by the decorators
@@ -187,6 +190,20 @@ def additive_attention_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> to
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
+# What every saved folder maps to the core files it carries (remote code).
+AUTO_MAP = {
+    "AutoConfig": "configuration_dseqjepa.DSeqJEPAConfig",
+    "AutoModel": "modeling_dseqjepa.DSeqJEPAModel",
+    "AutoModelForImageClassification": "modeling_dseqjepa.DSeqJEPAForImageClassification",
+    "AutoBackbone": "modeling_dseqjepa.DSeqJEPABackbone",
+    "AutoImageProcessor": "image_processing_dseqjepa.DSeqJEPAImageProcessor",
+}
+PIPELINE_TASK = "saliency-ranking"
+PIPELINE_ENTRY = {"impl": "pipeline_saliency_ranking.SaliencyRankingPipeline", "pt": ["AutoModel"], "tf": [], "type": "image"}
+CORE_FILES = ("configuration_dseqjepa.py", "modeling_dseqjepa.py", "image_processing_dseqjepa.py", "regions.py",
+              "pipeline_saliency_ranking.py", "image_io.py", "errors.py")
+
+
 class DSeqJEPAPreTrainedModel(PreTrainedModel):
     config: DSeqJEPAConfig
     base_model_prefix = "dseqjepa"
@@ -200,6 +217,28 @@ class DSeqJEPAPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     # hidden_states: the blocks' input (the embeddings) then every block's output; attentions: eager only
     _can_record_outputs = {"hidden_states": DSeqJEPABlock, "attentions": DSeqJEPAAttention}
+
+    def __init__(self, config: DSeqJEPAConfig, *inputs, **kwargs):
+        config.validate_architecture()  # fields changed after the config was built (from_pretrained(p, **kwargs))
+        super().__init__(config, *inputs, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' save, then the folder made self-contained: its config.json maps every Auto
+        class and the "saliency-ranking" pipeline to the core files copied beside the weights, so it
+        loads with every Auto class and both pipelines, with this package or with
+        `trust_remote_code=True` without it."""
+        self.config.auto_map = dict(AUTO_MAP)
+        self.config.custom_pipelines = {PIPELINE_TASK: dict(PIPELINE_ENTRY)}
+        try:
+            super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.config.custom_pipelines = {}  # in memory the registry serves it (see DSeqJEPAConfig)
+        here = Path(__file__).parent
+        for name in CORE_FILES:
+            if (here / name).is_file():
+                shutil.copyfile(here / name, Path(save_directory) / name)
+        if not (Path(save_directory) / "preprocessor_config.json").is_file():  # pipelines need one
+            DSeqJEPAImageProcessor.from_model_config(self.config).save_pretrained(save_directory)
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -496,6 +535,15 @@ class DSeqJEPAForImageClassification(DSeqJEPAPreTrainedModel):
         if config.freeze_backbone:
             self.dseqjepa.requires_grad_(False)
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' loading, then `freeze_backbone` applied again: loading replaces the parameters."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading info) on request
+        if model.config.freeze_backbone:
+            model.dseqjepa.requires_grad_(False)
+        return loaded
 
     def pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
         """(B, [1] + N, D) -> (B, D) or (B, 2D) as `classifier_pooling` says."""

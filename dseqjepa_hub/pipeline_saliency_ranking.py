@@ -17,10 +17,9 @@ from transformers.image_utils import load_image as load_image_url
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .image_io import load_image, to_rgb
+from .modeling_dseqjepa import PIPELINE_TASK as TASK
 from .modeling_dseqjepa import patch_tokens
 from .regions import extract_regions, region_dicts
-
-TASK = "saliency-ranking"
 
 
 def rank_regions(
@@ -189,12 +188,7 @@ def register_saliency_ranking_pipeline() -> None:
 
 
 def save_pretrained_with_pipeline(model, image_processor, save_directory: str | os.PathLike) -> None:
-    """`model.save_pretrained` + `image_processor.save_pretrained` that also ship the pipeline.
-
-    transformers' own `Pipeline.save_pretrained` writes `custom_pipelines` into config.json and
-    copies this file with its relative imports, so the folder alone runs
-    `pipeline("saliency-ranking", model=folder, trust_remote_code=True)`.
-    """
-    register_saliency_ranking_pipeline()
-    pipe = SaliencyRankingPipeline(model=model, image_processor=image_processor, task=TASK, device=model.device)
-    pipe.save_pretrained(save_directory)
+    """The model and its image processor in one folder. Every `save_pretrained` of a DSeq-JEPA model
+    ships the pipeline (`DSeqJEPAPreTrainedModel.save_pretrained`); this saves both halves at once."""
+    model.save_pretrained(save_directory)
+    image_processor.save_pretrained(save_directory)

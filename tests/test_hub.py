@@ -73,6 +73,8 @@ def test_stage_writes_exactly_the_upload_set(staged):
         "AutoConfig": "configuration_dseqjepa.DSeqJEPAConfig",
         "AutoModel": "modeling_dseqjepa.DSeqJEPAModel",
         "AutoModelForImageClassification": "modeling_dseqjepa.DSeqJEPAForImageClassification",
+        "AutoBackbone": "modeling_dseqjepa.DSeqJEPABackbone",
+        "AutoImageProcessor": "image_processing_dseqjepa.DSeqJEPAImageProcessor",
     }
     assert config["custom_pipelines"]["saliency-ranking"]["impl"] == "pipeline_saliency_ranking.SaliencyRankingPipeline"
     processor = json.loads((staged / "preprocessor_config.json").read_text())

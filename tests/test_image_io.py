@@ -109,7 +109,7 @@ def test_original_size_is_as_displayed_after_exif_rotation(tmp_path):
 def test_find_images_walks_by_what_pillow_reads_and_says_what_it_skipped(tmp_path):
     root = tmp_path / "photos"
     root.mkdir()
-    two_halves(8, 8).save(root / "icon.ico")
+    two_halves(32, 32).save(root / "icon.ico")
     two_halves(8, 8).save(root / "photo.png")
     (root / "phone.heic").write_bytes(b"x")
     (root / "labels.json").write_text("{}")
@@ -121,7 +121,7 @@ def test_find_images_walks_by_what_pillow_reads_and_says_what_it_skipped(tmp_pat
     assert set(reasons) == {root / "gone.jpg", root / "phone.heic", root / "pipe.png"}
     assert "dangling" in reasons[root / "gone.jpg"] and "pillow-heif" in reasons[root / "phone.heic"]
     assert "not a regular file" in reasons[root / "pipe.png"]
-    assert load_image(root / "icon.ico").size == (8, 8)
+    assert load_image(root / "icon.ico").size == (32, 32)
 
 
 def test_exif_orientation_applied(tmp_path):
