@@ -23,7 +23,7 @@ from dseqjepa_hub.atomic import atomic_directory, check_empty_folder
 from dseqjepa_hub.configuration_dseqjepa import PRESETS
 from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
 from dseqjepa_hub.model_loading import load_encoder
-from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, sincos_pos_embed_2d
 
 from .layout import LAYER_NORM_EPS, infer_layout
 from .loading import ConversionError, as_state_dict, describe_checkpoint, is_square, load_tensor_file, strip_prefix
@@ -136,11 +136,19 @@ _ARCHITECTURE_FIELDS = (
 )
 
 
-def export_timm(model_dir: str | os.PathLike, out_dir: str | os.PathLike, log=print) -> tuple[str, dict, float]:
+def export_timm(
+    model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, image_size: int | None = None, log=print,
+) -> tuple[str, dict, float]:
     """Write `model_dir`'s encoder as a timm model folder (timm's Hub layout: model.safetensors and
     config.json with the architecture, its arguments and the preprocessing), which
     `timm.create_model("local-dir:OUT", pretrained=True)` loads; checked by loading it that way
-    and comparing the features before the folder is kept. Returns (timm name, kwargs, max abs difference)."""
+    and comparing the features before the folder is kept. Returns (timm name, kwargs, max abs difference).
+
+    image_size: export for another square input size. DSeq-JEPA regenerates its sin-cos positions
+    for any grid, while timm resamples its stored table (`img_size=` or `dynamic_img_size=True`),
+    which differs (by up to ~1.7 in the tokens at 240 x 320 for a 224 model); exporting at the size
+    you will run writes the exact sin-cos table for that grid, so timm matches there.
+    """
     out_dir = Path(out_dir)
     if out_dir.suffix:
         raise ConversionError(
@@ -152,6 +160,13 @@ def export_timm(model_dir: str | os.PathLike, out_dir: str | os.PathLike, log=pr
     config = model.config
     name, kwargs = timm_model_args(model)
     state = {key: tensor.contiguous() for key, tensor in model.state_dict().items()}
+    side = image_size or config.image_size
+    if side % config.patch_size:
+        raise ConversionError(f"--image-size {side}: expected a multiple of the patch size {config.patch_size}")
+    if side != config.image_size:
+        grid = side // config.patch_size
+        state["pos_embed"] = sincos_pos_embed_2d(config.hidden_size, grid, grid)[None].to(state["pos_embed"].dtype)
+        kwargs["img_size"] = side
     if config.use_cls_token:
         state["pos_embed"] = torch.cat([torch.zeros_like(state["pos_embed"][:, :1]), state["pos_embed"]], dim=1)
     timm_config = {
@@ -160,7 +175,7 @@ def export_timm(model_dir: str | os.PathLike, out_dir: str | os.PathLike, log=pr
         "num_features": config.hidden_size,
         "global_pool": "avg",
         "model_args": kwargs,
-        "pretrained_cfg": _pretrained_cfg(Path(model_dir), config),
+        "pretrained_cfg": _pretrained_cfg(Path(model_dir), config, side),
     }
     metadata = {"format": "pt", "timm_model": name, "timm_kwargs": json.dumps(kwargs)}
     with atomic_directory(out_dir) as partial:
@@ -170,13 +185,13 @@ def export_timm(model_dir: str | os.PathLike, out_dir: str | os.PathLike, log=pr
             timm_model = timm.create_model(f"local-dir:{partial}", pretrained=True).eval()
         except RuntimeError as error:
             raise ConversionError(f"the exported folder does not load into timm's {name}: {error}") from None
-        difference = verify(timm_model.forward_features, model)
+        difference = verify(timm_model.forward_features, model, image_size=side)
     log(f"wrote {out_dir}: timm.create_model('local-dir:{out_dir}', pretrained=True) loads it "
         f"(max abs difference {difference:.2e}); timm.data.resolve_data_config(model=...) gives its preprocessing")
     return name, kwargs, difference
 
 
-def _pretrained_cfg(model_dir: Path, config) -> dict:
+def _pretrained_cfg(model_dir: Path, config, side: int) -> dict:
     """timm's description of the preprocessing the model expects, from its image processor."""
     if (model_dir / "preprocessor_config.json").is_file():
         processor = DSeqJEPAImageProcessor.from_pretrained(model_dir)
@@ -187,7 +202,7 @@ def _pretrained_cfg(model_dir: Path, config) -> dict:
     else:
         crop_pct, crop_mode = 1.0, "squash"  # a direct resize to the input size, whatever the aspect ratio
     return {
-        "input_size": [config.num_channels, config.image_size, config.image_size],
+        "input_size": [config.num_channels, side, side],
         "interpolation": "bicubic",
         "crop_pct": crop_pct,
         "crop_mode": crop_mode,

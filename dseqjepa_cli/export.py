@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", choices=("timm", "onnx"))
     parser.add_argument("model", help="DSeq-JEPA model folder or Hub repo id (onnx: 'default' for the bundled model)")
     parser.add_argument("--out", required=True, help="timm: an output folder (absent or empty); onnx: an .onnx file (must not exist)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="timm: export for this square input size (exact sin-cos positions for its grid; default: "
+                             "the model's)")
     onnx = parser.add_argument_group("onnx")
     onnx.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18, the lowest the exporter writes)")
     onnx.add_argument("--dynamic", action="store_true",
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.target == "timm":
         from dseqjepa_convert import export_timm
 
-        export_timm(args.model, args.out)
+        export_timm(args.model, args.out, image_size=args.image_size)
         return 0
     from dseqjepa_convert.onnx_export import export_onnx
 

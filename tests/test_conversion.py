@@ -332,6 +332,25 @@ def test_export_timm_loads_strict_and_round_trips(tmp_path, cls_token):
     assert (converted_tokens(tmp_path / "back", x) - outputs.last_hidden_state).abs().max() <= TOLERANCE
 
 
+@torch.no_grad()
+def test_export_timm_at_another_size_matches_the_model_there_exactly(tmp_path):
+    config = DSeqJEPAConfig(image_size=IMAGE, patch_size=PATCH, hidden_size=WIDTH, num_hidden_layers=DEPTH,
+                            num_attention_heads=HEADS, intermediate_size=4 * WIDTH)
+    torch.manual_seed(3)
+    model = DSeqJEPAModel(config).eval()
+    model.save_pretrained(tmp_path / "model")
+    side = IMAGE + 2 * PATCH
+    assert main(["export", "timm", str(tmp_path / "model"), "--out", str(tmp_path / "vit"), "--image-size", str(side)]) == 0
+    exported = timm.create_model(f"local-dir:{tmp_path / 'vit'}", pretrained=True).eval()
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+    assert (exported.forward_features(x) - model(pixel_values=x).last_hidden_state).abs().max() <= TOLERANCE
+    assert timm.data.resolve_data_config({}, model=exported)["input_size"] == (3, side, side)
+    # timm's own resampling of the native export's table does not match the regenerated sin-cos
+    export_timm(tmp_path / "model", tmp_path / "native", log=lambda *_: None)
+    resampled = timm.create_model(f"local-dir:{tmp_path / 'native'}", pretrained=True, img_size=side).eval()
+    assert (resampled.forward_features(x) - model(pixel_values=x).last_hidden_state).abs().max() > 10 * TOLERANCE
+
+
 def test_export_timm_cli_refuses_a_file_name_or_a_non_empty_folder(tmp_path, capsys):
     config = DSeqJEPAConfig(image_size=IMAGE, patch_size=PATCH, hidden_size=WIDTH, num_hidden_layers=DEPTH,
                             num_attention_heads=HEADS, intermediate_size=4 * WIDTH)
