@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=positive_int, default=20, help="kNN neighbours")
     parser.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=positive_int, default=None,
+                        help="input size in pixels, a multiple of the patch size (default: the model's)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from dseqjepa_train.evaluation import evaluate, markdown_table, write_results
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = load_model(args.model, device)
+    loaded = load_model(args.model, device, image_size=args.size)
     result = evaluate(
         loaded.model, loaded.processor, loaded.description, args.data, args.task,
         layers=args.layers, batch_size=args.batch_size, max_train_images=args.max_train_images,

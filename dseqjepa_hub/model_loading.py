@@ -115,14 +115,29 @@ def load_encoder(model: str | None = None, device: str = "cpu") -> DSeqJEPAModel
     return encoder.to(device).eval()
 
 
-def load_model(model: str | None = None, device: str = "cpu") -> LoadedModel:
-    """`model`: a local folder or a Hub repo id (from the cache when offline); None: the bundled model."""
+def load_model(model: str | None = None, device: str = "cpu", image_size: int | None = None) -> LoadedModel:
+    """`model`: a local folder or a Hub repo id (from the cache when offline); None: the bundled model.
+
+    image_size: run at this square input size instead of the model's (the encoder regenerates its
+    positions for any grid; a multiple of the patch size): the processor resizes to it.
+    """
     encoder = load_encoder(model, device)
     source = encoder.name_or_path
     if model in PRESETS and not Path(model).exists():
-        return LoadedModel(encoder, DSeqJEPAImageProcessor.from_model_config(encoder.config), source)
-    try:
-        processor = DSeqJEPAImageProcessor.from_pretrained(source)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot load the image processor of {source!r}: {error}") from None
+        processor = DSeqJEPAImageProcessor.from_model_config(encoder.config)
+    else:
+        try:
+            processor = DSeqJEPAImageProcessor.from_pretrained(source)
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"cannot load the image processor of {source!r}: {error}") from None
+    if image_size is not None:
+        patch = encoder.config.patch_size
+        if image_size < patch or image_size % patch:
+            raise ModelLoadError(f"--size {image_size}: expected a multiple of the patch size {patch}")
+        if processor.do_center_crop:
+            processor.size = {"shortest_edge": round(image_size * processor.size.get("shortest_edge", image_size)
+                                                     / processor.crop_size["height"])}
+        else:
+            processor.size = {"height": image_size, "width": image_size}
+        processor.crop_size = {"height": image_size, "width": image_size}
     return LoadedModel(encoder, processor, source)

@@ -226,3 +226,18 @@ def test_head_settings_given_to_from_pretrained_are_checked_and_applied():
     model, info = DSeqJEPAForImageClassification.from_pretrained(default_model_path(), num_labels=2,
                                                                  freeze_backbone=True, output_loading_info=True)
     assert not any(parameter.requires_grad for parameter in model.dseqjepa.parameters())
+
+
+def test_evaluation_runs_at_another_input_size(tmp_path, capsys):
+    from test_evaluation import _tiny_model, _tiny_scenes
+
+    from dseqjepa_hub.model_loading import ModelLoadError, load_model
+
+    model_dir, data_dir = _tiny_model(tmp_path), _tiny_scenes(tmp_path / "scenes")
+    patch = load_model(str(model_dir)).model.config.patch_size
+    out = tmp_path / "knn.json"
+    assert main(["eval", str(model_dir), "--data", str(data_dir), "--task", "knn", "--device", "cpu",
+                 "--size", str(6 * patch), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["n_images"] == 4
+    with pytest.raises(ModelLoadError, match="multiple of the patch size"):
+        load_model(str(model_dir), image_size=patch + 1)
