@@ -13,6 +13,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text}")
+    return value
+
+
 def fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -30,9 +37,26 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_batch_size: int
                         help="refuse images with more pixels, a guard against decompression bombs (default: 250000000)")
 
 
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num-workers", type=non_negative_int, default=None,
+                        help="processes that decode and preprocess images while the model runs (0: all in this "
+                             "process; default: min(4, CPU cores - 1) with --device cuda, min(4, CPU cores // 4) on the "
+                             "CPU, where the model needs the cores)")
+
+
 def report_failures(failures, what: str = "could not be read and were skipped") -> None:
     """(path, reason) pairs, one line each, on stderr."""
     if failures:
         print(f"{len(failures)} file(s) {what}:", file=sys.stderr)
         for path, reason in failures:
             print(f"  {path}: {reason}", file=sys.stderr)
+
+
+def report_paths(paths, what: str, limit: int = 10) -> None:
+    """A count and the first `limit` paths, one line each, on stdout."""
+    if paths:
+        print(f"{len(paths)} image(s) {what}:")
+        for path in paths[:limit]:
+            print(f"  {path}")
+        if len(paths) > limit:
+            print(f"  ... and {len(paths) - limit} more")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_model_arguments, fraction, positive_int, report_failures
+from .arguments import add_model_arguments, add_worker_arguments, fraction, positive_int, report_failures, report_paths
 
 DESCRIPTION = ("Rank the discriminative regions of images and write one overlay PNG per image "
                "(OUT/<path below the input folder>.regions.png; with --json also .regions.json, masks in COCO RLE).")
@@ -14,6 +14,7 @@ DEFAULT_OUT = "regions_out"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (walked recursively)")
     add_model_arguments(parser, default_batch_size=8)
+    add_worker_arguments(parser)
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--json", action="store_true", help="also write the regions of each image as JSON")
     parser.add_argument("--min-region-fraction", type=fraction, default=None,
@@ -54,7 +55,16 @@ def run(args: argparse.Namespace) -> int:
         model_description=loaded.description,
         max_pixels=args.max_pixels,
         max_side=args.max_side,
+        num_workers=args.num_workers,
     )
-    print(f"wrote {len(results)} overlay(s) to {args.out}")
+    written = [result for result in results if not result["skipped"]]
+    print(f"wrote {len(written)} overlay(s) to {args.out}")
+    if args.skip_existing:
+        print(f"skipped {len(results) - len(written)} image(s) whose outputs exist (--skip-existing)")
+    report_paths(
+        [result["image"] for result in written if result["no_foreground_region"]],
+        "with no foreground region, only the background (no component passed the area filter"
+        + ('; "no_foreground_region": true in their JSON)' if args.json else ")"),
+    )
     report_failures(failures)
     return 1 if failures else 0

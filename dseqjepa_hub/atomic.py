@@ -8,6 +8,10 @@ Temporaries carry the writer's process id (`.NAME.tmp-PID`, `.NAME.partial-PID-X
 `remove_stale_temporaries` clears what a killed writer left without touching the work of a
 writer that is still running (two runs may share an output folder). A write that fails for lack
 of space or permission raises `OutputWriteError` naming the destination, and leaves no temporary.
+
+Permissions: what a writer creates gets the modes of a newly created file or folder under the
+user's umask (0644 and 0755 under umask 022), whatever the library that wrote it chose (safetensors
+creates 0600 files, `tempfile.mkdtemp` 0700 folders); executable files stay executable.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +39,45 @@ class OutputWriteError(DSeqJEPAError):
     """An output that cannot be written: a full disk, a read-only file system, no permission."""
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS tells (Linux: /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # elsewhere: set and put back at once
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return umask
+
+
+def apply_umask(path: str | os.PathLike, *, recursive: bool = False) -> None:
+    """Give `path` (and, if `recursive`, everything below it) the mode a new file or folder gets
+    under the umask: 0o666 & ~umask for files, 0o777 & ~umask for folders and executable files.
+    Symbolic links are left alone; a file system that keeps no modes is not an error."""
+    umask = current_umask()
+    paths = [Path(path)]
+    if recursive and paths[0].is_dir() and not paths[0].is_symlink():
+        for folder, folders, files in os.walk(paths[0]):  # links are not followed
+            paths += [Path(folder, name) for name in folders + files]
+    for item in paths:
+        try:
+            mode = os.lstat(item).st_mode
+            if stat.S_ISLNK(mode):
+                continue
+            base = 0o777 if stat.S_ISDIR(mode) or mode & 0o111 else 0o666
+            if stat.S_IMODE(mode) != base & ~umask:
+                os.chmod(item, base & ~umask)
+        except OSError:
+            continue
+
+
 def _write_error(path: Path, error: OSError) -> OutputWriteError:
     return OutputWriteError(f"{path}: cannot write it ({error.strerror or error}); nothing was left half-written")
 
@@ -44,6 +89,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(temporary)
+        apply_umask(temporary)
         os.replace(temporary, path)
     except OSError as error:
         raise _write_error(path, error) from None
@@ -91,6 +137,7 @@ def atomic_directory(path: str | os.PathLike, *, replace: bool = False, work: Pa
         yield partial
         if not replace:
             check_empty_folder(path)  # it may have been filled meanwhile
+        apply_umask(partial, recursive=True)  # mkdtemp's 0700, safetensors' 0600 -> the umask's modes
         previous = partial.with_name(f"{partial.name}-previous")
         shutil.rmtree(previous, ignore_errors=True)  # left by a writer killed between the renames below
         if path.is_dir():

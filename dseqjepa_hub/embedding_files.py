@@ -1,9 +1,17 @@
 """Embeddings of image files, written to .safetensors or .npy: the body of `dseqjepa embed`.
 
-Arrays: `pooled` (N, D) float32 and, with regions, `regions` (N, R, D) float32, `region_valid`
-(N, R) bool, `region_scores` (N, R) float32, row i for the i-th readable image. A JSON sidecar
-`FILE.json` lists the image files in row order, the unreadable ones, the model and the array
-files (for .npy each array is its own file: `STEM.npy`, `STEM.regions.npy`, ...).
+Arrays, row i for the i-th readable image (`pool` chooses the first):
+- `pooled` (N, D) float32: the mean of the last-layer patch tokens (`pool="mean"`, the model's
+  `pooler_output`, I-JEPA's evaluation embedding) or the CLS token's output (`pool="cls"`);
+- `tokens` (N, T, D) float32 with `pool="tokens"`: every last-layer token, CLS first when the
+  model has one (T = 1 + h * w patches, or h * w);
+- with regions, from the same forward pass: `regions` (N, R, D) float32 (each ranked region's
+  mean patch token, zero for empty slots), `region_valid` (N, R) bool, `region_scores` (N, R)
+  float32.
+A JSON sidecar `FILE.json` lists the image files in row order, the unreadable ones, the model,
+the pooling and the array files (for .npy each array is its own file: `STEM.npy` holds the first,
+`STEM.regions.npy`, ... the others); the README documents it. Files are decoded and preprocessed
+in DataLoader workers (`image_folders`) while the model runs.
 """
 
 from __future__ import annotations
@@ -20,12 +28,18 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_write, remove_stale_temporaries
 from .errors import DSeqJEPAError, NonFiniteOutputError
-from .image_io import DEFAULT_MAX_PIXELS, load_images
+from .image_folders import HostCopy, ImageBatch, image_batches
+from .image_io import DEFAULT_MAX_PIXELS
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .modeling_dseqjepa import DSeqJEPAModel
-from .pipeline_saliency_ranking import rank_regions
+from .pipeline_saliency_ranking import regions_from_outputs
 
 EMBEDDING_SUFFIXES = (".safetensors", ".npy")
+POOLS = ("mean", "cls", "tokens")  # what `embed --pool` offers
+
+
+class NoImagesEmbeddedError(DSeqJEPAError):
+    """Not one input file could be read: there is nothing to write, and nothing is written."""
 
 
 def check_embedding_path(out: str | os.PathLike) -> Path:
@@ -37,66 +51,116 @@ def check_embedding_path(out: str | os.PathLike) -> Path:
     return out
 
 
+def check_pool(model: DSeqJEPAModel, pool: str) -> None:
+    """Refuse a pooling the model cannot give (`cls` without a CLS token) before any work."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+    if pool == "cls" and not model.config.use_cls_token:
+        raise DSeqJEPAError(
+            f"--pool cls: the model {model.name_or_path} has no CLS token (use_cls_token=false, as I-JEPA's "
+            "encoders); use --pool mean (the mean of the patch tokens) or --pool tokens"
+        )
+
+
+def array_shapes(model: DSeqJEPAModel, pool: str = "mean", regions: bool = False) -> dict[str, tuple[int, ...]]:
+    """Shape of one image's row of each array, in the order the arrays are written."""
+    config = model.config
+    dim = config.hidden_size
+    grid_height, grid_width = config.grid_size
+    shapes = {"tokens": (grid_height * grid_width + int(config.use_cls_token), dim)} if pool == "tokens" else {"pooled": (dim,)}
+    if regions:
+        shapes.update(regions=(config.num_regions, dim), region_valid=(config.num_regions,), region_scores=(config.num_regions,))
+    return shapes
+
+
 def embed_files(
     paths: Sequence[Path],
     model: DSeqJEPAModel,
     processor: DSeqJEPAImageProcessor,
     *,
     regions: bool = False,
+    pool: str = "mean",
     batch_size: int = 32,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_side: int | None = None,
+    num_workers: int | None = None,
     progress: bool = True,
 ) -> tuple[list[Path], dict[str, np.ndarray], list[tuple[Path, str]]]:
     """Embed readable images -> (their paths in row order, arrays, failures).
 
-    `max_side` decodes large photos smaller before preprocessing (faster, less memory; the
-    embeddings then differ slightly from a full-size decode); None decodes at full size.
+    `pool`: "mean" (`pooled` = the mean of the patch tokens), "cls" (`pooled` = the CLS token's
+    output) or "tokens" (`tokens`, every last-layer token). `max_side` decodes large photos
+    smaller before preprocessing (faster, less memory; the embeddings then differ slightly from a
+    full-size decode); None decodes at full size. `num_workers`: decoding processes (None:
+    `image_folders.default_num_workers`; 0: this process).
 
-    arrays: `pooled` (N, D); with `regions`, also `regions` (N, R, D), `region_valid` (N, R),
-    `region_scores` (N, R) from the same forward pass.
+    arrays: as the module docstring says; with no readable image, each has 0 rows (and the
+    shape of the others).
     """
-    done, failures = [], []
-    parts: dict[str, list[np.ndarray]] = {}
-    with tqdm(total=len(paths), desc="embed", unit="img", disable=not progress) as bar:
-        for start in range(0, len(paths), batch_size):
-            loaded, failed = load_images(paths[start : start + batch_size], max_pixels=max_pixels, max_side=max_side)
-            failures.extend(failed)
-            if loaded:
-                pixel_values = processor([image for _, image in loaded], return_tensors="pt")["pixel_values"]
-                pixel_values = pixel_values.to(device=model.device, dtype=model.dtype)
+    check_pool(model, pool)
+    shapes = array_shapes(model, pool, regions)
+    done: list[Path] = []
+    failures: list[tuple[Path, str]] = []
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in shapes}
+
+    def forward(pixel_values: torch.Tensor) -> HostCopy:
+        outputs = model(pixel_values=pixel_values, output_saliency=regions)
+        if pool == "tokens":
+            batch = {"tokens": outputs.last_hidden_state}
+        else:
+            batch = {"pooled": outputs.pooler_output if pool == "mean" else outputs.last_hidden_state[:, 0]}
+        if regions:
+            ranked = regions_from_outputs(outputs, model.config)  # rank_regions after its forward pass
+            batch.update(regions=ranked["region_embeddings"], region_valid=ranked["valid"], region_scores=ranked["scores"])
+        batch = {name: tensor if tensor.dtype == torch.bool else tensor.float() for name, tensor in batch.items()}
+        finite = torch.stack([torch.isfinite(tensor).all() for tensor in batch.values() if tensor.is_floating_point()])
+        return HostCopy({**batch, "finite": finite.all()})
+
+    def keep(batch: ImageBatch, copy: HostCopy) -> None:
+        arrays = copy.get()  # one host synchronisation per batch
+        if not bool(arrays.pop("finite")):
+            raise NonFiniteOutputError(
+                f"the model {model.name_or_path} gives non-finite embeddings for {batch.paths[0]} and this batch: "
+                "its weights or config hold NaN or inf; stopped before writing this batch"
+            )
+        for name, tensor in arrays.items():
+            parts[name].append(tensor.numpy())
+        done.extend(batch.paths)
+
+    with (
+        image_batches(
+            paths, processor, batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels,
+            max_side=max_side, device=model.device,
+        ) as batches,
+        tqdm(total=len(paths), desc="embed", unit="img", disable=not progress) as bar,
+    ):
+        previous = None
+        for batch in batches:
+            failures.extend(batch.failures)
+            if batch.pixel_values is not None:
+                pixel_values = batch.pixel_values.to(device=model.device, dtype=model.dtype, non_blocking=True)
                 with torch.inference_mode():
-                    if regions:
-                        ranked = rank_regions(model, pixel_values)
-                        batch = {
-                            "pooled": ranked["pooler_output"],
-                            "regions": ranked["region_embeddings"],
-                            "region_valid": ranked["valid"],
-                            "region_scores": ranked["scores"],
-                        }
-                    else:
-                        batch = {"pooled": model(pixel_values=pixel_values).pooler_output}
-                if not torch.isfinite(batch["pooled"]).all():  # one check per batch
-                    raise NonFiniteOutputError(
-                        f"the model {model.name_or_path} gives non-finite embeddings for {loaded[0][0]} and this batch: "
-                        "its weights or config hold NaN or inf; stopped before writing this batch"
-                    )
-                for name, tensor in batch.items():
-                    tensor = tensor if tensor.dtype == torch.bool else tensor.float()
-                    parts.setdefault(name, []).append(tensor.cpu().numpy())
-                done.extend(path for path, _ in loaded)
-            bar.update(len(paths[start : start + batch_size]))
-    dim = model.config.hidden_size
-    arrays = {name: np.concatenate(chunks) for name, chunks in parts.items()}
-    arrays.setdefault("pooled", np.zeros((0, dim), dtype=np.float32))
+                    copy = forward(pixel_values)
+                if previous is not None:  # the previous batch's results, while this one runs on an accelerator
+                    keep(*previous)
+                previous = batch, copy
+            bar.update(len(batch))
+        if previous is not None:
+            keep(*previous)
+    arrays = {
+        name: np.concatenate(parts[name]) if parts[name]
+        else np.zeros((0, *shape), dtype=bool if name == "region_valid" else np.float32)
+        for name, shape in shapes.items()
+    }
     return done, arrays, failures
 
 
 def array_files(out: Path, names: Sequence[str]) -> dict[str, Path]:
-    """Where each array goes: all in `out` for .safetensors; one .npy per array otherwise."""
+    """Where each array goes: all in `out` for .safetensors; for .npy the first array in `out`, the
+    others in `STEM.NAME.npy` beside it."""
     if out.suffix == ".safetensors":
         return {name: out for name in names}
-    return {name: out if name == "pooled" else out.with_name(f"{out.stem}.{name}.npy") for name in names}
+    return {name: out if position == 0 else out.with_name(f"{out.stem}.{name}.npy") for position, name in enumerate(names)}
 
 
 def write_embeddings(
@@ -105,9 +169,20 @@ def write_embeddings(
     arrays: dict[str, np.ndarray],
     failures: Sequence[tuple[Path, str]] = (),
     model_description: str = "",
+    *,
+    pool: str = "mean",
+    allow_empty: bool = False,
 ) -> Path:
-    """Write arrays to `out` (.safetensors or .npy) and the sidecar `out.json`; returns the sidecar path."""
+    """Write arrays to `out` (.safetensors or .npy) and the sidecar `out.json`; returns the sidecar path.
+
+    With no image (`files` empty) nothing is written and NoImagesEmbeddedError is raised, unless
+    `allow_empty` (a torchrun shard whose images all failed while other shards have some).
+    """
     out = check_embedding_path(out)
+    if not files and not allow_empty:
+        raise NoImagesEmbeddedError(
+            f"none of the {len(failures)} image file(s) could be read (listed above); nothing was written to {out}"
+        )
     remove_stale_temporaries(out.parent)  # left by a killed run; never outputs
     targets = array_files(out, list(arrays))
     if out.suffix == ".safetensors":
@@ -120,6 +195,7 @@ def write_embeddings(
         "files": [str(path) for path in files],
         "failures": [{"file": str(path), "reason": reason} for path, reason in failures],
         "model": model_description,
+        "pool": pool,
         "arrays": {name: {"file": targets[name].name, "shape": list(array.shape), "dtype": str(array.dtype)} for name, array in arrays.items()},
     }
     atomic_write(sidecar, lambda target: target.write_text(json.dumps(record, indent=1)))

@@ -2,35 +2,51 @@
 
 For an input image `DIR/sub/cat.jpg` given as `DIR`, the outputs are `OUT/sub/cat.regions.png`
 (the overlay) and, with `write_json`, `OUT/sub/cat.regions.json`:
-  {"image": path, "size": [H, W], "original_size": [H, W], "model": ..., "regions": [region dict, ...]}
+  {"image": path, "size": [H, W], "original_size": [H, W], "model": ...,
+   "no_foreground_region": bool, "regions": [region dict, ...]}
 where "size" is that of the masks, boxes and overlay (photos above `max_side` pixels a side
-are decoded smaller: DEFAULT_MAX_SIDE) and "original_size" that of the file, as displayed
-with masks in COCO RLE (`region_json`). Images are decoded a few batches at a time and ranked
-by the saliency-ranking pipeline; each output is written atomically, so `skip_existing` can
-resume an interrupted run.
+are decoded smaller: DEFAULT_MAX_SIDE) and "original_size" that of the file, as displayed,
+with masks in COCO RLE (`region_json`); "no_foreground_region" is true when only the
+background region was found (no component passed the area filter). The README documents the
+schema.
+
+The work is a pipeline (`image_folders`): worker processes decode and preprocess the files
+(the package's safe loader, one image at a time, as the saliency-ranking pipeline does), this
+process runs the model on whole batches (`rank_regions`, one forward pass), and a few threads
+turn each image's regions into region dicts (`region_dicts`), draw the overlay and write the
+files atomically, so `skip_existing` can resume an interrupted run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from .errors import NonFiniteOutputError
-from .image_io import DEFAULT_MAX_PIXELS, load_images
+from .image_folders import BackgroundWriter, HostCopy, ImageBatch, image_batches
+from .image_io import DEFAULT_MAX_PIXELS
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .modeling_dseqjepa import DSeqJEPAModel
-from .pipeline_saliency_ranking import SaliencyRankingPipeline
+from .pipeline_saliency_ranking import rank_regions
 from .region_json import regions_to_json
+from .regions import region_dicts
 from .visualization import draw_regions
 
 DEFAULT_MAX_SIDE = 2048  # overlays and masks of larger photos are drawn at this size
+# zlib's run-length strategy: a photo overlay encodes about 4x faster than with the default
+# strategy for about 5 % more bytes (benchmarks/RESULTS.md); any PNG reader decodes it.
+OVERLAY_PNG_OPTIONS = {"format": "PNG", "compress_type": zlib.Z_RLE}
 
 
 def output_stems(paths: Sequence[Path], inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -50,6 +66,60 @@ def output_stems(paths: Sequence[Path], inputs: Sequence[str | os.PathLike]) -> 
     return stems
 
 
+@dataclass
+class _RegionsJob:
+    """One image's share of a ranked batch (CPU tensors) and where its outputs go."""
+
+    index: int
+    path: Path
+    overlay_path: Path
+    json_path: Path | None
+    image: torch.Tensor  # (H, W, 3) uint8, as decoded
+    original_size: tuple[int, int]
+    masks: torch.Tensor  # (R, h, w)
+    scores: torch.Tensor  # (R,)
+    valid: torch.Tensor  # (R,)
+    saliency: np.ndarray | None  # (h, w) with show_saliency
+    crop_box: tuple[int, int, int, int] | None
+    model_description: str
+
+
+def _write_regions(job: _RegionsJob) -> dict:
+    """In a writer thread: region dicts at the image's size, the overlay and the JSON."""
+    height, width = job.image.shape[:2]
+    regions = region_dicts(
+        masks=job.masks, scores=job.scores, valid=job.valid, original_size=(height, width), crop_box=job.crop_box
+    )
+    no_foreground = not any(not region["is_background"] for region in regions)
+    overlay = draw_regions(
+        Image.fromarray(job.image.numpy()),
+        regions,
+        show_saliency=job.saliency is not None,
+        saliency=job.saliency,
+        saliency_box=job.crop_box,
+    )
+    atomic_write(job.overlay_path, partial(overlay.save, **OVERLAY_PNG_OPTIONS))
+    if job.json_path is not None:
+        record = {
+            "image": str(job.path),
+            "size": [height, width],  # of the masks, boxes and overlay
+            "original_size": list(job.original_size),
+            "model": job.model_description,
+            "no_foreground_region": no_foreground,
+            "regions": regions_to_json(regions),
+        }
+        atomic_write_text(job.json_path, json.dumps(record))
+    return {
+        "index": job.index,
+        "image": job.path,
+        "overlay": job.overlay_path,
+        "json": job.json_path,
+        "num_regions": len(regions),
+        "no_foreground_region": no_foreground,
+        "skipped": False,
+    }
+
+
 def rank_regions_in_files(
     paths: Sequence[Path],
     model: DSeqJEPAModel,
@@ -66,72 +136,96 @@ def rank_regions_in_files(
     model_description: str = "",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_side: int | None = DEFAULT_MAX_SIDE,
+    num_workers: int | None = None,
+    write_threads: int | None = None,
     progress: bool = True,
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
     """Rank regions of every image, write its overlay PNG (and JSON) -> (results, failures).
 
     Images are decoded at most `max_side` pixels a side (None: full size): overlays, masks and
     boxes are in the decoded image's pixels; the JSON records both sizes.
-    results: one dict per written image {"image", "overlay", "json" (or None), "num_regions"};
+    num_workers: decoding processes (None: `image_folders.default_num_workers`; 0: this
+    process); write_threads: threads that draw and write (None: `image_folders.default_write_threads()`), at a
+    lower priority than the model's (Linux).
+    results: one dict per image that has its outputs, in input order: {"image", "overlay",
+    "json" (or None), "num_regions", "no_foreground_region", "skipped"}; with `skip_existing`,
+    images whose outputs already exist have "skipped": True (and None for the two counts).
     failures: (path, reason) for every unreadable file, which is skipped.
     """
     out_dir = Path(out_dir)
     remove_stale_temporaries(out_dir, recursive=True)  # left by a killed run; never outputs
-    stems = list(stems) if stems is not None else [Path(Path(path).stem) for path in paths]
-    pipe = SaliencyRankingPipeline(model=model, image_processor=processor, device=model.device)
-    results, failures = [], []
-    chunk = max(batch_size, 1) * 4  # images decoded at a time
-    with tqdm(total=len(paths), desc="regions", unit="img", disable=not progress) as bar:
-        for start in range(0, len(paths), chunk):
-            todo = []
-            for path, stem in zip(paths[start : start + chunk], stems[start : start + chunk]):
-                overlay_path = out_dir / f"{stem}.regions.png"
-                json_path = out_dir / f"{stem}.regions.json" if write_json else None
-                if skip_existing and overlay_path.exists() and (json_path is None or json_path.exists()):
-                    bar.update(1)
-                    continue
-                todo.append((Path(path), overlay_path, json_path))
-            loaded, failed = load_images((path for path, _, _ in todo), max_pixels=max_pixels, max_side=max_side)
-            failures.extend(failed)
-            bar.update(len(failed))
-            targets = {path: (overlay_path, json_path) for path, overlay_path, json_path in todo}
-            if not loaded:
-                continue
-            ranked = pipe(
-                [image for _, image in loaded],
-                batch_size=batch_size,
-                min_region_fraction=min_region_fraction,
-                num_regions=num_regions,
-                return_saliency=show_saliency,
+    stems = list(stems) if stems is not None else output_stems([Path(path) for path in paths], ())  # names, deduplicated
+    results: list[dict] = []
+    todo: list[tuple[int, Path, Path, Path | None]] = []
+    for index, (path, stem) in enumerate(zip(paths, stems, strict=True)):
+        overlay_path = out_dir / f"{stem}.regions.png"
+        json_path = out_dir / f"{stem}.regions.json" if write_json else None
+        if skip_existing and overlay_path.exists() and (json_path is None or json_path.exists()):
+            results.append({"index": index, "image": Path(path), "overlay": overlay_path, "json": json_path,
+                            "num_regions": None, "no_foreground_region": None, "skipped": True})
+        else:
+            todo.append((index, Path(path), overlay_path, json_path))
+    failures: list[tuple[Path, str]] = []
+    crop_box = getattr(processor, "crop_box", None)  # None: the model saw all of the image
+    description = model_description or model.name_or_path
+
+    def to_host(ranked: dict[str, torch.Tensor]) -> HostCopy:
+        wanted = {name: ranked[name] for name in ("masks", "scores", "valid")}
+        wanted["finite"] = torch.isfinite(ranked["saliency"]).all() & torch.isfinite(ranked["scores"]).all()
+        if show_saliency:
+            wanted["saliency"] = ranked["saliency"].float()
+        return HostCopy(wanted)
+
+    def write_batch(batch: ImageBatch, copy: HostCopy) -> None:
+        ranked = copy.get()  # one host synchronisation per batch
+        if not bool(ranked["finite"]):
+            raise NonFiniteOutputError(
+                f"the model {description} gives non-finite saliency for {batch.paths[0]} and this batch: "
+                "its weights or config hold NaN or inf; stopped before writing this batch"
             )
-            scores = np.array([region["score"] for regions in ranked for region in regions], dtype=np.float64)
-            if not np.isfinite(scores).all():
-                raise NonFiniteOutputError(
-                    f"the model {model_description or model.name_or_path} gives non-finite saliency for "
-                    f"{loaded[0][0]} and this batch: its weights or config hold NaN or inf; stopped before writing this batch"
-                )
-            for (path, image), regions in zip(loaded, ranked):
-                overlay_path, json_path = targets[path]
-                saliency = regions[0]["saliency"] if show_saliency and regions else None
-                overlay = draw_regions(
-                    image,
-                    regions,
-                    show_saliency=show_saliency,
-                    saliency=saliency,
-                    saliency_box=processor.crop_box(original_size=(image.height, image.width)),
-                )
-                atomic_write(overlay_path, partial(overlay.save, format="PNG"))
-                if json_path is not None:
-                    record = {
-                        "image": str(path),
-                        "size": [image.height, image.width],  # of the masks and boxes
-                        "original_size": list(image.info["original_size"]),
-                        "model": model_description,
-                        "regions": regions_to_json(regions),
-                    }
-                    atomic_write_text(json_path, json.dumps(record))
-                results.append(
-                    {"image": path, "overlay": overlay_path, "json": json_path, "num_regions": len(regions)}
-                )
-                bar.update(1)
+        masks, scores, valid = ranked["masks"], ranked["scores"], ranked["valid"]
+        saliency = ranked["saliency"].numpy() if show_saliency else None
+        for row, position in enumerate(batch.indices):
+            index, path, overlay_path, json_path = todo[position]
+            height, width = batch.sizes[row]
+            job = _RegionsJob(
+                index=index, path=path, overlay_path=overlay_path, json_path=json_path, image=batch.images[row],
+                original_size=batch.original_sizes[row], masks=masks[row], scores=scores[row], valid=valid[row],
+                saliency=None if saliency is None else saliency[row],
+                crop_box=None if crop_box is None else crop_box(original_size=(height, width)),
+                model_description=model_description,
+            )
+            finished(writer.submit(_write_regions, job))
+
+    def finished(done: list[dict]) -> None:
+        results.extend(done)
+        bar.update(len(done))
+
+    with (
+        image_batches(
+            [path for _, path, _, _ in todo], processor, batch_size=batch_size, num_workers=num_workers,
+            max_pixels=max_pixels, max_side=max_side, keep_images=True, device=model.device,
+        ) as batches,  # first: the workers are forked before any thread starts
+        tqdm(total=len(paths), initial=len(paths) - len(todo), desc="regions", unit="img", disable=not progress) as bar,
+        BackgroundWriter(write_threads, max_pending=2 * batch_size) as writer,
+    ):
+        previous = None
+        for batch in batches:
+            failures.extend(batch.failures)
+            bar.update(len(batch.failures))
+            if batch.pixel_values is None:
+                continue
+            pixel_values = batch.pixel_values.to(device=model.device, dtype=model.dtype, non_blocking=True)
+            with torch.inference_mode():
+                ranked = rank_regions(model, pixel_values, min_region_fraction=min_region_fraction, num_regions=num_regions)
+                copy = to_host(ranked)
+            if previous is not None:  # the previous batch's results, while this one runs on an accelerator
+                write_batch(*previous)
+            previous = batch, copy
+        if previous is not None:
+            write_batch(*previous)
+        finished(writer.finish())
+    results.sort(key=lambda result: result["index"])
+    for result in results:
+        del result["index"]
     return results, failures

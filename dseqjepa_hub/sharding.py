@@ -21,6 +21,16 @@ class Shard:
     rank: int
     world_size: int
     device: str
+    local_world_size: int = 1  # ranks on this machine, which share its cores
+
+
+def sum_over_ranks(value: int, shard: Shard) -> int:
+    """`value` summed over every rank (all of them must call this); itself without torchrun."""
+    if shard.world_size == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.int64, device=shard.device if shard.device.startswith("cuda") else "cpu")
+    torch.distributed.all_reduce(total)
+    return int(total.item())
 
 
 @contextmanager
@@ -28,6 +38,7 @@ def torchrun_shard(device: str) -> Iterator[Shard]:
     """This process's shard from torchrun's environment (one shard when not under torchrun);
     the process group lives for the duration of the block."""
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     if world_size == 1:
         yield Shard(rank, world_size, device)
         return
@@ -36,7 +47,7 @@ def torchrun_shard(device: str) -> Iterator[Shard]:
         torch.cuda.set_device(device)
     torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=timedelta(hours=2))
     try:
-        yield Shard(rank, world_size, device)
+        yield Shard(rank, world_size, device, local_world_size)
     finally:
         torch.distributed.destroy_process_group()
 

@@ -1,0 +1,210 @@
+"""Folder throughput of `dseqjepa regions` and `dseqjepa embed` against decode + preprocess +
+forward of the same files, in one process.
+
+    python benchmarks/bench_folders.py [--images 120] [--repeats 5] [--device cpu|cuda] [--model PATH] [--cli]
+
+Makes `--images` JPEG photos of 640 x 480 (crops of examples/images, quality 90) in a temporary
+folder, loads the model once, then times, interleaved, `--repeats` times each (after one warm-up):
+- reference: for each batch, `load_image` (the safe loader the commands use) of every file, the
+  processor on the batch, the model's forward pass (`inference_mode`), the output to the host;
+  serially, in this process; at each command's default batch size (regions 8, embed 32);
+- regions: `rank_regions_in_files` as `dseqjepa regions DIR --out OUT` runs it (overlays,
+  default workers and writer threads), with `--json`, and with the other worker count;
+- regions, outputs not drawn: the same with each image's job cut down to its region dicts (no
+  overlay, no file): what the command costs before its outputs;
+- embed: `embed_files` + `write_embeddings` as `dseqjepa embed DIR --out OUT.npy`, and with the
+  other worker count.
+With `--cli`, also each command as a fresh process against the reference in a fresh process
+(imports and model loading included on both sides, as the issue measured).
+Prints medians, images per second and each row's throughput over its reference's (goal: >= 0.8x),
+with the machine, load average, versions and this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL
+import torch
+import transformers
+from PIL import Image
+
+from dseqjepa_hub import region_files
+from dseqjepa_hub.embedding_files import embed_files, write_embeddings
+from dseqjepa_hub.image_folders import default_num_workers, default_write_threads
+from dseqjepa_hub.image_io import load_image
+from dseqjepa_hub.model_loading import load_model
+from dseqjepa_hub.regions import region_dicts
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE_SCRIPT = """
+import sys, torch
+from pathlib import Path
+from dseqjepa_hub.image_io import load_image
+from dseqjepa_hub.model_loading import load_model
+loaded = load_model({model!r}, {device!r})
+paths = sorted(Path(sys.argv[1]).glob("*.jpg"))
+for start in range(0, len(paths), {batch_size}):
+    images = [load_image(path, max_side={max_side}) for path in paths[start : start + {batch_size}]]
+    pixel_values = loaded.processor(images, return_tensors="pt")["pixel_values"].to(loaded.model.device)
+    with torch.inference_mode():
+        loaded.model(pixel_values=pixel_values).pooler_output.cpu()
+"""
+
+
+def make_photos(folder: Path, count: int, size=(640, 480), seed: int = 0) -> list[Path]:
+    sources = [Image.open(path).convert("RGB") for path in sorted((REPO / "examples/images").glob("*.jpg"))]
+    rng = random.Random(seed)
+    folder.mkdir(parents=True)
+    paths = []
+    for index in range(count):
+        image = sources[index % len(sources)]
+        scale = rng.uniform(0.6, 1.0)
+        width, height = image.size
+        crop_w, crop_h = int(width * scale), int(height * scale)
+        x, y = rng.randint(0, width - crop_w), rng.randint(0, height - crop_h)
+        crop = image.crop((x, y, x + crop_w, y + crop_h)).resize(size, Image.Resampling.BICUBIC)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        path = folder / f"photo_{index:04d}.jpg"
+        crop.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def reference(paths, model, processor, batch_size: int, max_side) -> None:
+    """Decode + preprocess + forward, serially, the output brought to the host once per batch."""
+    for start in range(0, len(paths), batch_size):
+        images = [load_image(path, max_side=max_side) for path in paths[start : start + batch_size]]
+        pixel_values = processor(images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
+        with torch.inference_mode():
+            pooled = model(pixel_values=pixel_values).pooler_output
+        pooled.cpu()
+
+
+def region_dicts_only(job) -> dict:
+    """Stands in for `region_files._write_regions`: the region dicts, no overlay, no file."""
+    height, width = job.image.shape[:2]
+    regions = region_dicts(masks=job.masks, scores=job.scores, valid=job.valid, original_size=(height, width),
+                           crop_box=job.crop_box)
+    return {"index": job.index, "image": job.path, "overlay": None, "json": None, "num_regions": len(regions),
+            "no_foreground_region": None, "skipped": False}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=120)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--model", default=None, help="model folder or repo id (default: the bundled model)")
+    parser.add_argument("--cli", action="store_true", help="also time the commands and the reference as fresh processes")
+    args = parser.parse_args()
+
+    loaded = load_model(args.model, args.device)
+    model, processor = loaded.model, loaded.processor
+    workers = default_num_workers(args.device)
+    other = 0 if workers else 1
+    work = Path(tempfile.mkdtemp(prefix="bench_folders_"))
+    try:
+        photos = work / "photos"
+        paths = make_photos(photos, args.images)
+        out = work / "out"
+
+        def synchronize() -> None:
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+
+        def regions(json=False, num_workers=None, draw=True):
+            shutil.rmtree(out, ignore_errors=True)
+            write = region_files._write_regions
+            if not draw:
+                region_files._write_regions = region_dicts_only
+            try:
+                results, failures = region_files.rank_regions_in_files(
+                    paths, model, processor, out_dir=out, write_json=json, batch_size=8, num_workers=num_workers,
+                    progress=False,
+                )
+            finally:
+                region_files._write_regions = write
+            assert len(results) == len(paths) and not failures
+
+        def embed(num_workers=None):
+            shutil.rmtree(out, ignore_errors=True)
+            files, arrays, failures = embed_files(paths, model, processor, batch_size=32, num_workers=num_workers,
+                                                  progress=False)
+            write_embeddings(out / "emb.npy", files, arrays, failures, loaded.description)
+            assert arrays["pooled"].shape[0] == len(paths)
+
+        def command(*argv: str):
+            env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+            return lambda: subprocess.run(argv, check=True, capture_output=True, env=env)
+
+        ref8, ref32 = "reference: decode + preprocess + forward, batch 8", "reference, batch 32"
+        variants = {  # name -> (function, the reference it is compared with)
+            ref8: (lambda: reference(paths, model, processor, 8, region_files.DEFAULT_MAX_SIDE), ref8),
+            ref32: (lambda: reference(paths, model, processor, 32, None), ref32),
+            f"regions (overlays; default --num-workers {workers})": (regions, ref8),
+            "regions --json": (lambda: regions(json=True), ref8),
+            f"regions --num-workers {other}": (lambda: regions(num_workers=other), ref8),
+            "regions, outputs not drawn or written (region dicts only)": (lambda: regions(draw=False), ref8),
+            f"embed (.npy; default --num-workers {workers})": (embed, ref32),
+            f"embed --num-workers {other}": (lambda: embed(num_workers=other), ref32),
+        }
+        if args.cli:
+            python = sys.executable
+            cli = [python, "-m", "dseqjepa_cli"]
+            model_args = [] if args.model is None else ["--model", args.model]
+            for name, batch_size, max_side in (("CLI reference, batch 8", 8, region_files.DEFAULT_MAX_SIDE),
+                                               ("CLI reference, batch 32", 32, None)):
+                script = REFERENCE_SCRIPT.format(model=args.model, device=args.device, batch_size=batch_size, max_side=max_side)
+                variants[name] = (command(python, "-c", script, str(photos)), name)
+            variants["CLI `dseqjepa regions DIR`"] = (
+                command(*cli, "regions", str(photos), "--out", str(out / "cli"), "--device", args.device, *model_args),
+                "CLI reference, batch 8")
+            variants["CLI `dseqjepa embed DIR --out X.npy`"] = (
+                command(*cli, "embed", str(photos), "--out", str(out / "cli.npy"), "--device", args.device, *model_args),
+                "CLI reference, batch 32")
+        for function, _ in variants.values():  # warm-up: caches, allocator, first calls
+            function()
+            synchronize()
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        load_before = os.getloadavg()[0]
+        for _ in range(args.repeats):
+            for name, (function, _) in variants.items():
+                start = time.perf_counter()
+                function()
+                synchronize()
+                times[name].append(time.perf_counter() - start)
+        load_after = os.getloadavg()[0]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"Pillow {PIL.__version__}, numpy {np.__version__}; {platform.machine()}, {os.cpu_count()} cores, "
+          f"torch threads {torch.get_num_threads()}, device {args.device}"
+          + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""))
+    print(f"model {loaded.description}; {args.images} JPEGs 640x480; default --num-workers {workers}, writer threads "
+          f"{default_write_threads()}; load average {load_before:.2f} before, {load_after:.2f} after; "
+          f"{args.repeats} repeats, interleaved")
+    print(f"command: python {' '.join(sys.argv)}")
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    print("| variant | median s | img/s | throughput vs its reference |")
+    print("|---|---|---|---|")
+    for name, median in medians.items():
+        print(f"| {name} | {median:.2f} | {len(paths) / median:.1f} | {medians[variants[name][1]] / median:.2f}x |")
+    print("all runs (s): " + "; ".join(f"{name}: {', '.join(f'{t:.2f}' for t in values)}" for name, values in times.items()))
+
+
+if __name__ == "__main__":
+    main()

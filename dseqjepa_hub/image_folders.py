@@ -1,0 +1,280 @@
+"""Folders of image files at the model's pace: decoding and preprocessing in DataLoader worker
+processes, writing in a few threads. The input and output sides of `dseqjepa regions` and
+`dseqjepa embed` (`region_files`, `embedding_files`); the model runs in between, in the caller.
+
+- `image_batches(paths, processor, ...)` yields `ImageBatch`es in input order. Each worker opens
+  files with the package's safe loader (`image_io.load_image`: the same pixels, limits and
+  reasons as everywhere else) and preprocesses them one at a time, exactly as the
+  saliency-ranking pipeline does, so the CLI and the pipeline see the same model input. A file
+  that cannot be read becomes a (path, reason) failure of its batch, never an exception.
+  Workers send back only tensors and plain data: pixel values, sizes, paths, and with
+  `keep_images` the decoded image as a uint8 (H, W, 3) tensor (through shared memory).
+  `num_workers=0` does all of it in the calling process.
+- `BackgroundWriter` runs write jobs (drawing, PNG encoding, atomic writes) on a few threads, so
+  that the model is fed while outputs are encoded (Pillow and zlib release the GIL); results
+  come back in submission order and the first error is raised in the caller.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .image_io import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+
+MAX_DEFAULT_WORKERS = 4
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_num_workers(device: torch.device | str = "cpu", processes: int = 1) -> int:
+    """Decoding processes for one of `processes` ranks sharing this machine's cores.
+
+    With an accelerator the model needs almost no CPU: min(4, cores - 1). On the CPU the model
+    needs the cores itself and a forward pass usually outweighs decoding: min(4, cores // 4), so 0
+    (decode in the calling process) below 4 cores (benchmarks/RESULTS.md: on 2 cores a worker
+    slows `embed` down by a quarter)."""
+    share = available_cores() // max(processes, 1)
+    if torch.device(device).type == "cpu":
+        return min(MAX_DEFAULT_WORKERS, share // 4)
+    return 0 if share <= 1 else min(MAX_DEFAULT_WORKERS, share - 1)
+
+
+def default_write_threads() -> int:
+    """Threads that draw, encode and write outputs: one per core, at least 2 (the calling thread
+    mostly waits for the model and the workers), at most 8."""
+    return max(2, min(8, available_cores()))
+
+
+@dataclass
+class ImageBatch:
+    """A batch of consecutive input files, as the workers send it.
+
+    indices, paths, sizes ((H, W) as decoded, what masks and overlays are drawn at),
+    original_sizes ((H, W) on disk, as displayed) and, with `keep_images`, images (uint8 (H, W, 3)
+    tensors) describe the readable files, in input order; pixel_values (B, 3, h, w) is their
+    model input (None when none was readable). failures: (path, reason) for the others.
+    """
+
+    indices: list[int] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    original_sizes: list[tuple[int, int]] = field(default_factory=list)
+    images: list[torch.Tensor] | None = None
+    pixel_values: torch.Tensor | None = None
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.indices) + len(self.failures)
+
+    def pin_memory(self) -> ImageBatch:  # called by the DataLoader's pinning thread (CUDA)
+        if self.pixel_values is not None:
+            self.pixel_values = self.pixel_values.pin_memory()
+        return self
+
+
+class ImageFiles(Dataset):
+    """Image files -> one dict per file: decoded, preprocessed, or the reason it could not be read."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        processor,
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_side: int | None = None,
+        keep_images: bool = False,
+    ):
+        self.paths = [Path(path) for path in paths]
+        self.processor = processor
+        self.max_pixels = max_pixels
+        self.max_side = max_side
+        self.keep_images = keep_images
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.paths[index]
+        try:
+            image = load_image(path, max_pixels=self.max_pixels, max_side=self.max_side)
+        except ImageLoadError as error:
+            return {"index": index, "path": error.path, "reason": error.reason}
+        # One image at a time, as the pipeline's preprocess does: the same model input.
+        pixel_values = self.processor(image, return_tensors="pt")["pixel_values"][0]
+        item = {
+            "index": index,
+            "path": path,
+            "size": (image.height, image.width),
+            "original_size": tuple(int(side) for side in image.info["original_size"]),
+            "pixel_values": pixel_values,
+        }
+        if self.keep_images:
+            item["image"] = torch.from_numpy(np.array(image))  # (H, W, 3) uint8; sent through shared memory
+        return item
+
+
+def collate_images(items: Sequence[dict]) -> ImageBatch:
+    batch = ImageBatch()
+    loaded = [item for item in items if "reason" not in item]
+    batch.failures = [(item["path"], item["reason"]) for item in items if "reason" in item]
+    batch.indices = [item["index"] for item in loaded]
+    batch.paths = [item["path"] for item in loaded]
+    batch.sizes = [item["size"] for item in loaded]
+    batch.original_sizes = [item["original_size"] for item in loaded]
+    if loaded and "image" in loaded[0]:
+        batch.images = [item["image"] for item in loaded]
+    if loaded:
+        batch.pixel_values = torch.stack([item["pixel_values"] for item in loaded])
+    return batch
+
+
+def _worker_start_method() -> str | None:
+    """fork on Linux (a worker starts in milliseconds, sharing the loaded libraries; Python 3.14
+    makes forkserver the default, whose workers would import torch and transformers again, for
+    seconds each); the platform's default elsewhere (macOS: spawn)."""
+    return "fork" if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods() else None
+
+
+def workers_for(num_files: int, batch_size: int, num_workers: int | None = None, device: torch.device | str = "cpu") -> int:
+    """The decoding processes `image_batches` starts: `num_workers` (None: the default for the
+    model's `device`), at most one per batch (no idle processes for a short list)."""
+    num_workers = default_num_workers(device) if num_workers is None else num_workers
+    return max(0, min(num_workers, -(-num_files // max(batch_size, 1))))
+
+
+@contextmanager
+def image_batches(
+    paths: Sequence[str | os.PathLike],
+    processor,
+    *,
+    batch_size: int,
+    num_workers: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_side: int | None = None,
+    keep_images: bool = False,
+    device: torch.device | str = "cpu",
+) -> Iterator[Iterator[ImageBatch]]:
+    """`with image_batches(...) as batches: for batch in batches: ...`: batches of `batch_size`
+    consecutive files (fewer images when some fail), decoded ahead in `num_workers` processes
+    (None: `default_num_workers(device)`; 0: in this process); pixel values in pinned memory for
+    a CUDA `device`. The workers are stopped on leaving."""
+    dataset = ImageFiles(paths, processor, max_pixels=max_pixels, max_side=max_side, keep_images=keep_images)
+    num_workers = workers_for(len(dataset), batch_size, num_workers, device)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_images,
+        pin_memory=torch.device(device).type == "cuda",
+        prefetch_factor=2 if num_workers else None,
+        multiprocessing_context=_worker_start_method() if num_workers else None,
+    )
+    iterator = iter(loader)  # forks the workers now, before the caller starts any thread
+    try:
+        yield iterator
+    finally:
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # at once, not when garbage-collected
+        if shutdown is not None:
+            shutdown()
+
+
+WRITER_NICENESS = 10  # added to the writer threads' nice value on Linux (0: off)
+
+
+def _lower_priority() -> None:
+    """Linux: run this writer thread at a lower priority (nice +10), so that it takes the cores the
+    model leaves instead of descheduling the model's OpenMP threads, which wait for each other at
+    every operator (measured on 2 cores with the bundled model: `regions` 1.4x faster; no change
+    with a ViT-S, whose forward pass dominates)."""
+    if sys.platform.startswith("linux") and WRITER_NICENESS:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
+        except OSError:
+            pass
+
+
+class BackgroundWriter:
+    """Run jobs on `threads` threads, at most `max_pending` waiting at a time (`submit` blocks
+    beyond that, so a slow disk slows the producer instead of filling memory).
+
+    `submit` and `collect` return the results of the jobs finished so far, in submission order;
+    the first job that raised has its exception raised there (and by `finish`). Leaving the `with`
+    block on an error waits for the jobs already submitted (their outputs are good: the error came
+    from elsewhere), except after a job's own error or an interrupt: then queued jobs are
+    cancelled and only running ones complete (each write is atomic).
+    """
+
+    def __init__(self, threads: int | None = None, max_pending: int = 16):
+        self.threads = default_write_threads() if threads is None else max(1, threads)
+        self.max_pending = max(1, max_pending)
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dseqjepa-write", initializer=_lower_priority)
+        self._pending: deque[Future] = deque()
+        self._failed = False
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        interrupted = kind is not None and not issubclass(kind, Exception)
+        self._pool.shutdown(wait=True, cancel_futures=self._failed or interrupted)
+
+    def submit(self, job: Callable, *args) -> list:
+        self._pending.append(self._pool.submit(job, *args))
+        return self.collect(limit=self.max_pending)
+
+    def collect(self, limit: int | None = None) -> list:
+        """Results of the finished jobs at the head of the queue; waits until at most `limit`
+        jobs are pending (None: never waits)."""
+        done = []
+        try:
+            while self._pending and (self._pending[0].done() or (limit is not None and len(self._pending) > limit)):
+                done.append(self._pending.popleft().result())  # waits for it; raises its error
+            for future in self._pending:  # a failed job further back stops the run now
+                if future.done() and future.exception() is not None:
+                    future.result()
+        except BaseException:
+            self._failed = True
+            raise
+        return done
+
+    def finish(self) -> list:
+        """Wait for every job -> their results in submission order."""
+        return self.collect(limit=0)
+
+
+class HostCopy:
+    """Tensors copied from the model's device to the host without waiting. `get()` waits for these
+    copies alone (a CUDA event), not for the work queued after them: the next batch's forward pass
+    can be queued first, so an accelerator never idles while the host checks and writes results."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self._tensors = {name: tensor.to("cpu", non_blocking=True) for name, tensor in tensors.items()}
+        self._event = None
+        device = next(iter(tensors.values())).device
+        if device.type == "cuda":
+            self._event = torch.cuda.Event()
+            self._event.record(torch.cuda.current_stream(device))
+
+    def get(self) -> dict[str, torch.Tensor]:
+        if self._event is not None:
+            self._event.synchronize()
+        return self._tensors
