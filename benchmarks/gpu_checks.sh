@@ -24,4 +24,6 @@ run bench_regions_cuda 60 python benchmarks/bench_regions.py --device cuda --rep
 run bench_model_bf16 150 python benchmarks/bench_model.py --device cuda --dtype bfloat16 --sizes base:256 huge14:64 --repeats 10
 run bench_ranking_cuda 60 python benchmarks/bench_ranking.py --device cuda --dtype bfloat16 --batch-size 256
 run bench_training_cuda 180 python benchmarks/bench_training.py --device cuda
+run folders_cuda 150 python -m pytest -q tests/test_folders.py -k cuda
+run bench_folders_cuda 150 python benchmarks/bench_folders.py --device cuda --repeats 3
 cat "$OUT/gpu.txt" >> "$OUT/all.txt"

@@ -141,7 +141,7 @@ def library_choices() -> dict[tuple[tuple[str, ...], str], tuple]:
     """The library's list for each (sub-command path, dest) of the CLI."""
     import dseqjepa_convert
     from dseqjepa_convert import release, training
-    from dseqjepa_hub import maps, visualize_files
+    from dseqjepa_hub import embedding_files, maps, visualize_files
     from dseqjepa_train import datakit, evaluation
     from dseqjepa_train.evaluation import features
 
@@ -152,6 +152,7 @@ def library_choices() -> dict[tuple[tuple[str, ...], str], tuple]:
     return {
         (("regions",), "device"): devices,
         (("embed",), "device"): devices,
+        (("embed",), "pool"): tuple(embedding_files.POOLS),
         (("eval",), "task"): tuple(evaluation.TASKS),
         (("eval",), "layers"): tuple(features.LAYER_CHOICES),
         (("convert",), "fmt"): tuple(sorted(dseqjepa_convert.READERS)),
@@ -193,6 +194,10 @@ def test_every_commands_choices_equal_the_librarys():
 
     assert dseqjepa_cli.visualize.KINDS == visualize_files.KINDS
     assert dseqjepa_cli.eval.LAYERS == evaluation.features.LAYER_CHOICES
+    import dseqjepa_cli.embed
+    from dseqjepa_hub import embedding_files
+
+    assert dseqjepa_cli.embed.POOLS == embedding_files.POOLS
 
 
 def test_names_in_help_texts_exist():
