@@ -35,6 +35,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_batch_size: int
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device (default: cpu)")
     parser.add_argument("--max-pixels", type=positive_int, default=250_000_000,
                         help="refuse images with more pixels, a guard against decompression bombs (default: 250000000)")
+    parser.add_argument("--size", type=positive_int, default=None,
+                        help="model input size in pixels, a multiple of the patch size (default: the model's)")
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise DSeqJEPAError(f"no image files found in {' '.join(args.inputs)}")
     with torchrun_shard(args.device) as shard:
-        loaded = load_model(args.model, shard.device)
+        loaded = load_model(args.model, shard.device, image_size=args.size)
         check_pool(loaded.model, args.pool)
         num_workers = default_num_workers(shard.device, shard.local_world_size) if args.num_workers is None else args.num_workers
         files, arrays, failures = embed_files(

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     report_failures(skipped, "skipped while walking the input folders")
     if not paths:
         raise DSeqJEPAError(f"no image files found in {' '.join(args.inputs)}")
-    loaded = load_model(args.model, args.device)
+    loaded = load_model(args.model, args.device, image_size=args.size)
     results, failures = rank_regions_in_files(
         paths,
         loaded.model,

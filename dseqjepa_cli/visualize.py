@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     report_failures(skipped, "skipped while walking the input folders")
     if not paths:
         raise DSeqJEPAError(f"no image files found in {' '.join(args.inputs)}")
-    loaded = load_model(args.model, args.device)
+    loaded = load_model(args.model, args.device, image_size=args.size)
     entries, failures = visualize_files(
         paths, loaded.model, loaded.processor, args.kind, out_dir=args.out, stems=output_stems(paths, args.inputs),
         batch_size=args.batch_size, num_regions=args.num_regions, min_region_fraction=args.min_region_fraction,

@@ -241,3 +241,23 @@ def test_evaluation_runs_at_another_input_size(tmp_path, capsys):
     assert json.loads(out.read_text())["n_images"] == 4
     with pytest.raises(ModelLoadError, match="multiple of the patch size"):
         load_model(str(model_dir), image_size=patch + 1)
+
+
+def test_regions_and_embed_run_at_another_input_size(tmp_path):
+    """--size: the model's grid follows (its positions are regenerated); masks stay at the image's size."""
+    from PIL import Image
+    from safetensors.numpy import load_file
+
+    from dseqjepa_hub.region_json import regions_from_json
+
+    width, height = Image.open(IMAGE).size
+    for size in (96, 160):
+        out = tmp_path / f"regions{size}"
+        assert main(["regions", str(IMAGE), "--out", str(out), "--json", "--size", str(size)]) == 0
+        record = json.loads((out / "coffee.regions.json").read_text())
+        regions = regions_from_json(record["regions"])
+        assert regions[0]["mask"].shape == (height, width)
+        assert regions[0]["patch_mask"].shape == (size // 8, size // 8)  # the bundled model's patch is 8 px
+    assert main(["embed", str(IMAGE), "--size", "160", "--pool", "tokens", "--out", str(tmp_path / "t.safetensors")]) == 0
+    assert load_file(tmp_path / "t.safetensors")["tokens"].shape == (1, 20 * 20 + 1, 128)
+    assert main(["regions", str(IMAGE), "--out", str(tmp_path / "bad"), "--size", "100"]) == 1
