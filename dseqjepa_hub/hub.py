@@ -37,7 +37,7 @@ from . import __version__
 from .atomic import atomic_directory, check_empty_folder
 from .errors import DSeqJEPAError
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
-from .modeling_dseqjepa import DSeqJEPAForImageClassification, DSeqJEPAModel
+from .modeling_dseqjepa import DSeqJEPABackbone, DSeqJEPAForImageClassification, DSeqJEPAModel
 from .pipeline_saliency_ranking import rank_regions, save_pretrained_with_pipeline
 
 CARD_TEMPLATE = files("dseqjepa_hub") / "model_card.md"
@@ -67,6 +67,7 @@ def check_repo_id(repo_id: str) -> None:
 HEADS = {  # config.json `architectures` -> (class, the card's pipeline tag)
     "DSeqJEPAModel": (DSeqJEPAModel, "image-feature-extraction"),
     "DSeqJEPAForImageClassification": (DSeqJEPAForImageClassification, "image-classification"),
+    "DSeqJEPABackbone": (DSeqJEPABackbone, "image-feature-extraction"),
 }
 
 

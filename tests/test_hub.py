@@ -409,3 +409,14 @@ def test_card_notes_of_the_weights_reach_the_card(converted, tmp_path):
     content = (tmp_path / "stage/README.md").read_text()
     assert "## What these weights are not good for\n\nAnything at all." in content
     assert content.index("not good for") < content.index("## Evaluation")
+
+
+def test_push_publishes_a_backbone_as_a_backbone(tmp_path):
+    from dseqjepa_hub import DSeqJEPABackbone
+
+    torch.manual_seed(0)
+    DSeqJEPABackbone(tiny_config()).save_pretrained(tmp_path / "backbone")
+    stage(tmp_path / "backbone", tmp_path / "stage", repo_id="org/tiny-backbone", license="apache-2.0")
+    assert json.loads((tmp_path / "stage/config.json").read_text())["architectures"] == ["DSeqJEPABackbone"]
+    assert DSeqJEPABackbone.from_pretrained(tmp_path / "stage")(torch.randn(1, 3, 32, 32)).feature_maps[-1].shape == (
+        1, 32, 4, 4)
