@@ -62,3 +62,16 @@ def report_paths(paths, what: str, limit: int = 10) -> None:
             print(f"  {path}")
         if len(paths) > limit:
             print(f"  ... and {len(paths) - limit} more")
+
+
+def image_inputs(inputs: list[str]) -> list:
+    """The image files named by `inputs` (files, folders walked), what the walk skipped reported;
+    an error when there is none."""
+    from dseqjepa_hub.errors import DSeqJEPAError
+    from dseqjepa_hub.image_io import find_images
+
+    paths, skipped = find_images(inputs)
+    report_failures(skipped, "skipped while walking the input folders")
+    if not paths:
+        raise DSeqJEPAError(f"no image files found in {' '.join(inputs)}")
+    return paths

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_model_arguments, add_worker_arguments, positive_int, report_failures
+from .arguments import add_model_arguments, add_worker_arguments, image_inputs, positive_int, report_failures
 
 DESCRIPTION = ("Embed images (pooled patch features, the CLS output or every token: --pool; ranked region "
                "embeddings with --regions) into FILE plus the sidecar FILE.json. Under torchrun, inputs are split "
@@ -36,18 +36,13 @@ def run(args: argparse.Namespace) -> int:
         embed_files,
         write_embeddings,
     )
-    from dseqjepa_hub.errors import DSeqJEPAError
     from dseqjepa_hub.image_folders import default_num_workers
-    from dseqjepa_hub.image_io import find_images
     from dseqjepa_hub.model_loading import check_device, load_model
     from dseqjepa_hub.sharding import shard_path, sum_over_ranks, torchrun_shard, write_shard_index
 
     out = check_embedding_path(args.out)
     check_device(args.device)
-    paths, skipped = find_images(args.inputs)
-    report_failures(skipped, "skipped while walking the input folders")
-    if not paths:
-        raise DSeqJEPAError(f"no image files found in {' '.join(args.inputs)}")
+    paths = image_inputs(args.inputs)
     with torchrun_shard(args.device) as shard:
         loaded = load_model(args.model, shard.device, image_size=args.size)
         check_pool(loaded.model, args.pool)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_model_arguments, add_worker_arguments, fraction, positive_int, report_failures, report_paths
+from .arguments import (
+    add_model_arguments,
+    add_worker_arguments,
+    fraction,
+    image_inputs,
+    positive_int,
+    report_failures,
+    report_paths,
+)
 
 DESCRIPTION = ("Rank the discriminative regions of images and write one overlay PNG per image "
                "(OUT/<path below the input folder>.regions.png; with --json also .regions.json, masks in COCO RLE).")
@@ -29,16 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dseqjepa_hub.errors import DSeqJEPAError
-    from dseqjepa_hub.image_io import find_images
     from dseqjepa_hub.model_loading import check_device, load_model
     from dseqjepa_hub.region_files import output_stems, rank_regions_in_files
 
     check_device(args.device)
-    paths, skipped = find_images(args.inputs)
-    report_failures(skipped, "skipped while walking the input folders")
-    if not paths:
-        raise DSeqJEPAError(f"no image files found in {' '.join(args.inputs)}")
+    paths = image_inputs(args.inputs)
     loaded = load_model(args.model, args.device, image_size=args.size)
     results, failures = rank_regions_in_files(
         paths,

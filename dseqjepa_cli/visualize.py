@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_model_arguments, fraction, positive_int, report_failures
+from .arguments import add_model_arguments, fraction, image_inputs, positive_int, report_failures
 
 KINDS = ("regions", "saliency", "attention", "similarity", "clusters", "sequence")  # dseqjepa_hub.visualize_files.KINDS
 DESCRIPTION = (
@@ -49,17 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dseqjepa_hub.errors import DSeqJEPAError
-    from dseqjepa_hub.image_io import find_images
     from dseqjepa_hub.model_loading import check_device, load_model
     from dseqjepa_hub.region_files import output_stems
     from dseqjepa_hub.visualize_files import parse_query, visualize_files
 
     check_device(args.device)
-    paths, skipped = find_images(args.inputs)
-    report_failures(skipped, "skipped while walking the input folders")
-    if not paths:
-        raise DSeqJEPAError(f"no image files found in {' '.join(args.inputs)}")
+    paths = image_inputs(args.inputs)
     loaded = load_model(args.model, args.device, image_size=args.size)
     entries, failures = visualize_files(
         paths, loaded.model, loaded.processor, args.kind, out_dir=args.out, stems=output_stems(paths, args.inputs),
