@@ -200,13 +200,13 @@ def test_backbone_through_auto_classes_and_remote_code(tmp_path):
         assert type(backbone).__module__.startswith("transformers_modules"), type(backbone).__module__
         backbone.load_state_dict(load_file({str(folder / "model.safetensors")!r}))
         with torch.no_grad():
-            torch.save(backbone.eval()(torch.load({str(tmp_path / "pixels.pt")!r})).feature_maps[0], {str(tmp_path / "out.pt")!r})
+            torch.save(backbone.eval()(torch.load({str(tmp_path / "pixels.pt")!r}, weights_only=True)).feature_maps[0], {str(tmp_path / "out.pt")!r})
     """)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)
     subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, timeout=300)
     assert expected.shape == (1, 32, 5, 4)
-    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected)
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt", weights_only=True), expected)
     # The encoder reads the backbone's weights back (the `dseqjepa.` prefix is the head's).
     encoder = AutoModel.from_pretrained(tmp_path / "backbone").eval()
     with torch.no_grad():
