@@ -40,11 +40,11 @@ import torch
 import transformers
 from PIL import Image
 
-from dseqjepa_hub import region_files
-from dseqjepa_hub.embedding_files import embed_files, write_embeddings
-from dseqjepa_hub.image_folders import default_num_workers, default_write_threads
+from dseqjepa_hub.application import regions_job
+from dseqjepa_hub.application.embed_job import embed_files, write_embeddings
+from dseqjepa_hub.application.loading import load_model
+from dseqjepa_hub.application.runner import default_num_workers, default_write_threads
 from dseqjepa_hub.image_io import load_image
-from dseqjepa_hub.model_loading import load_model
 from dseqjepa_hub.regions import region_dicts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ REFERENCE_SCRIPT = """
 import sys, torch
 from pathlib import Path
 from dseqjepa_hub.image_io import load_image
-from dseqjepa_hub.model_loading import load_model
+from dseqjepa_hub.application.loading import load_model
 loaded = load_model({model!r}, {device!r})
 paths = sorted(Path(sys.argv[1]).glob("*.jpg"))
 for start in range(0, len(paths), {batch_size}):
@@ -94,7 +94,7 @@ def reference(paths, model, processor, batch_size: int, max_side) -> None:
 
 
 def region_dicts_only(job) -> dict:
-    """Stands in for `region_files._write_regions`: the region dicts, no overlay, no file."""
+    """Stands in for `regions_job._write_regions`: the region dicts, no overlay, no file."""
     height, width = job.image.shape[:2]
     regions = region_dicts(masks=job.masks, scores=job.scores, valid=job.valid, original_size=(height, width),
                            crop_box=job.crop_box)
@@ -127,16 +127,16 @@ def main() -> None:
 
         def regions(json=False, num_workers=None, draw=True):
             shutil.rmtree(out, ignore_errors=True)
-            write = region_files._write_regions
+            write = regions_job._write_regions
             if not draw:
-                region_files._write_regions = region_dicts_only
+                regions_job._write_regions = region_dicts_only
             try:
-                results, failures = region_files.rank_regions_in_files(
+                results, failures = regions_job.rank_regions_in_files(
                     paths, model, processor, out_dir=out, write_json=json, batch_size=8, num_workers=num_workers,
                     progress=False,
                 )
             finally:
-                region_files._write_regions = write
+                regions_job._write_regions = write
             assert len(results) == len(paths) and not failures
 
         def embed(num_workers=None):
@@ -152,7 +152,7 @@ def main() -> None:
 
         ref8, ref32 = "reference: decode + preprocess + forward, batch 8", "reference, batch 32"
         variants = {  # name -> (function, the reference it is compared with)
-            ref8: (lambda: reference(paths, model, processor, 8, region_files.DEFAULT_MAX_SIDE), ref8),
+            ref8: (lambda: reference(paths, model, processor, 8, regions_job.DEFAULT_MAX_SIDE), ref8),
             ref32: (lambda: reference(paths, model, processor, 32, None), ref32),
             f"regions (overlays; default --num-workers {workers})": (regions, ref8),
             "regions --json": (lambda: regions(json=True), ref8),
@@ -165,7 +165,7 @@ def main() -> None:
             python = sys.executable
             cli = [python, "-m", "dseqjepa_cli"]
             model_args = [] if args.model is None else ["--model", args.model]
-            for name, batch_size, max_side in (("CLI reference, batch 8", 8, region_files.DEFAULT_MAX_SIDE),
+            for name, batch_size, max_side in (("CLI reference, batch 8", 8, regions_job.DEFAULT_MAX_SIDE),
                                                ("CLI reference, batch 32", 32, None)):
                 script = REFERENCE_SCRIPT.format(model=args.model, device=args.device, batch_size=batch_size, max_side=max_side)
                 variants[name] = (command(python, "-c", script, str(photos)), name)

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = None
     url = args.url
     if url is None:
-        from dseqjepa_hub.demo import build_demo, launch
+        from dseqjepa_hub.application.demo import build_demo, launch
 
         demo = build_demo()
         _, url, _ = launch(demo, port=args.port, block=False, quiet=True)

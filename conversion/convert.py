@@ -14,7 +14,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from dseqjepa_hub.atomic import atomic_directory, check_empty_folder, remove_stale_temporaries
+from dseqjepa_hub.application.atomic import atomic_directory, check_empty_folder, remove_stale_temporaries
 from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
 from dseqjepa_hub.pipeline_saliency_ranking import save_pretrained_with_pipeline

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dseqjepa_hub.atomic import OutputWriteError
-from dseqjepa_hub.model_loading import load_encoder
+from dseqjepa_hub.application.atomic import OutputWriteError
+from dseqjepa_hub.application.loading import load_encoder
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, sincos_pos_embed_2d
 
 from .loading import ConversionError

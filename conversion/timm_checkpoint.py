@@ -19,10 +19,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from dseqjepa_hub.atomic import atomic_directory, check_empty_folder
+from dseqjepa_hub.application.atomic import atomic_directory, check_empty_folder
+from dseqjepa_hub.application.loading import load_encoder
 from dseqjepa_hub.configuration_dseqjepa import PRESETS
 from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
-from dseqjepa_hub.model_loading import load_encoder
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, sincos_pos_embed_2d
 
 from .layout import LAYER_NORM_EPS, infer_layout

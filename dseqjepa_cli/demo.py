@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dseqjepa_hub.demo import build_demo, launch
+    from dseqjepa_hub.application.demo import build_demo, launch
 
     demo = build_demo(args.model, device=args.device, examples_dir=args.examples)
     print(f"serving the demo on http://{args.host}:{args.port} (Ctrl+C to stop)")

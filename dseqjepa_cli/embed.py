@@ -9,7 +9,7 @@ from .arguments import add_model_arguments, add_worker_arguments, image_inputs, 
 DESCRIPTION = ("Embed images (pooled patch features, the CLS output or every token: --pool; ranked region "
                "embeddings with --regions) into FILE plus the sidecar FILE.json. Under torchrun, inputs are split "
                "across ranks, one shard each, plus STEM.index.json.")
-POOLS = ("mean", "cls", "tokens")  # dseqjepa_hub.embedding_files.POOLS, spelt out: --help imports no torch
+POOLS = ("mean", "cls", "tokens")  # dseqjepa_hub.application.embed_job.POOLS, spelt out: --help imports no torch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,16 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from dseqjepa_hub.embedding_files import (
+    from dseqjepa_hub.application.embed_job import (
         NoImagesEmbeddedError,
         check_embedding_path,
         check_pool,
         embed_files,
         write_embeddings,
     )
-    from dseqjepa_hub.image_folders import default_num_workers
-    from dseqjepa_hub.model_loading import check_device, load_model
-    from dseqjepa_hub.sharding import shard_path, sum_over_ranks, torchrun_shard, write_shard_index
+    from dseqjepa_hub.application.loading import check_device, load_model
+    from dseqjepa_hub.application.runner import default_num_workers
+    from dseqjepa_hub.application.sharding import shard_path, sum_over_ranks, torchrun_shard, write_shard_index
 
     out = check_embedding_path(args.out)
     check_device(args.device)

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dseqjepa_hub.model_loading import load_model
+    from dseqjepa_hub.application.loading import load_model
     from dseqjepa_train.evaluation import evaluate, markdown_table, write_results
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

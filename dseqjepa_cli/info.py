@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dseqjepa_hub.model_info import describe, read_config
+    from dseqjepa_hub.application.info import describe, read_config
 
     summary = describe(read_config(args.model))
     if args.json:

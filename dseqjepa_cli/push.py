@@ -31,11 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dseqjepa_hub.hub import push
+    from dseqjepa_hub.application.publish import push
 
     space_dir = None
     if args.space is not None:  # checked before anything is pushed
-        from dseqjepa_hub.atomic import check_empty_folder
+        from dseqjepa_hub.application.atomic import check_empty_folder
 
         space_dir = args.space or f"{args.repo_id.split('/')[-1]}-space"
         check_empty_folder(space_dir)
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         license=args.license, datasets=args.datasets, base_model=args.base_model, eval_files=args.eval_files,
     )
     if space_dir is not None:
-        from dseqjepa_hub.space import stage_space
+        from dseqjepa_hub.application.space import stage_space
 
         names = stage_space(args.repo_id, space_dir, license=args.license)
         print(f"staged the Space in {space_dir}: {', '.join(names)}")

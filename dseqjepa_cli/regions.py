@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dseqjepa_hub.model_loading import check_device, load_model
-    from dseqjepa_hub.region_files import output_stems, rank_regions_in_files
+    from dseqjepa_hub.application.loading import check_device, load_model
+    from dseqjepa_hub.application.regions_job import output_stems, rank_regions_in_files
 
     check_device(args.device)
     paths = image_inputs(args.inputs)

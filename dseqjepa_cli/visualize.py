@@ -6,7 +6,7 @@ import argparse
 
 from .arguments import add_model_arguments, fraction, image_inputs, positive_int, report_failures
 
-KINDS = ("regions", "saliency", "attention", "similarity", "clusters", "sequence")  # dseqjepa_hub.visualize_files.KINDS
+KINDS = ("regions", "saliency", "attention", "similarity", "clusters", "sequence")  # dseqjepa_hub.application.visualize_job.KINDS
 DESCRIPTION = (
     "Draw one picture per image (OUT/<path below the input folder>.KIND.png) and an index, OUT/KIND.json. Kinds: "
     "regions (ranked regions with a legend, beside the saliency heatmap), saliency (heatmap with a colour bar), "
@@ -49,9 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dseqjepa_hub.model_loading import check_device, load_model
-    from dseqjepa_hub.region_files import output_stems
-    from dseqjepa_hub.visualize_files import parse_query, visualize_files
+    from dseqjepa_hub.application.loading import check_device, load_model
+    from dseqjepa_hub.application.regions_job import output_stems
+    from dseqjepa_hub.application.visualize_job import parse_query, visualize_files
 
     check_device(args.device)
     paths = image_inputs(args.inputs)

@@ -18,9 +18,9 @@ from transformers import (
     AutoVideoProcessor,
 )
 
+from .application.loading import default_model_path
 from .configuration_dseqjepa import PRESETS, DSeqJEPAConfig
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor, DSeqJEPAImageProcessorPil
-from .model_loading import default_model_path
 from .modeling_dseqjepa import (
     DSeqJEPABackbone,
     DSeqJEPAForImageClassification,

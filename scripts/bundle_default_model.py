@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import dseqjepa_hub
-from dseqjepa_hub.atomic import atomic_directory
+from dseqjepa_hub.application.atomic import atomic_directory
 
 KEEP = ("config.json", "model.safetensors", "preprocessor_config.json", "conversion.json", "eval_results.json")
 REMOTE_KEYS = ("auto_map", "custom_pipelines")

@@ -141,7 +141,7 @@ def library_choices() -> dict[tuple[tuple[str, ...], str], tuple]:
     """The library's list for each (sub-command path, dest) of the CLI."""
     import dseqjepa_convert
     from dseqjepa_convert import release, training
-    from dseqjepa_hub import embedding_files, maps, visualize_files
+    from dseqjepa_hub.application import embed_job, feature_maps, visualize_job
     from dseqjepa_train import datakit, evaluation
     from dseqjepa_train.evaluation import features
 
@@ -152,7 +152,7 @@ def library_choices() -> dict[tuple[tuple[str, ...], str], tuple]:
     return {
         (("regions",), "device"): devices,
         (("embed",), "device"): devices,
-        (("embed",), "pool"): tuple(embedding_files.POOLS),
+        (("embed",), "pool"): tuple(embed_job.POOLS),
         (("eval",), "task"): tuple(evaluation.TASKS),
         (("eval",), "layers"): tuple(features.LAYER_CHOICES),
         (("convert",), "fmt"): tuple(sorted(dseqjepa_convert.READERS)),
@@ -161,8 +161,8 @@ def library_choices() -> dict[tuple[tuple[str, ...], str], tuple]:
         (("data",), "data_command"): ("build",),
         (("data", "build"), "dataset"): builders,
         (("visualize",), "device"): devices,
-        (("visualize",), "kind"): tuple(visualize_files.KINDS),
-        (("visualize",), "method"): tuple(maps.CLUSTER_METHODS),
+        (("visualize",), "kind"): tuple(visualize_job.KINDS),
+        (("visualize",), "method"): tuple(feature_maps.CLUSTER_METHODS),
         (("demo",), "device"): devices,
     }
 
@@ -190,14 +190,14 @@ def test_every_commands_choices_equal_the_librarys():
     assert dseqjepa_cli.convert.FORMATS == tuple(sorted(dseqjepa_convert.READERS))
     assert dseqjepa_cli.eval.TASKS == evaluation.TASKS
     import dseqjepa_cli.visualize
-    from dseqjepa_hub import visualize_files
+    from dseqjepa_hub.application import visualize_job
 
-    assert dseqjepa_cli.visualize.KINDS == visualize_files.KINDS
+    assert dseqjepa_cli.visualize.KINDS == visualize_job.KINDS
     assert dseqjepa_cli.eval.LAYERS == evaluation.features.LAYER_CHOICES
     import dseqjepa_cli.embed
-    from dseqjepa_hub import embedding_files
+    from dseqjepa_hub.application import embed_job
 
-    assert dseqjepa_cli.embed.POOLS == embedding_files.POOLS
+    assert dseqjepa_cli.embed.POOLS == embed_job.POOLS
 
 
 def test_names_in_help_texts_exist():

@@ -21,7 +21,7 @@ from dseqjepa_convert import READERS, ConversionError, convert, export_timm
 from dseqjepa_convert.layout import infer_layout
 from dseqjepa_convert.timm_vit import vit_kwargs
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel
-from dseqjepa_hub.atomic import FolderNotEmptyError
+from dseqjepa_hub.application.atomic import FolderNotEmptyError
 
 WIDTH, DEPTH, HEADS, PATCH, IMAGE, PRED_WIDTH = 32, 2, 2, 8, 32, 16
 GRID = IMAGE // PATCH

@@ -13,7 +13,7 @@ from huggingface_hub import SpaceCard
 from PIL import Image
 
 from dseqjepa_hub import SaliencyRankingPipeline, default_model_path
-from dseqjepa_hub.model_loading import load_model
+from dseqjepa_hub.application.loading import load_model
 
 gr = pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
@@ -34,7 +34,7 @@ def served(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
     patch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    from dseqjepa_hub.demo import build_demo, launch
+    from dseqjepa_hub.application.demo import build_demo, launch
 
     demo = build_demo()
     _, url, _ = launch(demo, port=free_port(), block=False, quiet=True)
@@ -44,7 +44,7 @@ def served(tmp_path_factory):
 
 
 def expected_outputs():
-    from dseqjepa_hub.demo import analyze
+    from dseqjepa_hub.application.demo import analyze
 
     loaded = load_model()
     return analyze(loaded.model, loaded.processor, Image.open(EXAMPLE), 5, 0.1)
@@ -62,7 +62,7 @@ def test_analyze_gives_the_pipelines_regions():
     assert [row[1] for row in table] == [("background" if r["is_background"] else f"R{r['rank']}") for r in regions]
     assert [row[2] for row in table] == [round(region["score"], 4) for region in regions]
     assert [row[4] for row in table] == [str(region["box"]) for region in regions]
-    from dseqjepa_hub.demo import DemoError, analyze
+    from dseqjepa_hub.application.demo import DemoError, analyze
 
     with pytest.raises(DemoError, match="upload an image"):
         analyze(loaded.model, loaded.processor, None)
@@ -98,7 +98,7 @@ def test_headless_chromium_uploads_an_image_and_takes_a_screenshot(served, tmp_p
     shot = tmp_path / "demo.png"
     shown = script.capture(served, shot)
     loaded = load_model()  # the page's defaults are the model's: 5 regions, fraction 0.15
-    from dseqjepa_hub.demo import analyze
+    from dseqjepa_hub.application.demo import analyze
 
     overlay, saliency, sequence, table = analyze(loaded.model, loaded.processor, Image.open(EXAMPLE),
                                                  loaded.model.config.num_regions, loaded.model.config.min_region_fraction)
@@ -113,8 +113,8 @@ def test_headless_chromium_uploads_an_image_and_takes_a_screenshot(served, tmp_p
 
 
 def test_stage_space_writes_an_app_for_the_pushed_model(tmp_path, monkeypatch):
-    from dseqjepa_hub import demo
-    from dseqjepa_hub.space import SpaceError, stage_space
+    from dseqjepa_hub.application import demo
+    from dseqjepa_hub.application.space import SpaceError, stage_space
 
     names = stage_space("me/tiny-dseqjepa", tmp_path / "space", license="apache-2.0")
     assert {"app.py", "requirements.txt", "README.md", "examples/chelsea.jpg", "examples/LICENSES.md"} <= set(names)
@@ -135,7 +135,7 @@ def test_stage_space_writes_an_app_for_the_pushed_model(tmp_path, monkeypatch):
     namespace["demo"].close()
     with pytest.raises(SpaceError, match="model repo id"):
         stage_space("not a repo id", tmp_path / "other")
-    from dseqjepa_hub.atomic import FolderNotEmptyError
+    from dseqjepa_hub.application.atomic import FolderNotEmptyError
 
     with pytest.raises(FolderNotEmptyError):
         stage_space("me/tiny-dseqjepa", tmp_path / "space")

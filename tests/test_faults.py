@@ -248,7 +248,7 @@ def test_training_on_a_full_disk_is_one_line_and_keeps_earlier_checkpoints(train
 def test_stale_temporaries_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
     import subprocess
 
-    from dseqjepa_hub.atomic import remove_stale_temporaries
+    from dseqjepa_hub.application.atomic import remove_stale_temporaries
 
     dead = subprocess.Popen(["true"])  # a process id that no longer runs
     dead.wait()
@@ -331,7 +331,7 @@ def test_two_processes_writing_one_output_folder(tmp_path):
 
     from PIL import Image
 
-    from dseqjepa_hub.region_json import regions_from_json
+    from dseqjepa_hub.application.region_json import regions_from_json
 
     out = tmp_path / "out"
     command = [sys.executable, "-m", "dseqjepa_cli", "regions", str(REPO / "examples/images"), "--out", str(out), "--json"]
@@ -366,9 +366,9 @@ def test_corpus_through_the_cli_and_the_pipeline_gives_the_same_answers(tmp_path
     from fault_corpus import make_corpus
 
     from dseqjepa_hub import SaliencyRankingPipeline
+    from dseqjepa_hub.application.loading import load_model
+    from dseqjepa_hub.application.region_json import regions_from_json
     from dseqjepa_hub.image_io import ImageLoadError
-    from dseqjepa_hub.model_loading import load_model
-    from dseqjepa_hub.region_json import regions_from_json
 
     corpus = tmp_path / "corpus"
     expected = make_corpus(corpus)

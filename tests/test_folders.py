@@ -1,5 +1,5 @@
 """Folders through `dseqjepa regions` and `dseqjepa embed`: decoding in DataLoader workers,
-writing in threads (dseqjepa_hub/image_folders.py), and what the commands say and write: the
+writing in threads (dseqjepa_hub/application/runner.py), and what the commands say and write: the
 same outputs with and without workers and as the pipeline, no-foreground images, skipped
 counts, --pool, no readable image, file modes under the umask, errors in writer threads and
 non-finite batches. A tiny random model and small synthetic photos keep it fast."""
@@ -26,15 +26,14 @@ from dseqjepa_hub import (
     DSeqJEPAImageProcessor,
     DSeqJEPAModel,
     SaliencyRankingPipeline,
-    image_folders,
-    region_files,
 )
-from dseqjepa_hub.atomic import atomic_directory
-from dseqjepa_hub.embedding_files import NoImagesEmbeddedError, embed_files, write_embeddings
+from dseqjepa_hub.application import regions_job, runner
+from dseqjepa_hub.application.atomic import atomic_directory
+from dseqjepa_hub.application.embed_job import NoImagesEmbeddedError, embed_files, write_embeddings
+from dseqjepa_hub.application.region_json import regions_from_json
 from dseqjepa_hub.errors import NonFiniteOutputError
 from dseqjepa_hub.image_io import load_image
 from dseqjepa_hub.pipeline_saliency_ranking import rank_regions, save_pretrained_with_pipeline
-from dseqjepa_hub.region_json import regions_from_json
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_FRACTION = 0.03  # a random model's saliency is noisy: a low area filter keeps several regions
@@ -173,7 +172,7 @@ def test_skip_existing_says_how_many_it_skipped(tiny, tmp_path, capsys):
     assert (out / f"{good[3].stem}.regions.png").is_file()
 
     _, model, processor = tiny
-    results, failures = region_files.rank_regions_in_files(
+    results, failures = regions_job.rank_regions_in_files(
         good, model, processor, out_dir=out, skip_existing=True, progress=False, num_workers=0)
     assert failures == [] and [r["image"] for r in results] == good and all(r["skipped"] for r in results)
 
@@ -205,10 +204,10 @@ def test_a_non_finite_batch_stops_before_it_is_written_and_earlier_batches_are_c
             ranked["saliency"] = torch.full_like(ranked["saliency"], float("nan"))
         return ranked
 
-    monkeypatch.setattr(region_files, "rank_regions", second_batch_nan)
+    monkeypatch.setattr(regions_job, "rank_regions", second_batch_nan)
     out = tmp_path / "out"
     with pytest.raises(NonFiniteOutputError, match=f"non-finite saliency for {good[2]} and this batch"):
-        region_files.rank_regions_in_files(good, model, processor, out_dir=out, batch_size=2, write_json=True,
+        regions_job.rank_regions_in_files(good, model, processor, out_dir=out, batch_size=2, write_json=True,
                                            num_workers=1, progress=False)
     written = sorted(p.name for p in out.iterdir())
     assert written == sorted(f"{p.stem}.regions.{ext}" for p in good[:2] for ext in ("png", "json"))
@@ -348,7 +347,7 @@ def test_on_cuda_the_commands_give_the_cpus_outputs(tiny, tmp_path, capsys):
 
 
 def test_writer_returns_results_in_order_and_raises_a_later_jobs_error_at_once():
-    from dseqjepa_hub.image_folders import BackgroundWriter
+    from dseqjepa_hub.application.runner import BackgroundWriter
 
     def slow(value, seconds):
         time.sleep(seconds)
@@ -364,8 +363,8 @@ def test_writer_returns_results_in_order_and_raises_a_later_jobs_error_at_once()
     if sys.platform.startswith("linux"):  # writers yield the cores to the model's threads
         with BackgroundWriter(threads=1) as writer:
             niceness = writer.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())) + writer.finish()
-        assert niceness == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + image_folders.WRITER_NICENESS)]
-        assert image_folders.WRITER_NICENESS > 0
+        assert niceness == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + runner.WRITER_NICENESS)]
+        assert runner.WRITER_NICENESS > 0
 
     def fail():
         raise OSError("disk full")
@@ -386,7 +385,7 @@ def test_writer_returns_results_in_order_and_raises_a_later_jobs_error_at_once()
 
 
 def test_writer_finishes_submitted_jobs_when_the_error_is_not_theirs_and_cancels_after_their_own():
-    from dseqjepa_hub.image_folders import BackgroundWriter
+    from dseqjepa_hub.application.runner import BackgroundWriter
 
     ran = []
 
@@ -450,8 +449,8 @@ def test_default_workers_follow_the_cores_and_the_device(monkeypatch):
         1: (0, 0), 2: (0, 1), 3: (0, 2), 4: (1, 3), 8: (2, 4), 16: (4, 4), 64: (4, 4),
     }
     for cores, (cpu, cuda) in expected.items():
-        monkeypatch.setattr(image_folders, "available_cores", lambda cores=cores: cores)
-        assert (image_folders.default_num_workers("cpu"), image_folders.default_num_workers("cuda")) == (cpu, cuda), cores
-    monkeypatch.setattr(image_folders, "available_cores", lambda: 16)
-    assert image_folders.default_num_workers("cuda:1", processes=8) == 1  # 2 cores a rank under torchrun
-    assert image_folders.workers_for(num_files=3, batch_size=2, num_workers=4) == 2  # no idle worker
+        monkeypatch.setattr(runner, "available_cores", lambda cores=cores: cores)
+        assert (runner.default_num_workers("cpu"), runner.default_num_workers("cuda")) == (cpu, cuda), cores
+    monkeypatch.setattr(runner, "available_cores", lambda: 16)
+    assert runner.default_num_workers("cuda:1", processes=8) == 1  # 2 cores a rank under torchrun
+    assert runner.workers_for(num_files=3, batch_size=2, num_workers=4) == 2  # no idle worker

@@ -21,9 +21,9 @@ from PIL import Image
 from dseqjepa_cli import main
 from dseqjepa_convert import READERS, convert
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel
-from dseqjepa_hub import hub as hub_module
-from dseqjepa_hub.atomic import FolderNotEmptyError, atomic_directory
-from dseqjepa_hub.hub import HubError, push, stage
+from dseqjepa_hub.application import publish as publish_module
+from dseqjepa_hub.application.atomic import FolderNotEmptyError, atomic_directory
+from dseqjepa_hub.application.publish import HubError, push, stage
 
 REPO_ID = "dseq-org/tiny-ijepa"
 STAGED_FILES = {
@@ -131,8 +131,8 @@ def test_licence_and_card_text_come_from_the_reader(tmp_path, monkeypatch):
 
 
 def test_hub_names_no_checkpoint_format():
-    """Card text is the readers' business: hub.py does not switch on format names."""
-    text = Path(hub_module.__file__).read_text()
+    """Card text is the readers' business: publish.py does not switch on format names."""
+    text = Path(publish_module.__file__).read_text()
     assert [fmt for fmt in READERS if f'"{fmt}"' in text or f"'{fmt}'" in text] == []
 
 

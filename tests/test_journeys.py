@@ -231,7 +231,7 @@ def test_head_settings_given_to_from_pretrained_are_checked_and_applied():
 def test_evaluation_runs_at_another_input_size(tmp_path, capsys):
     from test_evaluation import _tiny_model, _tiny_scenes
 
-    from dseqjepa_hub.model_loading import ModelLoadError, load_model
+    from dseqjepa_hub.application.loading import ModelLoadError, load_model
 
     model_dir, data_dir = _tiny_model(tmp_path), _tiny_scenes(tmp_path / "scenes")
     patch = load_model(str(model_dir)).model.config.patch_size
@@ -248,7 +248,7 @@ def test_regions_and_embed_run_at_another_input_size(tmp_path):
     from PIL import Image
     from safetensors.numpy import load_file
 
-    from dseqjepa_hub.region_json import regions_from_json
+    from dseqjepa_hub.application.region_json import regions_from_json
 
     width, height = Image.open(IMAGE).size
     for size in (96, 160):

@@ -15,11 +15,11 @@ from PIL import Image
 
 from dseqjepa_cli import main
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAImageProcessor, DSeqJEPAModel, SaliencyRankingPipeline
+from dseqjepa_hub.application.loading import ModelLoadError, load_model
+from dseqjepa_hub.application.region_json import mask_to_rle, regions_from_json, rle_to_mask
+from dseqjepa_hub.application.regions_job import rank_regions_in_files
 from dseqjepa_hub.image_io import load_image
-from dseqjepa_hub.model_loading import ModelLoadError, load_model
 from dseqjepa_hub.pipeline_saliency_ranking import save_pretrained_with_pipeline
-from dseqjepa_hub.region_files import rank_regions_in_files
-from dseqjepa_hub.region_json import mask_to_rle, regions_from_json, rle_to_mask
 from dseqjepa_hub.regions import extract_regions
 
 skimage_data = pytest.importorskip("skimage.data")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dseqjepa_hub.visualization import REGION_COLORS, _dilate, draw_regions, region_color, saliency_heatmap
+from dseqjepa_hub.application.drawing import REGION_COLORS, _dilate, draw_regions, region_color, saliency_heatmap
 
 
 def make_regions(height: int, width: int) -> list[dict]:

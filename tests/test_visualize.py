@@ -10,17 +10,7 @@ import torch
 from PIL import Image
 
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel, extract_regions, region_dicts
-from dseqjepa_hub.maps import (
-    MapError,
-    cls_attention,
-    cluster_patches,
-    kmeans,
-    layer_features,
-    patch_similarity,
-    prediction_steps,
-    spectral_embedding,
-)
-from dseqjepa_hub.visualization import (
+from dseqjepa_hub.application.drawing import (
     _HEATMAP_STOPS,
     CONTEXT_COLOR,
     NO_FOREGROUND,
@@ -35,6 +25,16 @@ from dseqjepa_hub.visualization import (
     draw_sequence,
     draw_similarity,
     region_color,
+)
+from dseqjepa_hub.application.feature_maps import (
+    MapError,
+    cls_attention,
+    cluster_patches,
+    kmeans,
+    layer_features,
+    patch_similarity,
+    prediction_steps,
+    spectral_embedding,
 )
 from dseqjepa_train.sequences import region_sequence
 

@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dseqjepa_hub.atomic import OutputWriteError, atomic_directory, remove_stale_temporaries
+from dseqjepa_hub.application.atomic import OutputWriteError, atomic_directory, remove_stale_temporaries
 from dseqjepa_hub.errors import DSeqJEPAError
 
 from .config import TrainConfig, save_config

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from huggingface_hub.errors import StrictDataclassError
 
-from dseqjepa_hub.atomic import atomic_write_text
+from dseqjepa_hub.application.atomic import atomic_write_text
 from dseqjepa_hub.configuration_dseqjepa import PRESETS, DSeqJEPAConfig
 from dseqjepa_hub.errors import DSeqJEPAError
 

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from dseqjepa_hub.atomic import atomic_write_text
+from dseqjepa_hub.application.atomic import atomic_write_text
 from dseqjepa_hub.errors import DSeqJEPAError
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
 from dseqjepa_hub.regions import extract_regions

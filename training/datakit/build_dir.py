@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dseqjepa_hub.atomic import atomic_directory, atomic_write, atomic_write_text
+from dseqjepa_hub.application.atomic import atomic_directory, atomic_write, atomic_write_text
 
 from .sources import DataKitError
 

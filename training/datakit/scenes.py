@@ -52,7 +52,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dseqjepa_hub.atomic import atomic_write_text
+from dseqjepa_hub.application.atomic import atomic_write_text
 
 from . import build_dir
 from .sources import DataKitError, ensure_packages, write_licences

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from dseqjepa_hub.atomic import atomic_write
+from dseqjepa_hub.application.atomic import atomic_write
 
 from .data import find_split, load_labelled_split, load_scene_records
 from .features import extract_features

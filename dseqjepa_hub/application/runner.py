@@ -1,6 +1,6 @@
 """Folders of image files at the model's pace: decoding and preprocessing in DataLoader worker
 processes, writing in a few threads. The input and output sides of `dseqjepa regions` and
-`dseqjepa embed` (`region_files`, `embedding_files`); the model runs in between, in the caller.
+`dseqjepa embed` (`regions_job`, `embed_job`); the model runs in between, in the caller.
 
 - `image_batches(paths, processor, ...)` yields `ImageBatch`es in input order. Each worker opens
   files with the package's safe loader (`image_io.load_image`: the same pixels, limits and
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .image_io import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from ..image_io import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 
 MAX_DEFAULT_WORKERS = 4
 

@@ -11,7 +11,7 @@ Arrays, row i for the i-th readable image (`pool` chooses the first):
 A JSON sidecar `FILE.json` lists the image files in row order, the unreadable ones, the model,
 the pooling and the array files (for .npy each array is its own file: `STEM.npy` holds the first,
 `STEM.regions.npy`, ... the others); the README documents it. Files are decoded and preprocessed
-in DataLoader workers (`image_folders`) while the model runs.
+in DataLoader workers (`runner`) while the model runs.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import torch
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
+from ..errors import DSeqJEPAError, NonFiniteOutputError
+from ..image_io import DEFAULT_MAX_PIXELS
+from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
+from ..modeling_dseqjepa import DSeqJEPAModel
+from ..pipeline_saliency_ranking import regions_from_outputs
 from .atomic import atomic_write, remove_stale_temporaries
-from .errors import DSeqJEPAError, NonFiniteOutputError
-from .image_folders import HostCopy, ImageBatch, image_batches
-from .image_io import DEFAULT_MAX_PIXELS
-from .image_processing_dseqjepa import DSeqJEPAImageProcessor
-from .modeling_dseqjepa import DSeqJEPAModel
-from .pipeline_saliency_ranking import regions_from_outputs
+from .runner import HostCopy, ImageBatch, image_batches
 
 EMBEDDING_SUFFIXES = (".safetensors", ".npy")
 POOLS = ("mean", "cls", "tokens")  # what `embed --pool` offers
@@ -92,7 +92,7 @@ def embed_files(
     output) or "tokens" (`tokens`, every last-layer token). `max_side` decodes large photos
     smaller before preprocessing (faster, less memory; the embeddings then differ slightly from a
     full-size decode); None decodes at full size. `num_workers`: decoding processes (None:
-    `image_folders.default_num_workers`; 0: this process).
+    `runner.default_num_workers`; 0: this process).
 
     arrays: as the module docstring says; with no readable image, each has 0 rows (and the
     shape of the others).

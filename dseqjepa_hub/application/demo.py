@@ -19,17 +19,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import DSeqJEPAError
-from .image_processing_dseqjepa import DSeqJEPAImageProcessor
-from .maps import prediction_steps
-from .model_loading import load_model
-from .modeling_dseqjepa import DSeqJEPAModel
-from .pipeline_saliency_ranking import rank_regions
-from .regions import region_dicts
-from .visualization import draw_regions, draw_saliency, draw_sequence
+from ..errors import DSeqJEPAError
+from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
+from ..modeling_dseqjepa import DSeqJEPAModel
+from ..pipeline_saliency_ranking import rank_regions
+from ..regions import region_dicts
+from .drawing import draw_regions, draw_saliency, draw_sequence
+from .feature_maps import prediction_steps
+from .loading import load_model
 
 TABLE_HEADERS = ["rank", "region", "score", "area %", "box [x0, y0, x1, y1]"]
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples" / "images"  # in a checkout; absent from a wheel
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "images"  # in a checkout; absent from a wheel
 OFFLINE_ENVIRONMENT = {"GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TELEMETRY_ENABLED": "False"}
 DEFAULT_PORT = 7860
 OUTPUT_BUTTONS = ["download", "fullscreen"]  # not "share": it posts to the Hub

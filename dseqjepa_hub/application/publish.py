@@ -33,12 +33,12 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import load_file
 
-from . import __version__
+from .. import __version__
+from ..errors import DSeqJEPAError
+from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
+from ..modeling_dseqjepa import DSeqJEPABackbone, DSeqJEPAForImageClassification, DSeqJEPAModel
+from ..pipeline_saliency_ranking import rank_regions, save_pretrained_with_pipeline
 from .atomic import atomic_directory, check_empty_folder
-from .errors import DSeqJEPAError
-from .image_processing_dseqjepa import DSeqJEPAImageProcessor
-from .modeling_dseqjepa import DSeqJEPABackbone, DSeqJEPAForImageClassification, DSeqJEPAModel
-from .pipeline_saliency_ranking import rank_regions, save_pretrained_with_pipeline
 
 CARD_TEMPLATE = files("dseqjepa_hub") / "model_card.md"
 EVAL_FILE = "eval_results.json"

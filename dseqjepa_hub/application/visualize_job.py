@@ -22,15 +22,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import maps
+from ..errors import DSeqJEPAError, NonFiniteOutputError
+from ..image_io import DEFAULT_MAX_PIXELS, load_images
+from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
+from ..modeling_dseqjepa import DSeqJEPAModel
+from ..pipeline_saliency_ranking import rank_regions
+from ..regions import region_dicts
+from . import feature_maps as maps
 from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
-from .errors import DSeqJEPAError, NonFiniteOutputError
-from .image_io import DEFAULT_MAX_PIXELS, load_images
-from .image_processing_dseqjepa import DSeqJEPAImageProcessor
-from .modeling_dseqjepa import DSeqJEPAModel
-from .pipeline_saliency_ranking import rank_regions
-from .regions import region_dicts
-from .visualization import (
+from .drawing import (
     draw_attention,
     draw_clusters,
     draw_regions,

@@ -12,7 +12,7 @@ Optionally the saliency map is shown beside the overlay as a heatmap, with a col
 of the image the model saw.
 
 The other pictures (`draw_saliency`, `draw_attention`, `draw_similarity`, `draw_clusters`,
-`draw_sequence`) take maps from `dseqjepa_hub.maps` on the patch grid and the crop box that maps the
+`draw_sequence`) take maps from `dseqjepa_hub.application.feature_maps` on the patch grid and the crop box that maps the
 grid onto the image; heatmaps carry a colour bar with their value range.
 """
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import DSeqJEPAError
+from ..errors import DSeqJEPAError
 
 _TEMPORARY = re.compile(r"^\..+\.(?:tmp-(\d+)|partial-(\d+)-[^/]*)$")  # the names below, with the writer's pid
 

@@ -2,7 +2,7 @@
 
 `stage_space(model_repo_id, folder)` writes, into an absent or empty folder (built beside it and
 renamed, like every folder writer here):
-  app.py            the demo of `dseqjepa_hub.demo` on `model_repo_id`, with the example photos
+  app.py            the demo of `dseqjepa_hub.application.demo` on `model_repo_id`, with the example photos
   requirements.txt  this package with the demo extra (or the requirement given)
   README.md         the Space card: YAML front matter (sdk gradio, app_file, models, ...) checked by
                     parsing it back with huggingface_hub's SpaceCard
@@ -21,17 +21,17 @@ from huggingface_hub import SpaceCard, SpaceCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from . import __version__
+from .. import __version__
+from ..errors import DSeqJEPAError
 from .atomic import atomic_directory, check_empty_folder
 from .demo import EXAMPLES_DIR
-from .errors import DSeqJEPAError
 
 FALLBACK_GRADIO_VERSION = "6.31.0"  # the Space's SDK when Gradio is not installed here
-APP_TEMPLATE = '''"""Hugging Face Space: the DSeq-JEPA browser demo (dseqjepa_hub.demo) on {repo_id}."""
+APP_TEMPLATE = '''"""Hugging Face Space: the DSeq-JEPA browser demo (dseqjepa_hub.application.demo) on {repo_id}."""
 
 from pathlib import Path
 
-from dseqjepa_hub.demo import build_demo, theme
+from dseqjepa_hub.application.demo import build_demo, theme
 
 demo = build_demo({repo_id!r}, examples_dir=Path(__file__).parent / "examples")
 

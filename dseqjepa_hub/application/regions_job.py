@@ -10,7 +10,7 @@ with masks in COCO RLE (`region_json`); "no_foreground_region" is true when only
 background region was found (no component passed the area filter). The README documents the
 schema.
 
-The work is a pipeline (`image_folders`): worker processes decode and preprocess the files
+The work is a pipeline (`runner`): worker processes decode and preprocess the files
 (the package's safe loader, one image at a time, as the saliency-ranking pipeline does), this
 process runs the model on whole batches (`rank_regions`, one forward pass), and a few threads
 turn each image's regions into region dicts (`region_dicts`), draw the overlay and write the
@@ -32,16 +32,16 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..errors import NonFiniteOutputError
+from ..image_io import DEFAULT_MAX_PIXELS
+from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
+from ..modeling_dseqjepa import DSeqJEPAModel
+from ..pipeline_saliency_ranking import rank_regions
+from ..regions import region_dicts
 from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
-from .errors import NonFiniteOutputError
-from .image_folders import BackgroundWriter, HostCopy, ImageBatch, image_batches
-from .image_io import DEFAULT_MAX_PIXELS
-from .image_processing_dseqjepa import DSeqJEPAImageProcessor
-from .modeling_dseqjepa import DSeqJEPAModel
-from .pipeline_saliency_ranking import rank_regions
+from .drawing import draw_regions
 from .region_json import regions_to_json
-from .regions import region_dicts
-from .visualization import draw_regions
+from .runner import BackgroundWriter, HostCopy, ImageBatch, image_batches
 
 DEFAULT_MAX_SIDE = 2048  # overlays and masks of larger photos are drawn at this size
 # zlib's run-length strategy: a photo overlay encodes about 4x faster than with the default
@@ -144,8 +144,8 @@ def rank_regions_in_files(
 
     Images are decoded at most `max_side` pixels a side (None: full size): overlays, masks and
     boxes are in the decoded image's pixels; the JSON records both sizes.
-    num_workers: decoding processes (None: `image_folders.default_num_workers`; 0: this
-    process); write_threads: threads that draw and write (None: `image_folders.default_write_threads()`), at a
+    num_workers: decoding processes (None: `runner.default_num_workers`; 0: this
+    process); write_threads: threads that draw and write (None: `runner.default_write_threads()`), at a
     lower priority than the model's (Linux).
     results: one dict per image that has its outputs, in input order: {"image", "overlay",
     "json" (or None), "num_regions", "no_foreground_region", "skipped"}; with `skip_existing`,

@@ -18,10 +18,10 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 
-from .configuration_dseqjepa import PRESETS, DSeqJEPAConfig
-from .errors import DSeqJEPAError
-from .image_processing_dseqjepa import DSeqJEPAImageProcessor
-from .modeling_dseqjepa import DSeqJEPAModel
+from ..configuration_dseqjepa import PRESETS, DSeqJEPAConfig
+from ..errors import DSeqJEPAError
+from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
+from ..modeling_dseqjepa import DSeqJEPAModel
 
 logger = logging.getLogger(__name__)
 SAFETENSORS_FILE = "model.safetensors"
@@ -41,7 +41,7 @@ class LoadedModel(NamedTuple):
 def default_model_path() -> Path:
     """The bundled default model: a small DSeq-JEPA ViT pretrained here on the data kit's scenes
     (its README.md is the model card). Commands and the evaluation use it when no model is given."""
-    return Path(__file__).parent / "default_model"
+    return Path(__file__).resolve().parents[1] / "default_model"
 
 
 def check_device(device: str) -> None:

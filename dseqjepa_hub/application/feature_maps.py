@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import DSeqJEPAError, NonFiniteOutputError
-from .modeling_dseqjepa import DSeqJEPAModel
+from ..errors import DSeqJEPAError, NonFiniteOutputError
+from ..modeling_dseqjepa import DSeqJEPAModel
 
 CLUSTER_METHODS = ("kmeans", "spectral")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from huggingface_hub.errors import StrictDataclassError
 
-from .configuration_dseqjepa import PRESETS, DSeqJEPAConfig
-from .errors import DSeqJEPAError
-from .model_loading import model_source
-from .modeling_dseqjepa import DSeqJEPAModel
+from ..configuration_dseqjepa import PRESETS, DSeqJEPAConfig
+from ..errors import DSeqJEPAError
+from ..modeling_dseqjepa import DSeqJEPAModel
+from .loading import model_source
 
 
 def read_config(model: str) -> DSeqJEPAConfig:
