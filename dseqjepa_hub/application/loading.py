@@ -27,6 +27,15 @@ logger = logging.getLogger(__name__)
 SAFETENSORS_FILE = "model.safetensors"
 PICKLE_FILE = "pytorch_model.bin"  # read by transformers with torch.load(weights_only=True)
 
+# The layout of a training run (written by dseqjepa_train.checkpoint, read here and by every command):
+#   RUN/checkpoints/step_000123/{target_encoder,context_encoder,predictor}/ (save_pretrained folders),
+#   trainer_state.pt, config.yaml, and the COMPLETE_MARKER file written last.
+RUN_CHECKPOINTS_DIR = "checkpoints"
+COMPLETE_MARKER = "complete"
+TARGET_ENCODER_DIR = "target_encoder"  # what every command loads from a run or a checkpoint
+CONTEXT_ENCODER_DIR = "context_encoder"
+PREDICTOR_DIR = "predictor"
+
 
 class ModelLoadError(DSeqJEPAError):
     """A model folder or repo id that does not load as a DSeq-JEPA model, or an absent device."""
