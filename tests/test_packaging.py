@@ -43,3 +43,14 @@ def test_wheel_carries_the_model_card_and_data(wheel):
     shipped = {Path(name).name for name in names if name.startswith("dseqjepa_train/configs/")}
     assert shipped == {path.name for path in (REPO / "training/configs").glob("*.yaml")}
     assert "dseqjepa_train/datakit/scenes.py" in names and "dseqjepa_train/evaluation/evaluate.py" in names
+
+
+def test_wheel_holds_every_module_of_the_tree(wheel):
+    """The package list in pyproject.toml is written by hand: a new subpackage must not be left out."""
+    names = set(wheel.namelist())
+    folders = {"dseqjepa_hub": "dseqjepa_hub", "dseqjepa_cli": "dseqjepa_cli", "dseqjepa_train": "training",
+               "dseqjepa_convert": "conversion"}
+    missing = [f"{package}/{path.relative_to(REPO / folder).as_posix()}"
+               for package, folder in folders.items() for path in sorted((REPO / folder).rglob("*.py"))
+               if f"{package}/{path.relative_to(REPO / folder).as_posix()}" not in names]
+    assert not missing, f"modules left out of the wheel (pyproject.toml [tool.setuptools] packages): {missing}"
