@@ -11,7 +11,8 @@ Arrays, row i for the i-th readable image (`pool` chooses the first):
 A JSON sidecar `FILE.json` lists the image files in row order, the unreadable ones, the model,
 the pooling and the array files (for .npy each array is its own file: `STEM.npy` holds the first,
 `STEM.regions.npy`, ... the others); the README documents it. Files are decoded and preprocessed
-in DataLoader workers (`runner`) while the model runs.
+in DataLoader workers (`runner`) while the model runs; `embed_to_file` is the whole command,
+torchrun shards (`sharding`) included.
 """
 
 from __future__ import annotations

@@ -360,6 +360,7 @@ def check_finite(outputs: dict[str, torch.Tensor], what: str, then: str = "stopp
 
 def _run(batches: Iterable[ImageBatch], forward: Forward, sink: Sink, *, device, dtype, write_threads, max_pending,
          bar) -> tuple[list, list[tuple[Path, str]]]:
+    """The loop of `infer_files` and `infer_images` over batches already decoded and preprocessed."""
     results: list = []
     failures: list[tuple[Path, str]] = []
 
