@@ -27,52 +27,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from dseqjepa_hub.application.embed_job import (
-        NoImagesEmbeddedError,
-        check_embedding_path,
-        check_pool,
-        embed_files,
-        write_embeddings,
-    )
-    from dseqjepa_hub.application.loading import check_device, load_model
-    from dseqjepa_hub.application.runner import default_num_workers
-    from dseqjepa_hub.application.sharding import shard_path, sum_over_ranks, torchrun_shard, write_shard_index
+    from dseqjepa_hub.application.embed_job import NoImagesEmbeddedError, check_embedding_path, embed_to_file
+    from dseqjepa_hub.application.loading import check_device
 
     out = check_embedding_path(args.out)
     check_device(args.device)
     paths = image_inputs(args.inputs)
-    with torchrun_shard(args.device) as shard:
-        loaded = load_model(args.model, shard.device, image_size=args.size)
-        check_pool(loaded.model, args.pool)
-        num_workers = default_num_workers(shard.device, shard.local_world_size) if args.num_workers is None else args.num_workers
-        files, arrays, failures = embed_files(
-            paths[shard.rank :: shard.world_size], loaded.model, loaded.processor,
-            regions=args.regions, pool=args.pool, batch_size=args.batch_size, max_pixels=args.max_pixels,
-            max_side=args.max_side, num_workers=num_workers, progress=shard.rank == 0,
+    run = embed_to_file(
+        paths, out, model=args.model, device=args.device, image_size=args.size, pool=args.pool, regions=args.regions,
+        batch_size=args.batch_size, max_pixels=args.max_pixels, max_side=args.max_side, num_workers=args.num_workers,
+    )
+    if run.total == 0:  # no rank wrote anything
+        report_failures(run.failures)
+        if run.rank != 0:
+            return 1
+        raise NoImagesEmbeddedError(
+            f"none of the {len(paths)} image file(s) could be read (listed above); nothing was written to {out}"
         )
-        total = sum_over_ranks(len(files), shard)
-        if total == 0:  # every rank decides alike: none writes
-            report_failures(failures)
-            if shard.rank != 0:
-                return 1
-            raise NoImagesEmbeddedError(
-                f"none of the {len(paths)} image file(s) could be read (listed above); nothing was written to {out}"
-            )
-        if shard.world_size == 1:
-            write_embeddings(out, files, arrays, failures, loaded.description, pool=args.pool)
-        else:
-            write_embeddings(shard_path(out, shard.rank, shard.world_size), files, arrays, failures, loaded.description,
-                             pool=args.pool, allow_empty=True)
-            torch.distributed.barrier()
-            if shard.rank == 0:
-                failures = write_shard_index(out, shard.world_size)
-            torch.distributed.barrier()  # no rank exits (torchrun then stops the others) before the index exists
-    if shard.rank == 0:
-        first = next(iter(arrays))
-        shape = ", ".join(str(side) for side in (total, *arrays[first].shape[1:]))
-        where = out if shard.world_size == 1 else f"{out.with_name(out.stem + '.index.json')} and {shard.world_size} shards"
-        print(f"wrote {where}: {total} image(s), {first} ({shape})")
-        report_failures(failures)  # under torchrun, every rank's (from the shard sidecars)
-    return 1 if failures else 0
+    if run.rank == 0:
+        shape = ", ".join(str(side) for side in (run.total, *run.row_shape))
+        print(f"wrote {run.written}: {run.total} image(s), {run.first} ({shape})")
+        report_failures(run.failures)  # under torchrun, every rank's (from the shard sidecars)
+    return 1 if run.failures else 0

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_model_arguments, fraction, image_inputs, positive_int, report_failures
+from .arguments import (
+    add_model_arguments,
+    add_worker_arguments,
+    fraction,
+    image_inputs,
+    positive_int,
+    report_failures,
+)
 
 KINDS = ("regions", "saliency", "attention", "similarity", "clusters", "sequence")  # dseqjepa_hub.application.visualize_job.KINDS
 DESCRIPTION = (
@@ -30,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (walked recursively)")
     parser.add_argument("--kind", required=True, choices=KINDS, help="what to draw")
     add_model_arguments(parser, default_batch_size=8)
+    add_worker_arguments(parser)
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--max-side", type=positive_int, default=2048,
                         help="decode larger photos at this many pixels a side (default: 2048)")
@@ -61,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, num_regions=args.num_regions, min_region_fraction=args.min_region_fraction,
         layer=args.layer, query=parse_query(args.query), num_clusters=args.clusters, method=args.method,
         seed=args.seed, model_description=loaded.description, max_pixels=args.max_pixels, max_side=args.max_side,
+        num_workers=args.num_workers,
     )
     print(f"wrote {len(entries)} {args.kind} picture(s) and {args.kind}.json to {args.out}")
     report_failures(failures)

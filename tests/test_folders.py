@@ -1,5 +1,6 @@
 """Folders through `dseqjepa regions` and `dseqjepa embed`: decoding in DataLoader workers,
-writing in threads (dseqjepa_hub/application/runner.py), and what the commands say and write: the
+writing in threads (dseqjepa_hub/application/runner.py, which every batched job runs through), and
+what the commands say and write: the
 same outputs with and without workers and as the pipeline, no-foreground images, skipped
 counts, --pool, no readable image, file modes under the umask, errors in writer threads and
 non-finite batches. A tiny random model and small synthetic photos keep it fast."""
@@ -341,6 +342,57 @@ def test_on_cuda_the_commands_give_the_cpus_outputs(tiny, tmp_path, capsys):
     for path in good:
         on_cpu, on_cuda = (json.loads((tmp_path / device / f"{path.stem}.regions.json").read_text()) for device in ("cpu", "cuda"))
         assert on_cuda["size"] == on_cpu["size"] and on_cuda["regions"][-1]["is_background"]
+
+
+# ----------------------------------------------------------------------------- the one runner
+
+
+def test_every_job_runs_through_the_one_runner(tiny, tmp_path, monkeypatch):
+    """regions, embed, visualize, the evaluation features and the demo each call the runner's loop
+    (a job with its own batching loop would leave no call here)."""
+    from dseqjepa_hub.application.demo import analyze
+    from dseqjepa_hub.application.visualize_job import visualize_files
+    from dseqjepa_train.evaluation.features import extract_features
+
+    _, model, processor = tiny
+    good, _ = make_folder(tmp_path / "in", count=3, bad=False)
+    calls = []
+    loop = runner._run
+
+    def counted(batches, *args, **kwargs):
+        batches = list(batches)
+        calls.append(sum(len(batch.indices) for batch in batches))
+        return loop(batches, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "_run", counted)
+    jobs = {
+        "regions": lambda: regions_job.rank_regions_in_files(good, model, processor, out_dir=tmp_path / "r",
+                                                             num_workers=0, progress=False),
+        "embed": lambda: embed_files(good, model, processor, num_workers=0, progress=False),
+        "visualize": lambda: visualize_files(good, model, processor, "saliency", out_dir=tmp_path / "v", num_workers=0),
+        "features": lambda: extract_features(model, processor, good, batch_size=2),
+        "demo": lambda: analyze(model, processor, load_image(good[0])),
+    }
+    for name, job in jobs.items():
+        calls.clear()
+        job()
+        assert calls == [1 if name == "demo" else len(good)], name
+
+
+def test_visualize_decodes_in_workers_and_reports_unreadable_files_as_regions_does(tiny, tmp_path, capsys):
+    folder, _, _ = tiny
+    good, bad = make_folder(tmp_path / "in")
+    reported = {}
+    for command in (["regions"], ["visualize", "--kind", "regions"]):
+        argv = [*command, str(tmp_path / "in"), "--model", str(folder), "--out", str(tmp_path / command[0]),
+                "--batch-size", "2", "--num-workers", "2"]
+        assert main(argv) == 1  # the bad files
+        err = capsys.readouterr().err
+        assert f"{len(bad)} file(s) could not be read and were skipped:" in err
+        reported[command[0]] = failure_lines(err)
+    assert reported["visualize"] == reported["regions"] and sorted(reported["regions"]) == [str(p) for p in bad]
+    entries = json.loads((tmp_path / "visualize" / "regions.json").read_text())["images"]
+    assert [entry["image"] for entry in entries] == [str(path) for path in good]  # input order
 
 
 # ----------------------------------------------------------------------------- the writer threads

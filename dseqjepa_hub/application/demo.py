@@ -3,7 +3,8 @@
 Upload an image or pick an example, choose the number of regions and the minimum region fraction,
 and see the ranked regions, the saliency heatmap and the DSeq prediction sequence side by side with
 the region table. `analyze` is the app's function (also reachable as the API endpoint "/analyze",
-e.g. through `gradio_client`); `build_demo` makes the app; `launch` serves it.
+e.g. through `gradio_client`): the uploaded image goes through the one runner
+(`runner.infer_images`) with the forward pass of the region jobs; `build_demo` makes the app; `launch` serves it.
 
 Gradio is an optional extra (`pip install 'dseqjepa-hub[demo]'`) and is imported only here. Nothing
 is fetched from the network: analytics are off and the theme uses the system's fonts, so the app
@@ -13,6 +14,7 @@ runs offline with the bundled model.
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +24,11 @@ from PIL import Image
 from ..errors import DSeqJEPAError
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import DSeqJEPAModel
-from ..pipeline_saliency_ranking import rank_regions
-from ..regions import region_dicts
 from .drawing import draw_regions, draw_saliency, draw_sequence
 from .feature_maps import prediction_steps
 from .loading import load_model
+from .regions_job import batch_regions, ranked_regions_forward
+from .runner import ImageBatch, infer_images
 
 TABLE_HEADERS = ["rank", "region", "score", "area %", "box [x0, y0, x1, y1]"]
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "images"  # in a checkout; absent from a wheel
@@ -62,16 +64,17 @@ def analyze(
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     image = image.convert("RGB")
-    pixel_values = processor(image, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
-    with torch.no_grad():
-        ranked = rank_regions(model, pixel_values, num_regions=int(num_regions),
-                              min_region_fraction=float(min_region_fraction))
-    box = processor.crop_box(original_size=(image.height, image.width))
-    regions = region_dicts(
-        masks=ranked["masks"][0], scores=ranked["scores"][0], valid=ranked["valid"][0],
-        original_size=(image.height, image.width), crop_box=box,
-    )
-    saliency = ranked["saliency"][0].float().cpu().numpy()
+    forward = ranked_regions_forward(model, num_regions=int(num_regions), min_region_fraction=float(min_region_fraction))
+
+    def pictures(batch: ImageBatch, ranked: dict[str, torch.Tensor]) -> list:
+        box = processor.crop_box(original_size=batch.sizes[0])
+        return [partial(_pictures, image, batch_regions(ranked, 0, batch.sizes[0], box), ranked["saliency"][0].numpy(), box)]
+
+    [result] = infer_images([image], processor, forward, pictures, device=model.device, dtype=model.dtype)
+    return result
+
+
+def _pictures(image: Image.Image, regions: list[dict], saliency: np.ndarray, box) -> tuple:
     table = [
         [region["rank"], "background" if region["is_background"] else f"R{region['rank']}", round(region["score"], 4),
          round(100 * region["area_fraction"], 1), str(region["box"])]

@@ -11,7 +11,8 @@ Arrays, row i for the i-th readable image (`pool` chooses the first):
 A JSON sidecar `FILE.json` lists the image files in row order, the unreadable ones, the model,
 the pooling and the array files (for .npy each array is its own file: `STEM.npy` holds the first,
 `STEM.regions.npy`, ... the others); the README documents it. Files are decoded and preprocessed
-in DataLoader workers (`runner`) while the model runs.
+in DataLoader workers (`runner`) while the model runs; `embed_to_file` is the whole command,
+torchrun shards (`sharding`) included.
 """
 
 from __future__ import annotations
@@ -19,20 +20,22 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.numpy import save_file
-from tqdm.auto import tqdm
 
-from ..errors import DSeqJEPAError, NonFiniteOutputError
+from ..errors import DSeqJEPAError
 from ..image_io import DEFAULT_MAX_PIXELS
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import DSeqJEPAModel
 from ..pipeline_saliency_ranking import regions_from_outputs
 from .atomic import atomic_write, remove_stale_temporaries
-from .runner import HostCopy, ImageBatch, image_batches
+from .loading import load_model
+from .runner import ImageBatch, check_finite, default_num_workers, infer_files
+from .sharding import shard_path, sum_over_ranks, torchrun_shard, write_shard_index
 
 EMBEDDING_SUFFIXES = (".safetensors", ".npy")
 POOLS = ("mean", "cls", "tokens")  # what `embed --pool` offers
@@ -100,10 +103,9 @@ def embed_files(
     check_pool(model, pool)
     shapes = array_shapes(model, pool, regions)
     done: list[Path] = []
-    failures: list[tuple[Path, str]] = []
     parts: dict[str, list[np.ndarray]] = {name: [] for name in shapes}
 
-    def forward(pixel_values: torch.Tensor) -> HostCopy:
+    def forward(pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = model(pixel_values=pixel_values, output_saliency=regions)
         if pool == "tokens":
             batch = {"tokens": outputs.last_hidden_state}
@@ -114,45 +116,86 @@ def embed_files(
             batch.update(regions=ranked["region_embeddings"], region_valid=ranked["valid"], region_scores=ranked["scores"])
         batch = {name: tensor if tensor.dtype == torch.bool else tensor.float() for name, tensor in batch.items()}
         finite = torch.stack([torch.isfinite(tensor).all() for tensor in batch.values() if tensor.is_floating_point()])
-        return HostCopy({**batch, "finite": finite.all()})
+        return {**batch, "finite": finite.all()}
 
-    def keep(batch: ImageBatch, copy: HostCopy) -> None:
-        arrays = copy.get()  # one host synchronisation per batch
-        if not bool(arrays.pop("finite")):
-            raise NonFiniteOutputError(
-                f"the model {model.name_or_path} gives non-finite embeddings for {batch.paths[0]} and this batch: "
-                "its weights or config hold NaN or inf; stopped before writing this batch"
-            )
-        for name, tensor in arrays.items():
-            parts[name].append(tensor.numpy())
+    def keep(batch: ImageBatch, arrays: dict[str, torch.Tensor]) -> None:
+        check_finite(arrays, f"the model {model.name_or_path} gives non-finite embeddings for {batch.paths[0]} and this batch")
+        for name in shapes:
+            parts[name].append(arrays[name].numpy())
         done.extend(batch.paths)
 
-    with (
-        image_batches(
-            paths, processor, batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels,
-            max_side=max_side, device=model.device,
-        ) as batches,
-        tqdm(total=len(paths), desc="embed", unit="img", disable=not progress) as bar,
-    ):
-        previous = None
-        for batch in batches:
-            failures.extend(batch.failures)
-            if batch.pixel_values is not None:
-                pixel_values = batch.pixel_values.to(device=model.device, dtype=model.dtype, non_blocking=True)
-                with torch.inference_mode():
-                    copy = forward(pixel_values)
-                if previous is not None:  # the previous batch's results, while this one runs on an accelerator
-                    keep(*previous)
-                previous = batch, copy
-            bar.update(len(batch))
-        if previous is not None:
-            keep(*previous)
+    _, failures = infer_files(
+        paths, processor, forward, keep, device=model.device, dtype=model.dtype, batch_size=batch_size,
+        num_workers=num_workers, max_pixels=max_pixels, max_side=max_side, progress=progress, desc="embed",
+    )
     arrays = {
         name: np.concatenate(parts[name]) if parts[name]
         else np.zeros((0, *shape), dtype=bool if name == "region_valid" else np.float32)
         for name, shape in shapes.items()
     }
     return done, arrays, failures
+
+
+@dataclass
+class EmbeddingRun:
+    """What `embed_to_file` did on this rank: `total` images embedded over all ranks, the row
+    shape of the `first` array, and the failures to report (on rank 0 under torchrun: every
+    rank's, read from the shard sidecars; on the other ranks their own)."""
+
+    rank: int
+    world_size: int
+    total: int
+    first: str
+    row_shape: tuple[int, ...]
+    failures: list[tuple[Path, str]]
+    written: Path | str  # the file, or "STEM.index.json and K shards"
+
+
+def embed_to_file(
+    paths: Sequence[Path],
+    out: str | os.PathLike,
+    *,
+    model: str | None,
+    device: str,
+    image_size: int | None = None,
+    pool: str = "mean",
+    regions: bool = False,
+    batch_size: int = 32,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_side: int | None = None,
+    num_workers: int | None = None,
+) -> EmbeddingRun:
+    """`dseqjepa embed`: load `model` and embed `paths` into `out` (+ its sidecar). Under
+    torchrun (`sharding`), rank r of K embeds paths[r::K] into its shard and rank 0 writes the
+    index once every shard is written. When no rank read any image nothing is written: the run
+    comes back with `total` 0 (the caller reports the failures and refuses)."""
+    out = check_embedding_path(out)
+    with torchrun_shard(device) as shard:
+        loaded = load_model(model, shard.device, image_size=image_size)
+        check_pool(loaded.model, pool)
+        if num_workers is None:
+            num_workers = default_num_workers(shard.device, shard.local_world_size)
+        files, arrays, failures = embed_files(
+            paths[shard.rank :: shard.world_size], loaded.model, loaded.processor, regions=regions, pool=pool,
+            batch_size=batch_size, max_pixels=max_pixels, max_side=max_side, num_workers=num_workers,
+            progress=shard.rank == 0,
+        )
+        total = sum_over_ranks(len(files), shard)  # every rank decides alike whether to write
+        first = next(iter(arrays))
+        run = EmbeddingRun(shard.rank, shard.world_size, total, first, arrays[first].shape[1:], failures, out)
+        if total == 0:
+            return run
+        if shard.world_size == 1:
+            write_embeddings(out, files, arrays, failures, loaded.description, pool=pool)
+            return run
+        write_embeddings(shard_path(out, shard.rank, shard.world_size), files, arrays, failures, loaded.description,
+                         pool=pool, allow_empty=True)
+        torch.distributed.barrier()
+        if shard.rank == 0:
+            run.failures = write_shard_index(out, shard.world_size)
+        torch.distributed.barrier()  # no rank exits (torchrun then stops the others) before the index exists
+        run.written = f"{out.with_name(out.stem + '.index.json')} and {shard.world_size} shards"
+        return run
 
 
 def array_files(out: Path, names: Sequence[str]) -> dict[str, Path]:

@@ -30,9 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
-from ..errors import NonFiniteOutputError
 from ..image_io import DEFAULT_MAX_PIXELS
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import DSeqJEPAModel
@@ -41,7 +39,7 @@ from ..regions import region_dicts
 from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from .drawing import draw_regions
 from .region_json import regions_to_json
-from .runner import BackgroundWriter, HostCopy, ImageBatch, image_batches
+from .runner import ImageBatch, check_finite, infer_files
 
 DEFAULT_MAX_SIDE = 2048  # overlays and masks of larger photos are drawn at this size
 # zlib's run-length strategy: a photo overlay encodes about 4x faster than with the default
@@ -120,6 +118,31 @@ def _write_regions(job: _RegionsJob) -> dict:
     }
 
 
+def ranked_regions_forward(
+    model: DSeqJEPAModel, *, num_regions: int | None = None, min_region_fraction: float | None = None,
+    saliency: bool = True,
+):
+    """The forward pass of the region jobs (`runner.infer_files`): `rank_regions` on a batch ->
+    masks, scores, valid, with `saliency` the saliency (float), and "finite" (False when the
+    saliency or the scores hold NaN or inf)."""
+
+    def forward(pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        ranked = rank_regions(model, pixel_values, min_region_fraction=min_region_fraction, num_regions=num_regions)
+        outputs = {name: ranked[name] for name in ("masks", "scores", "valid")}
+        outputs["finite"] = torch.isfinite(ranked["saliency"]).all() & torch.isfinite(ranked["scores"]).all()
+        if saliency:
+            outputs["saliency"] = ranked["saliency"].float()
+        return outputs
+
+    return forward
+
+
+def batch_regions(outputs: dict[str, torch.Tensor], row: int, size: tuple[int, int], crop_box) -> list[dict]:
+    """Region dicts of one image of a ranked batch (host tensors), at its decoded `size`."""
+    return region_dicts(masks=outputs["masks"][row], scores=outputs["scores"][row], valid=outputs["valid"][row],
+                        original_size=size, crop_box=crop_box)
+
+
 def rank_regions_in_files(
     paths: Sequence[Path],
     model: DSeqJEPAModel,
@@ -165,66 +188,32 @@ def rank_regions_in_files(
                             "num_regions": None, "no_foreground_region": None, "skipped": True})
         else:
             todo.append((index, Path(path), overlay_path, json_path))
-    failures: list[tuple[Path, str]] = []
     crop_box = getattr(processor, "crop_box", None)  # None: the model saw all of the image
     description = model_description or model.name_or_path
+    forward = ranked_regions_forward(model, num_regions=num_regions, min_region_fraction=min_region_fraction,
+                                     saliency=show_saliency)
 
-    def to_host(ranked: dict[str, torch.Tensor]) -> HostCopy:
-        wanted = {name: ranked[name] for name in ("masks", "scores", "valid")}
-        wanted["finite"] = torch.isfinite(ranked["saliency"]).all() & torch.isfinite(ranked["scores"]).all()
-        if show_saliency:
-            wanted["saliency"] = ranked["saliency"].float()
-        return HostCopy(wanted)
-
-    def write_batch(batch: ImageBatch, copy: HostCopy) -> None:
-        ranked = copy.get()  # one host synchronisation per batch
-        if not bool(ranked["finite"]):
-            raise NonFiniteOutputError(
-                f"the model {description} gives non-finite saliency for {batch.paths[0]} and this batch: "
-                "its weights or config hold NaN or inf; stopped before writing this batch"
-            )
-        masks, scores, valid = ranked["masks"], ranked["scores"], ranked["valid"]
+    def jobs(batch: ImageBatch, ranked: dict[str, torch.Tensor]) -> list[partial]:
+        check_finite(ranked, f"the model {description} gives non-finite saliency for {batch.paths[0]} and this batch")
         saliency = ranked["saliency"].numpy() if show_saliency else None
         for row, position in enumerate(batch.indices):
             index, path, overlay_path, json_path = todo[position]
             height, width = batch.sizes[row]
             job = _RegionsJob(
                 index=index, path=path, overlay_path=overlay_path, json_path=json_path, image=batch.images[row],
-                original_size=batch.original_sizes[row], masks=masks[row], scores=scores[row], valid=valid[row],
-                saliency=None if saliency is None else saliency[row],
+                original_size=batch.original_sizes[row], masks=ranked["masks"][row], scores=ranked["scores"][row],
+                valid=ranked["valid"][row], saliency=None if saliency is None else saliency[row],
                 crop_box=None if crop_box is None else crop_box(original_size=(height, width)),
                 model_description=model_description,
             )
-            finished(writer.submit(_write_regions, job))
+            yield partial(_write_regions, job)
 
-    def finished(done: list[dict]) -> None:
-        results.extend(done)
-        bar.update(len(done))
-
-    with (
-        image_batches(
-            [path for _, path, _, _ in todo], processor, batch_size=batch_size, num_workers=num_workers,
-            max_pixels=max_pixels, max_side=max_side, keep_images=True, device=model.device,
-        ) as batches,  # first: the workers are forked before any thread starts
-        tqdm(total=len(paths), initial=len(paths) - len(todo), desc="regions", unit="img", disable=not progress) as bar,
-        BackgroundWriter(write_threads, max_pending=2 * batch_size) as writer,
-    ):
-        previous = None
-        for batch in batches:
-            failures.extend(batch.failures)
-            bar.update(len(batch.failures))
-            if batch.pixel_values is None:
-                continue
-            pixel_values = batch.pixel_values.to(device=model.device, dtype=model.dtype, non_blocking=True)
-            with torch.inference_mode():
-                ranked = rank_regions(model, pixel_values, min_region_fraction=min_region_fraction, num_regions=num_regions)
-                copy = to_host(ranked)
-            if previous is not None:  # the previous batch's results, while this one runs on an accelerator
-                write_batch(*previous)
-            previous = batch, copy
-        if previous is not None:
-            write_batch(*previous)
-        finished(writer.finish())
+    written, failures = infer_files(
+        [path for _, path, _, _ in todo], processor, forward, jobs, device=model.device, dtype=model.dtype,
+        batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels, max_side=max_side, keep_images=True,
+        write_threads=write_threads, progress=progress, desc="regions", skipped=len(paths) - len(todo),
+    )
+    results.extend(written)
     results.sort(key=lambda result: result["index"])
     for result in results:
         del result["index"]

@@ -1,6 +1,7 @@
-"""Folders of image files at the model's pace: decoding and preprocessing in DataLoader worker
-processes, writing in a few threads. The input and output sides of `dseqjepa regions` and
-`dseqjepa embed` (`regions_job`, `embed_job`); the model runs in between, in the caller.
+"""The one batched-inference runner: image files (or in-memory images) -> the caller's forward
+pass on whole batches -> the caller's sink, at the model's pace. `regions_job`, `embed_job`,
+`visualize_job`, the demo and the evaluation features all run through `infer_files` (or
+`infer_images`), each with its own forward and sink.
 
 - `image_batches(paths, processor, ...)` yields `ImageBatch`es in input order. Each worker opens
   files with the package's safe loader (`image_io.load_image`: the same pixels, limits and
@@ -10,6 +11,12 @@ processes, writing in a few threads. The input and output sides of `dseqjepa reg
   Workers send back only tensors and plain data: pixel values, sizes, paths, and with
   `keep_images` the decoded image as a uint8 (H, W, 3) tensor (through shared memory).
   `num_workers=0` does all of it in the calling process.
+- `infer_files` runs `forward(pixel_values)` (pinned, on the model's device) on each batch and
+  hands its outputs, copied to the host one batch late (`HostCopy`: batch k is copied after
+  batch k+1 is queued, so an accelerator never idles), to `sink(batch, outputs)`. The sink
+  either consumes the batch itself (returns None) or returns one write job per image, which
+  `BackgroundWriter` runs on a few threads; unreadable files come back as (path, reason)
+  failures, the same for every job.
 - `BackgroundWriter` runs write jobs (drawing, PNG encoding, atomic writes) on a few threads, so
   that the model is fed while outputs are encoded (Pillow and zlib release the GIL); results
   come back in submission order and the first error is raised in the caller.
@@ -22,7 +29,7 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,8 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
+from ..errors import NonFiniteOutputError
 from ..image_io import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 
 MAX_DEFAULT_WORKERS = 4
@@ -117,18 +127,23 @@ class ImageFiles(Dataset):
             image = load_image(path, max_pixels=self.max_pixels, max_side=self.max_side)
         except ImageLoadError as error:
             return {"index": index, "path": error.path, "reason": error.reason}
-        # One image at a time, as the pipeline's preprocess does: the same model input.
-        pixel_values = self.processor(image, return_tensors="pt")["pixel_values"][0]
-        item = {
-            "index": index,
-            "path": path,
-            "size": (image.height, image.width),
-            "original_size": tuple(int(side) for side in image.info["original_size"]),
-            "pixel_values": pixel_values,
-        }
-        if self.keep_images:
-            item["image"] = torch.from_numpy(np.array(image))  # (H, W, 3) uint8; sent through shared memory
-        return item
+        return prepare_image(index, path, image, self.processor, keep_image=self.keep_images)
+
+
+def prepare_image(index: int, path: Path, image: Image.Image, processor, *, keep_image: bool) -> dict:
+    """One decoded RGB image -> its item: preprocessed one image at a time, as the pipeline's
+    preprocess does (the same model input)."""
+    pixel_values = processor(image, return_tensors="pt")["pixel_values"][0]
+    item = {
+        "index": index,
+        "path": path,
+        "size": (image.height, image.width),
+        "original_size": tuple(int(side) for side in image.info.get("original_size", (image.height, image.width))),
+        "pixel_values": pixel_values,
+    }
+    if keep_image:
+        item["image"] = torch.from_numpy(np.array(image))  # (H, W, 3) uint8; sent through shared memory
+    return item
 
 
 def collate_images(items: Sequence[dict]) -> ImageBatch:
@@ -278,3 +293,103 @@ class HostCopy:
         if self._event is not None:
             self._event.synchronize()
         return self._tensors
+
+
+Forward = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+Sink = Callable[[ImageBatch, dict[str, torch.Tensor]], Iterable[Callable[[], object]] | None]
+
+
+def infer_files(
+    paths: Sequence[str | os.PathLike],
+    processor,
+    forward: Forward,
+    sink: Sink,
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype | None = None,
+    batch_size: int,
+    num_workers: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_side: int | None = None,
+    keep_images: bool = False,
+    write_threads: int | None = None,
+    progress: bool = True,
+    desc: str = "images",
+    skipped: int = 0,
+) -> tuple[list, list[tuple[Path, str]]]:
+    """Run `forward` on batches of `paths` and give its outputs to `sink` -> (the write jobs'
+    results in input order, (path, reason) for every file that could not be read).
+
+    forward(pixel_values): pixel values (B, 3, h, w) on `device` as `dtype` (None: float32), in
+    inference mode -> a dict of tensors on that device. sink(batch, outputs): the batch
+    (`ImageBatch`, images as uint8 tensors with `keep_images`) and those tensors on the host,
+    called one batch late in the calling thread -> None (the sink keeps what it needs) or one job
+    per image (a callable without arguments) for the `write_threads` writer threads (None:
+    `default_write_threads()`). num_workers: decoding processes (None: `default_num_workers(device)`;
+    0: this process). The progress bar counts `skipped` files (already done) as done.
+    """
+    with (
+        image_batches(
+            paths, processor, batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels,
+            max_side=max_side, keep_images=keep_images, device=device,
+        ) as batches,  # first: the workers are forked before any thread starts
+        tqdm(total=len(paths) + skipped, initial=skipped, desc=desc, unit="img", disable=not progress) as bar,
+    ):
+        return _run(batches, forward, sink, device=device, dtype=dtype, write_threads=write_threads,
+                    max_pending=2 * batch_size, bar=bar)
+
+
+def infer_images(
+    images: Sequence[Image.Image], processor, forward: Forward, sink: Sink, *, device: torch.device | str,
+    dtype: torch.dtype | None = None,
+) -> list:
+    """`infer_files` for RGB images already in memory, as one batch in this process (the demo's
+    upload) -> the write jobs' results; their paths in the sink's batch are None."""
+    batch = collate_images([prepare_image(index, None, image, processor, keep_image=True) for index, image in enumerate(images)])
+    with tqdm(disable=True) as bar:
+        results, _ = _run([batch], forward, sink, device=device, dtype=dtype, write_threads=1, max_pending=len(images), bar=bar)
+    return results
+
+
+def check_finite(outputs: dict[str, torch.Tensor], what: str, then: str = "stopped before writing this batch") -> None:
+    """NonFiniteOutputError ("`what`: its weights or config hold NaN or inf; `then`") when a
+    forward's "finite" flag is False: called by a sink before anything of its batch is written."""
+    if not bool(outputs["finite"]):
+        raise NonFiniteOutputError(f"{what}: its weights or config hold NaN or inf; {then}")
+
+
+def _run(batches: Iterable[ImageBatch], forward: Forward, sink: Sink, *, device, dtype, write_threads, max_pending,
+         bar) -> tuple[list, list[tuple[Path, str]]]:
+    """The loop of `infer_files` and `infer_images` over batches already decoded and preprocessed."""
+    results: list = []
+    failures: list[tuple[Path, str]] = []
+
+    def finished(done: list) -> None:
+        results.extend(done)
+        bar.update(len(done))
+
+    def deliver(batch: ImageBatch, copy: HostCopy) -> None:
+        jobs = sink(batch, copy.get())  # one host synchronisation per batch
+        if jobs is None:
+            bar.update(len(batch.indices))
+            return
+        for job in jobs:
+            finished(writer.submit(job))
+
+    with BackgroundWriter(write_threads, max_pending=max_pending) as writer:
+        previous = None
+        for batch in batches:
+            failures.extend(batch.failures)
+            bar.update(len(batch.failures))
+            if batch.pixel_values is None:
+                continue
+            pixel_values = batch.pixel_values.to(device=device, dtype=dtype, non_blocking=True)
+            with torch.inference_mode():
+                copy = HostCopy(forward(pixel_values))
+            if previous is not None:  # the previous batch's results, while this one runs on an accelerator
+                deliver(*previous)
+            previous = batch, copy
+        if previous is not None:
+            deliver(*previous)
+        finished(writer.finish())
+    return results, failures

@@ -7,7 +7,7 @@ with, per kind: regions and sequence: "no_foreground_region" and the regions (ra
 is_background, area_fraction, box), sequence also its "steps" (step, context_ranks, target_rank);
 attention: "layer", "heads"; similarity: "layer", "query"; clusters: "layer", "method",
 "cluster_sizes" (patches per cluster). Images are decoded and run a batch at a time; every file
-is written atomically.
+is written atomically, through the one runner (`runner.infer_files`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DSeqJEPAError, NonFiniteOutputError
-from ..image_io import DEFAULT_MAX_PIXELS, load_images
+from ..errors import DSeqJEPAError
+from ..image_io import DEFAULT_MAX_PIXELS
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import DSeqJEPAModel
-from ..pipeline_saliency_ranking import rank_regions
-from ..regions import region_dicts
 from . import feature_maps as maps
 from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from .drawing import (
@@ -38,6 +36,8 @@ from .drawing import (
     draw_sequence,
     draw_similarity,
 )
+from .regions_job import batch_regions, ranked_regions_forward
+from .runner import Forward, ImageBatch, check_finite, infer_files
 
 KINDS = ("regions", "saliency", "attention", "similarity", "clusters", "sequence")
 DEFAULT_MAX_SIDE = 2048
@@ -73,9 +73,15 @@ def visualize_files(
     model_description: str = "",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_side: int | None = DEFAULT_MAX_SIDE,
+    num_workers: int | None = None,
+    write_threads: int | None = None,
+    progress: bool = False,
     log=print,
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
-    """Draw `kind` for every image into `out_dir` -> (index entries of the written images, failures)."""
+    """Draw `kind` for every image into `out_dir` -> (index entries of the written images, failures).
+
+    Through the runner (`runner.infer_files`): decoded in `num_workers` processes, the model on
+    whole batches, each picture drawn and written in one of `write_threads` threads."""
     if kind not in KINDS:
         raise DSeqJEPAError(f"unknown kind {kind!r}; expected one of {KINDS}")
     out_dir = Path(out_dir)
@@ -91,81 +97,87 @@ def visualize_files(
         options["query"] = query if isinstance(query, str) else list(query)
     elif kind == "clusters":
         options.update(num_clusters=num_clusters, method=method, seed=seed)
-    entries, failures = [], []
-    for start in range(0, len(paths), max(batch_size, 1)):
-        chunk = list(zip(paths[start : start + batch_size], stems[start : start + batch_size]))
-        loaded, failed = load_images((path for path, _ in chunk), max_pixels=max_pixels, max_side=max_side)
-        failures.extend(failed)
-        if not loaded:
-            continue
-        stem_of = {Path(path): stem for path, stem in chunk}
-        images = [image for _, image in loaded]
-        pixel_values = processor(images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
-        with torch.no_grad():
-            pictures = _draw_batch(kind, model, processor, images, pixel_values, options)
-        for (path, image), (picture, details) in zip(loaded, pictures):
-            output = out_dir / f"{stem_of[path]}.{kind}.png"
-            atomic_write(output, partial(picture.save, format="PNG"))
-            entry = {"image": str(path), "output": str(output), "size": [image.height, image.width], **details}
-            if entry.get("no_foreground_region"):
-                log(f"{path}: no foreground region, only the background (try a lower --min-region-fraction)")
-            entries.append(entry)
+    forward, what = _forward(kind, model, options)
+
+    def jobs(batch: ImageBatch, outputs: dict[str, torch.Tensor]):
+        if what is not None:
+            check_finite(outputs, f"the model {model.name_or_path} gives non-finite {what}",
+                         then="nothing was written for this batch")
+        for row, position in enumerate(batch.indices):
+            output = out_dir / f"{stems[position]}.{kind}.png"
+            box = processor.crop_box(original_size=batch.sizes[row])
+            yield partial(_draw_one, kind, batch.paths[row], batch.images[row], outputs, row, box, options, output)
+
+    entries, failures = infer_files(
+        paths, processor, forward, jobs, device=model.device, dtype=model.dtype, batch_size=batch_size,
+        num_workers=num_workers, max_pixels=max_pixels, max_side=max_side, keep_images=True,
+        write_threads=write_threads, progress=progress, desc=kind,
+    )
+    for entry in entries:
+        if entry.get("no_foreground_region"):
+            log(f"{entry['image']}: no foreground region, only the background (try a lower --min-region-fraction)")
     index = {"kind": kind, "model": model_description, "options": options, "images": entries}
     atomic_write_text(out_dir / f"{kind}.json", json.dumps(index, indent=1) + "\n")
     return entries, failures
 
 
-def _finite(values: torch.Tensor, what: str, model: DSeqJEPAModel) -> np.ndarray:
-    array = values.float().cpu().numpy()
-    if not np.isfinite(array).all():
-        raise NonFiniteOutputError(
-            f"the model {model.name_or_path} gives non-finite {what}: its weights or config hold NaN or inf; "
-            "nothing was written for this batch"
-        )
-    return array
-
-
-def _draw_batch(kind, model, processor, images, pixel_values, options) -> list[tuple[Image.Image, dict]]:
-    boxes = [processor.crop_box(original_size=(image.height, image.width)) for image in images]
+def _forward(kind: str, model: DSeqJEPAModel, options: dict) -> tuple[Forward, str | None]:
+    """The forward pass that `kind` draws -> (forward, what its "finite" flag checks, or None)."""
     if kind in ("regions", "sequence"):
-        ranked = rank_regions(model, pixel_values, num_regions=options["num_regions"],
-                              min_region_fraction=options["min_region_fraction"])
-        saliency = _finite(ranked["saliency"], "saliency", model)
-        pictures = []
-        for index, (image, box) in enumerate(zip(images, boxes)):
-            regions = region_dicts(
-                masks=ranked["masks"][index], scores=ranked["scores"][index], valid=ranked["valid"][index],
-                original_size=(image.height, image.width), crop_box=box,
-            )
-            details = {
-                "no_foreground_region": not any(not region["is_background"] for region in regions),
-                "regions": [{key: region[key] for key in ("rank", "is_background", "score", "area_fraction", "box")}
-                            for region in regions],
-            }
-            if kind == "regions":
-                picture = draw_regions(image, regions, show_saliency=True, saliency=saliency[index], saliency_box=box)
-            else:
-                steps = maps.prediction_steps(regions)
-                details["steps"] = [{key: step[key] for key in ("step", "context_ranks", "target_rank")} for step in steps]
-                picture = draw_sequence(image, steps)
-            pictures.append((picture, details))
-        return pictures
+        return ranked_regions_forward(model, num_regions=options["num_regions"],
+                                      min_region_fraction=options["min_region_fraction"]), "saliency"
+    if kind == "clusters":  # cluster_patches refuses non-finite features itself
+        return (lambda pixel_values: {"labels": maps.cluster_patches(
+            model, pixel_values, options["num_clusters"], method=options["method"], layer=options["layer"],
+            seed=options["seed"])}), None
     if kind == "saliency":
-        saliency = _finite(model(pixel_values, output_saliency=True).saliency, "saliency", model)
-        return [(draw_saliency(image, values, box), {}) for image, values, box in zip(images, saliency, boxes)]
-    if kind == "attention":
-        attention = _finite(maps.cls_attention(model, pixel_values, options["layer"]), "attention", model)
-        return [(draw_attention(image, values, box), {"layer": options["layer"], "heads": int(values.shape[0])})
-                for image, values, box in zip(images, attention, boxes)]
-    if kind == "similarity":
+        values, what = (lambda pixel_values: model(pixel_values, output_saliency=True).saliency), "saliency"
+    elif kind == "attention":
+        values, what = (lambda pixel_values: maps.cls_attention(model, pixel_values, options["layer"])), "attention"
+    else:
         query = options["query"] if isinstance(options["query"], str) else tuple(options["query"])
-        similarity = _finite(maps.patch_similarity(model, pixel_values, query, options["layer"]), "features", model)
-        patch = None if isinstance(query, str) else query
-        return [(draw_similarity(image, values, box, query=patch), {"layer": options["layer"], "query": options["query"]})
-                for image, values, box in zip(images, similarity, boxes)]
-    labels = maps.cluster_patches(model, pixel_values, options["num_clusters"], method=options["method"],
-                                  layer=options["layer"], seed=options["seed"]).cpu().numpy()
-    return [(draw_clusters(image, values, box),
-             {"layer": options["layer"], "method": options["method"],
-              "cluster_sizes": np.bincount(values.ravel(), minlength=options["num_clusters"]).tolist()})
-            for image, values, box in zip(images, labels, boxes)]
+        values, what = (lambda pixel_values: maps.patch_similarity(model, pixel_values, query, options["layer"])), "features"
+
+    def forward(pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        result = values(pixel_values).float()
+        return {"values": result, "finite": torch.isfinite(result).all()}
+
+    return forward, what
+
+
+def _draw_one(kind, path: Path, pixels: torch.Tensor, outputs: dict, row: int, box, options: dict, output: Path) -> dict:
+    """In a writer thread: one image's picture of `kind`, written to `output` -> its index entry."""
+    image = Image.fromarray(pixels.numpy())
+    details = {}
+    if kind in ("regions", "sequence"):
+        regions = batch_regions(outputs, row, (image.height, image.width), box)
+        details = {
+            "no_foreground_region": not any(not region["is_background"] for region in regions),
+            "regions": [{key: region[key] for key in ("rank", "is_background", "score", "area_fraction", "box")}
+                        for region in regions],
+        }
+        if kind == "regions":
+            picture = draw_regions(image, regions, show_saliency=True, saliency=outputs["saliency"][row].numpy(),
+                                   saliency_box=box)
+        else:
+            steps = maps.prediction_steps(regions)
+            details["steps"] = [{key: step[key] for key in ("step", "context_ranks", "target_rank")} for step in steps]
+            picture = draw_sequence(image, steps)
+    elif kind == "clusters":
+        labels = outputs["labels"][row].numpy()
+        picture = draw_clusters(image, labels, box)
+        details = {"layer": options["layer"], "method": options["method"],
+                   "cluster_sizes": np.bincount(labels.ravel(), minlength=options["num_clusters"]).tolist()}
+    else:
+        values = outputs["values"][row].numpy()
+        if kind == "saliency":
+            picture = draw_saliency(image, values, box)
+        elif kind == "attention":
+            picture = draw_attention(image, values, box)
+            details = {"layer": options["layer"], "heads": int(values.shape[0])}
+        else:
+            query = options["query"]
+            picture = draw_similarity(image, values, box, query=None if isinstance(query, str) else tuple(query))
+            details = {"layer": options["layer"], "query": query}
+    atomic_write(output, partial(picture.save, format="PNG"))
+    return {"image": str(path), "output": str(output), "size": [image.height, image.width], **details}

@@ -1,24 +1,35 @@
-"""Frozen features of a DSeq-JEPA encoder, extracted once for the probes."""
+"""Frozen features of a DSeq-JEPA encoder, extracted once for the probes, through the one
+batched-inference runner (`dseqjepa_hub.application.runner`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
-from dseqjepa_hub.image_io import load_image
+from dseqjepa_hub.application.runner import image_batches, infer_files
+from dseqjepa_hub.image_io import ImageLoadError
 
 from .data import EvaluationDataError
 
 LAYER_CHOICES = ("last", "last4")
 
 
+def _refuse_unreadable(failures: list[tuple[Path, str]]) -> None:
+    """An evaluation set is curated: an unreadable file stops the evaluation (one line, naming it)."""
+    if failures:
+        raise ImageLoadError(*failures[0])
+
+
 def load_pixel_batches(processor, paths: list[Path], batch_size: int, desc: str):
-    """Yield (images, pixel_values (B, 3, S, S)) batch by batch, with a progress bar."""
-    for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch"):
-        images = [load_image(path) for path in paths[start : start + batch_size]]
-        yield images, processor(images=images, return_tensors="pt")["pixel_values"]
+    """Yield (images, pixel_values (B, 3, S, S)) batch by batch, decoded by the runner's workers,
+    with a progress bar."""
+    with image_batches(paths, processor, batch_size=batch_size, keep_images=True) as batches:
+        for batch in tqdm(batches, total=-(-len(paths) // batch_size), desc=desc, unit="batch"):
+            _refuse_unreadable(batch.failures)
+            yield [Image.fromarray(image.numpy()) for image in batch.images], batch.pixel_values
 
 
 @torch.no_grad()
@@ -41,9 +52,15 @@ def extract_features(
         raise EvaluationDataError(f"layers must be one of {LAYER_CHOICES}, got {layers!r}")
     if layers == "last4" and model.config.num_hidden_layers < 4:
         raise EvaluationDataError(f"--layers last4 needs at least 4 blocks; the model has {model.config.num_hidden_layers}")
-    device = next(model.parameters()).device
-    features = [
-        pooled_features(model, pixel_values.to(device), layers).cpu()
-        for _, pixel_values in load_pixel_batches(processor, paths, batch_size, desc)
-    ]
+    features: list[torch.Tensor] = []
+
+    def forward(pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"features": pooled_features(model, pixel_values, layers)}
+
+    def keep(batch, outputs: dict[str, torch.Tensor]) -> None:
+        features.append(outputs["features"])
+
+    _, failures = infer_files(paths, processor, forward, keep, device=next(model.parameters()).device,
+                              batch_size=batch_size, desc=desc)
+    _refuse_unreadable(failures)
     return torch.cat(features)
