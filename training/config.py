@@ -169,24 +169,36 @@ def _parse(value: Any, kind: Any) -> Any:
     the field's type check to refuse."""
     origin, args = get_origin(kind), get_args(kind)
     if origin in (Union, types.UnionType):
-        if type(None) in args and (value is None or isinstance(value, str) and value.lower() in NULLS):
-            return None
-        for member in args:  # the first member the value reads as, in the order the type names them
-            parsed = _parse(value, member)
-            try:
-                type_validator("", parsed, member)
-            except TypeError:
-                continue
-            return parsed
-        return value
+        return _parse_union(value, args)
     if origin in (tuple, list):
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            return value
-        item_types = args if origin is tuple else args * len(items)
-        if len(item_types) != len(items):
-            return value
-        return origin(_parse(item, item_type) for item, item_type in zip(items, item_types))
+        return _parse_sequence(value, origin, args)
+    return _parse_scalar(value, kind)
+
+
+def _parse_union(value: Any, members: tuple) -> Any:
+    if type(None) in members and (value is None or isinstance(value, str) and value.lower() in NULLS):
+        return None
+    for member in members:  # the first member the value reads as, in the order the type names them
+        parsed = _parse(value, member)
+        try:
+            type_validator("", parsed, member)
+        except TypeError:
+            continue
+        return parsed
+    return value
+
+
+def _parse_sequence(value: Any, origin: type, args: tuple) -> Any:  # tuple[float, float], list[float]
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        return value
+    item_types = args if origin is tuple else args * len(items)
+    if len(item_types) != len(items):
+        return value
+    return origin(_parse(item, item_type) for item, item_type in zip(items, item_types))
+
+
+def _parse_scalar(value: Any, kind: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         return value
     if kind is bool and isinstance(value, str):
@@ -233,7 +245,7 @@ def _read_fields(owner: type, names: list[str], values: dict, prefix: str = "") 
     return read
 
 
-FIELDS = [item.name for item in dataclasses.fields(TrainConfig)]
+FIELD_NAMES = [item.name for item in dataclasses.fields(TrainConfig)]
 
 
 def config_from_dict(values: dict, source: str = "config") -> TrainConfig:
@@ -241,7 +253,7 @@ def config_from_dict(values: dict, source: str = "config") -> TrainConfig:
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, found {type(values).__name__}")
     try:
-        kwargs = _read_fields(TrainConfig, FIELDS, values)
+        kwargs = _read_fields(TrainConfig, FIELD_NAMES, values)
         kwargs["model"] = _read_fields(DSeqJEPAConfig, list(DSeqJEPAConfig.own_fields()), kwargs.get("model", {}), "model.")
         return TrainConfig(**kwargs)
     except StrictDataclassClassValidationError as error:
@@ -279,7 +291,7 @@ def parse_overrides(overrides: list[str]) -> dict:
             value = raw
         parts = key.split(".")
         if len(parts) > 2 or (len(parts) == 2 and parts[0] != "model"):
-            raise ConfigError(f"--set {item!r}: {_unknown(key, FIELDS)}")
+            raise ConfigError(f"--set {item!r}: {_unknown(key, FIELD_NAMES)}")
         if len(parts) == 2:
             values.setdefault("model", {})[parts[1]] = value
         else:
