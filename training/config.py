@@ -1,114 +1,146 @@
-"""The pretraining config: one flat dataclass, YAML files, `--set key=value` overrides.
+"""The pretraining config: one flat strict dataclass, YAML files, `--set key=value` overrides.
 
-Every key is checked by name and coerced to its declared type when a config is built, so a
-typo fails at start-up (naming the key) instead of being silently ignored. Encoder fields live
-under `model` (a `DSeqJEPAConfig` preset plus field overrides), e.g. `--set model.hidden_size=64`.
+`TrainConfig` is a `huggingface_hub` strict dataclass, as `DSeqJEPAConfig` is: every field is type- and
+range-checked whenever it is set, the relations between fields (`validate_*`) when the config is built.
+A value from a YAML file or from `--set` is read as YAML, then converted to its field's declared type
+where it reads as one (600 -> 600.0 for a float, [0.3, 1] or "0.3,1" -> (0.3, 1.0) for a pair, "none"
+-> None where None is allowed): the type decides, so a new field needs no parsing code. An unknown key
+or a wrong value fails at start-up, in one line naming the key. Encoder fields live under `model` (a
+`DSeqJEPAConfig` preset plus field overrides, read against `DSeqJEPAConfig`'s own fields the same way),
+e.g. `--set model.hidden_size=64`.
+(No `from __future__ import annotations` here: `strict` checks real types, not strings.)
 """
-
-from __future__ import annotations
 
 import dataclasses
 import difflib
 import math
 import os
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from huggingface_hub.errors import StrictDataclassError
+from huggingface_hub.dataclasses import as_validated_field, strict, type_validator
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassError
 
 from dseqjepa_hub.application.atomic import atomic_write_text
 from dseqjepa_hub.configuration_dseqjepa import PRESETS, DSeqJEPAConfig
 from dseqjepa_hub.errors import DSeqJEPAError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-METHODS = ("dseq", "ijepa", "mixed")
-CONTEXT_MODES = ("gather", "masked")
-PRECISIONS = ("bf16", "fp32")
+
+Number = float | int  # an int is a valid float (PEP 484), as transformers' configs write it
+Pair = tuple[float, float]
+NULLS = ("null", "none", "~")  # text read as None where a field allows None
+BOOLEANS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
 class ConfigError(DSeqJEPAError, ValueError):
     """A config file, key or value that cannot be used; the message names it."""
 
 
+# Field validators: `strict` runs them, after the type check, whenever the field is set.
+@as_validated_field
+def _positive(value: int) -> None:  # a size or a count of steps
+    if value < 1:
+        raise ValueError(f"expected a positive int, found {value!r}")
+
+
+@as_validated_field
+def _count(value: int) -> None:
+    if value < 0:
+        raise ValueError(f"expected an int >= 0, found {value!r}")
+
+
+@as_validated_field
+def _finite(value: Number | Pair | None) -> None:  # inf and NaN reach no schedule
+    numbers = value if isinstance(value, tuple) else (value,)
+    if not all(number is None or math.isfinite(number) for number in numbers):
+        raise ValueError(f"expected finite numbers, found {value!r}")
+
+
+@as_validated_field
+def _non_negative(value: Number) -> None:  # a rate or a length of warm-up
+    if not 0 <= value < math.inf:  # NaN fails every comparison
+        raise ValueError(f"expected a finite number >= 0, found {value!r}")
+
+
+@as_validated_field
+def _length(value: Number) -> None:  # epochs
+    if not 0 < value < math.inf:
+        raise ValueError(f"expected a finite number > 0, found {value!r}")
+
+
+@as_validated_field
+def _scale_range(value: Pair) -> None:  # a range of fractions of the image
+    low, high = value
+    if not 0.0 < low <= high <= 1.0:
+        raise ValueError(f"expected 0 < low <= high <= 1, found {list(value)}")
+
+
+@as_validated_field
+def _preset_name(value: str | None) -> None:
+    if value is not None and value not in PRESETS:
+        raise ValueError(f"expected one of {sorted(PRESETS)} or null, found {value!r}")
+
+
+@strict
 @dataclass
 class TrainConfig:
     # Encoder (and predictor) sizes: a DSeqJEPAConfig preset, then field overrides.
-    model_preset: str | None = "vit_base_patch16_224"
-    model: dict = field(default_factory=dict)
+    model_preset: str | None = _preset_name(default="vit_base_patch16_224")
+    model: dict[str, Any] = field(default_factory=dict)
     # Objective. method: dseq (DSeq steps only), ijepa (the baseline), mixed (a DSeq step with
     # probability lambda, lambda linear from lambda_start to lambda_end over training).
-    method: str = "dseq"
-    lambda_start: float = 0.0
-    lambda_end: float = 1.0
-    context_mode: str = "gather"  # gather: drop non-context tokens; masked: full length + attention mask
+    method: Literal["dseq", "ijepa", "mixed"] = "dseq"
+    lambda_start: Number = _finite(default=0.0)
+    lambda_end: Number = _finite(default=1.0)
+    context_mode: Literal["gather", "masked"] = "gather"  # gather: drop non-context tokens; masked: full length + attention mask
     release_compat: bool = False  # the release's lagging contexts and predictor (inverted attention, no mask token)
     # I-JEPA multi-block masks (docs/METHOD.md section 4).
-    context_scale: tuple[float, float] = (0.85, 1.0)
-    target_scale: tuple[float, float] = (0.15, 0.2)
-    target_aspect_ratio: tuple[float, float] = (0.75, 1.5)
-    num_targets: int = 4
-    min_keep: int = 10
+    context_scale: Pair = _scale_range(default=(0.85, 1.0))
+    target_scale: Pair = _scale_range(default=(0.15, 0.2))
+    target_aspect_ratio: Pair = _finite(default=(0.75, 1.5))
+    num_targets: int = _positive(default=4)
+    min_keep: int = _positive(default=10)
     # Data.
-    crop_scale: tuple[float, float] = (0.3, 1.0)
-    batch_size: int = 256  # per process
-    num_workers: int = 8
+    crop_scale: Pair = _scale_range(default=(0.3, 1.0))
+    batch_size: int = _positive(default=256)  # per process
+    num_workers: int = _count(default=8)
     # Optimisation (docs/METHOD.md section 6).
-    epochs: float = 600.0
-    warmup_epochs: float = 15.0
-    start_lr: float = 2e-4
-    lr: float = 8e-4
-    final_lr: float = 1e-4
-    weight_decay: float = 0.04
-    final_weight_decay: float = 0.4
-    ema_start: float = 0.996
-    ema_end: float = 1.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float | None = None
-    precision: str = "bf16"  # bf16 autocast on CUDA; the CPU always runs fp32
+    epochs: Number = _length(default=600.0)
+    warmup_epochs: Number = _non_negative(default=15.0)
+    start_lr: Number = _non_negative(default=2e-4)
+    lr: Number = _non_negative(default=8e-4)
+    final_lr: Number = _non_negative(default=1e-4)
+    weight_decay: Number = _non_negative(default=0.04)
+    final_weight_decay: Number = _non_negative(default=0.4)
+    ema_start: Number = _finite(default=0.996)
+    ema_end: Number = _finite(default=1.0)
+    betas: Pair = _finite(default=(0.9, 0.999))
+    grad_clip: Number | None = _finite(default=None)
+    precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast on CUDA; the CPU always runs fp32
     compile: bool = False
     seed: int = 0
     # Output.
-    checkpoint_every: int = 1000  # steps; a checkpoint is also written at the end
-    keep_checkpoints: int = 3  # newest complete checkpoints kept; 0 keeps all
+    checkpoint_every: int = _positive(default=1000)  # steps; a checkpoint is also written at the end
+    keep_checkpoints: int = _count(default=3)  # newest complete checkpoints kept; 0 keeps all
     tensorboard: bool = False
 
-    def __post_init__(self) -> None:
-        self._check_values()
-
-    def _check_values(self) -> None:
-        for item in dataclasses.fields(self):  # inf and NaN reach no schedule (lr=nan was refused, lr=inf was not)
-            value = getattr(self, item.name)
-            numbers = value if isinstance(value, (tuple, list)) else (value,)
-            if any(isinstance(x, float) and not math.isfinite(x) for x in numbers):
-                raise ConfigError(f"{item.name}: expected finite numbers, found {value!r}")
-        for name in ("start_lr", "lr", "final_lr", "weight_decay", "final_weight_decay"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}: expected a number >= 0, found {getattr(self, name)!r}")
-        choices = {"method": METHODS, "context_mode": CONTEXT_MODES, "precision": PRECISIONS}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name}: expected one of {allowed}, found {getattr(self, name)!r}")
+    def validate_release_compat(self) -> None:
+        """Part of `@strict`-powered validation, as the class validators below."""
         if self.release_compat and self.context_mode != "masked":
-            raise ConfigError(
+            raise ValueError(
                 "release_compat: true needs context_mode: masked (the release's predictor reads the "
                 "full-length context encoder output)"
             )
-        if self.model_preset is not None and self.model_preset not in PRESETS:
-            raise ConfigError(f"model_preset: expected one of {sorted(PRESETS)} or null, found {self.model_preset!r}")
-        for name in ("context_scale", "target_scale", "crop_scale"):
-            low, high = getattr(self, name)
-            if not 0.0 < low <= high <= 1.0:
-                raise ConfigError(f"{name}: expected 0 < low <= high <= 1, found {[low, high]}")
-        for name in ("batch_size", "num_targets", "min_keep", "checkpoint_every"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}: expected a positive int, found {getattr(self, name)}")
-        if self.epochs <= 0 or self.warmup_epochs < 0:
-            raise ConfigError(f"epochs must be > 0 and warmup_epochs >= 0, found {self.epochs} and {self.warmup_epochs}")
-        model_config = self.model_config()  # the encoder's own checks, at load time
-        if self.method != "ijepa" and not model_config.use_cls_token:
-            raise ConfigError(f"method {self.method!r} ranks regions by the CLS token: set model.use_cls_token: true")
+
+    def validate_model(self) -> None:
+        """The encoder's own checks, at load time, and the CLS token that DSeq steps rank regions by."""
+        use_cls_token = self.model_config().use_cls_token
+        if self.method != "ijepa" and not use_cls_token:
+            raise ValueError(f"method {self.method!r} ranks regions by the CLS token: set model.use_cls_token: true")
 
     def model_config(self) -> DSeqJEPAConfig:
         """The encoder's DSeqJEPAConfig (its validation errors are re-raised naming `model`)."""
@@ -117,100 +149,115 @@ class TrainConfig:
                 return DSeqJEPAConfig(**self.model)
             return DSeqJEPAConfig.from_preset(self.model_preset, **self.model)
         except (ValueError, StrictDataclassError) as error:
-            raise ConfigError(f"model: {error}") from None
+            raise ConfigError(f"model: {_reason(error)}") from None
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        """Plain values, the pairs as lists, so that YAML and JSON write plain sequences."""
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in dataclasses.asdict(self).items()}
 
 
-def _plain(value: Any) -> Any:
-    """Tuples to lists, recursively, so that YAML and JSON write plain sequences."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+def _reason(error: Exception) -> str:
+    """A validation error in one line: a class validator's own message, else the error's lines joined."""
+    if isinstance(error, StrictDataclassClassValidationError):
+        error = error.__cause__
+    return " ".join(str(error).split())
+
+
+def _parse(value: Any, kind: Any) -> Any:
+    """`value` as read from YAML (600, "1e-3", [0.3, 1], "0.3,1.0", "none", "yes") converted to the type
+    `kind` where it reads as one (600.0, 0.001, (0.3, 1.0), None, True); returned as it is otherwise, for
+    the field's type check to refuse."""
+    origin, args = get_origin(kind), get_args(kind)
+    if origin in (Union, types.UnionType):
+        return _parse_union(value, args)
+    if origin in (tuple, list):
+        return _parse_sequence(value, origin, args)
+    return _parse_scalar(value, kind)
+
+
+def _parse_union(value: Any, members: tuple) -> Any:
+    if type(None) in members and (value is None or isinstance(value, str) and value.lower() in NULLS):
+        return None
+    for member in members:  # the first member the value reads as, in the order the type names them
+        parsed = _parse(value, member)
+        try:
+            type_validator("", parsed, member)
+        except TypeError:
+            continue
+        return parsed
     return value
 
 
-_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-_MODEL_TYPES = {  # DSeqJEPAConfig's own fields, type as text
-    f.name: f.type.__name__ if isinstance(f.type, type) else str(f.type)
-    for f in dataclasses.fields(DSeqJEPAConfig)
-    if f.name in DSeqJEPAConfig.own_fields()
-}
+def _parse_sequence(value: Any, origin: type, args: tuple) -> Any:  # tuple[float, float], list[float]
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        return value
+    item_types = args if origin is tuple else args * len(items)
+    if len(item_types) != len(items):
+        return value
+    return origin(_parse(item, item_type) for item, item_type in zip(items, item_types))
 
 
-def _coerce(key: str, value: Any, annotation: str) -> Any:
-    """`value` as the type written in `annotation` (e.g. "float | None", "tuple[float, float]")."""
-    expected = f"expected {annotation}, found {value!r}"
-    if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
-        if "None" in annotation:
-            return None
-        raise ConfigError(f"{key}: {expected}")
-    base = annotation.replace(" | None", "")
-    try:
-        if base == "bool":
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
-                return value.lower() in ("true", "yes", "on")
-            raise ValueError
-        if base == "int":
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if base == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if base == "str":
-            if not isinstance(value, str):
-                raise ValueError
+def _parse_scalar(value: Any, kind: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return value
+    if kind is bool and isinstance(value, str):
+        return BOOLEANS.get(value.lower(), value)
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        return value  # 8.5 is no int
+    if kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
             return value
-        if base.startswith("tuple[float"):
-            items = value.split(",") if isinstance(value, str) else value
-            if not isinstance(items, (list, tuple)) or len(items) != 2:
-                raise ValueError
-            return tuple(_coerce(key, item, "float") for item in items)
-        if base.startswith("list[float]"):
-            items = value.split(",") if isinstance(value, str) else value
-            if not isinstance(items, (list, tuple)):
-                raise ValueError
-            return [_coerce(key, item, "float") for item in items]
-        if base == "dict":
-            if not isinstance(value, dict):
-                raise ValueError
-            return value
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: {expected}") from None
-    raise ConfigError(f"{key}: unsupported field type {annotation}")
+    return value
+
+
+def _type_name(kind: Any) -> str:
+    """How a field's type reads in an error: "int", "float | int | None", "one of ('bf16', 'fp32')"."""
+    if get_origin(kind) is Literal:
+        return f"one of {get_args(kind)}"
+    return kind.__name__ if isinstance(kind, type) else str(kind)
 
 
 def _unknown(key: str, known: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+    close = difflib.get_close_matches(str(key).rsplit(".", 1)[-1], known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return ConfigError(f"unknown config key {key!r}{hint}")
 
 
+def _read_fields(owner: type, names: list[str], values: dict, prefix: str = "") -> dict:
+    """`values` as fields of the strict dataclass `owner`: each key one of `names`, each value converted
+    to its field's type, then checked by the field's own `@strict` validators (the type check first)."""
+    kinds = {item.name: item.type for item in dataclasses.fields(owner)}
+    read = {}
+    for key, value in values.items():
+        if key not in names:
+            raise _unknown(f"{prefix}{key}", names)
+        read[key] = _parse(value, kinds[key])
+        for validator in owner.__validators__[key]:
+            try:
+                validator(read[key])
+            except TypeError:
+                raise ConfigError(f"{prefix}{key}: expected {_type_name(kinds[key])}, found {value!r}") from None
+            except ValueError as error:
+                raise ConfigError(f"{prefix}{key}: {error}") from None
+    return read
+
+
+FIELD_NAMES = [item.name for item in dataclasses.fields(TrainConfig)]
+
+
 def config_from_dict(values: dict, source: str = "config") -> TrainConfig:
-    """Build a TrainConfig from plain values, rejecting unknown keys and coercing types."""
+    """Build a TrainConfig from plain values (read from YAML, or a checkpoint's), rejecting unknown keys."""
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, found {type(values).__name__}")
-    kwargs = {}
-    for key, value in values.items():
-        if key not in _FIELD_TYPES:
-            raise ConfigError(f"{source}: {_unknown(key, list(_FIELD_TYPES))}")
-        kwargs[key] = _coerce(key, value, _FIELD_TYPES[key])
-    model = {}
-    for key, value in kwargs.get("model", {}).items():
-        if key not in _MODEL_TYPES:
-            raise ConfigError(f"{source}: {_unknown(f'model.{key}', list(_MODEL_TYPES))}")
-        model[key] = _coerce(f"model.{key}", value, _MODEL_TYPES[key])
-    kwargs["model"] = model
     try:
+        kwargs = _read_fields(TrainConfig, FIELD_NAMES, values)
+        kwargs["model"] = _read_fields(DSeqJEPAConfig, list(DSeqJEPAConfig.own_fields()), kwargs.get("model", {}), "model.")
         return TrainConfig(**kwargs)
+    except StrictDataclassClassValidationError as error:
+        raise ConfigError(f"{source}: {_reason(error)}") from None
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
 
@@ -244,7 +291,7 @@ def parse_overrides(overrides: list[str]) -> dict:
             value = raw
         parts = key.split(".")
         if len(parts) > 2 or (len(parts) == 2 and parts[0] != "model"):
-            raise ConfigError(f"--set {item!r}: {_unknown(key, list(_FIELD_TYPES))}")
+            raise ConfigError(f"--set {item!r}: {_unknown(key, FIELD_NAMES)}")
         if len(parts) == 2:
             values.setdefault("model", {})[parts[1]] = value
         else:
@@ -261,9 +308,10 @@ def load_config(name_or_path: str | os.PathLike, overrides: list[str] | tuple[st
         raise ConfigError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, found {type(values).__name__}")
-    if not isinstance(values.get("model") or {}, dict):
-        raise ConfigError(f"{path}: model: expected a mapping of DSeqJEPAConfig fields, found {values['model']!r}")
     extra = parse_overrides(list(overrides))
+    for origin, model in ((path, values.get("model")), ("--set", extra.get("model"))):
+        if not isinstance(model or {}, dict):
+            raise ConfigError(f"{origin}: model: expected a mapping of DSeqJEPAConfig fields, found {model!r}")
     model = {**(values.get("model") or {}), **extra.pop("model", {})}
     merged = {**values, **extra, "model": model}
     source = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
