@@ -12,20 +12,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from safetensors.torch import save_file
 
 from dseqjepa_hub.application.atomic import atomic_directory, check_empty_folder, remove_stale_temporaries
+from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAPredictorConfig
 from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
-from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, DSeqJEPAPredictor
 from dseqjepa_hub.pipeline_saliency_ranking import save_pretrained_with_pipeline
-from dseqjepa_train.predictor import JEPAPredictor
 
 from .hf_ijepa import read_hf_ijepa
 from .layout import check_tensors
 from .loading import ConversionError
 from .release import read_dseq_release, read_ijepa_release
 from .timm_checkpoint import read_timm
-from .training import read_training
+from .training_checkpoint import read_training
 from .verify import TOLERANCE, verify
 
 READERS = {
@@ -75,8 +76,10 @@ def convert(
     model = DSeqJEPAModel(config).eval()
     check_tensors(source.encoder, model.state_dict(), str(src))
     model.load_state_dict(source.encoder, strict=True)
-    if source.predictor is not None:  # saved for continued pretraining: it must load into JEPAPredictor
-        check_tensors(source.predictor, JEPAPredictor(config).state_dict(), f"{src} (predictor)")
+    if source.predictor is not None:  # saved for continued pretraining: it must load into DSeqJEPAPredictor
+        with torch.device("meta"):  # shapes only
+            expected = DSeqJEPAPredictor(DSeqJEPAPredictorConfig.from_encoder_config(config)).state_dict()
+        check_tensors(source.predictor, expected, f"{src} (predictor)")
 
     with atomic_directory(out) as staging:
         save_pretrained_with_pipeline(model, DSeqJEPAImageProcessor.from_model_config(config), staging)

@@ -10,7 +10,8 @@ import argparse
 from .arguments import positive_int
 
 DESCRIPTION = ("Pretrain DSeq-JEPA (method dseq), the I-JEPA baseline (ijepa) or the release's mixed curriculum "
-               "(mixed). Writes OUTPUT/config.yaml, OUTPUT/metrics.jsonl and OUTPUT/checkpoints/step_*/.")
+               "(mixed). Writes OUTPUT/config.yaml, OUTPUT/metrics.jsonl and OUTPUT/checkpoints/step_*/, each holding "
+               "the target_encoder/, context_encoder/ and predictor/ model folders and the trainer state for --resume.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,8 @@
 """dseqjepa-hub: DSeq-JEPA vision transformers for Hugging Face transformers.
 
 Importing the package registers the model with the Auto classes, so `AutoModel.from_pretrained`
-(and `AutoBackbone`, `AutoModelForImageClassification`) finds it, marks the classes for remote
+(and `AutoBackbone`, `AutoModelForImageClassification`) finds it, and `AutoModel` the pretraining
+predictor (`DSeqJEPAPredictor`, a training checkpoint's predictor/ folder), marks the classes for remote
 code, so `save_pretrained` writes `auto_map` and copies
 the model files (a saved folder then loads with `trust_remote_code=True` without this package),
 and registers the "saliency-ranking" pipeline.
@@ -19,13 +20,14 @@ from transformers import (
 )
 
 from .application.loading import default_model_path
-from .configuration_dseqjepa import PRESETS, DSeqJEPAConfig
+from .configuration_dseqjepa import PRESETS, DSeqJEPAConfig, DSeqJEPAPredictorConfig
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor, DSeqJEPAImageProcessorPil
 from .modeling_dseqjepa import (
     DSeqJEPABackbone,
     DSeqJEPAForImageClassification,
     DSeqJEPAModel,
     DSeqJEPAModelOutput,
+    DSeqJEPAPredictor,
     DSeqJEPAPreTrainedModel,
 )
 from .pipeline_saliency_ranking import (
@@ -45,6 +47,8 @@ __all__ = [
     "DSeqJEPAImageProcessorPil",
     "DSeqJEPAModel",
     "DSeqJEPAModelOutput",
+    "DSeqJEPAPredictor",
+    "DSeqJEPAPredictorConfig",
     "DSeqJEPAPreTrainedModel",
     "Regions",
     "SaliencyRankingPipeline",
@@ -59,6 +63,8 @@ AutoConfig.register(DSeqJEPAConfig.model_type, DSeqJEPAConfig, exist_ok=True)
 AutoModel.register(DSeqJEPAConfig, DSeqJEPAModel, exist_ok=True)
 AutoModelForImageClassification.register(DSeqJEPAConfig, DSeqJEPAForImageClassification, exist_ok=True)
 AutoBackbone.register(DSeqJEPAConfig, DSeqJEPABackbone, exist_ok=True)
+AutoConfig.register(DSeqJEPAPredictorConfig.model_type, DSeqJEPAPredictorConfig, exist_ok=True)
+AutoModel.register(DSeqJEPAPredictorConfig, DSeqJEPAPredictor, exist_ok=True)
 AutoImageProcessor.register(
     DSeqJEPAConfig,
     image_processor_classes={"torchvision": DSeqJEPAImageProcessor, "pil": DSeqJEPAImageProcessorPil},
@@ -71,6 +77,8 @@ DSeqJEPAConfig.register_for_auto_class()
 DSeqJEPAModel.register_for_auto_class("AutoModel")
 DSeqJEPAForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 DSeqJEPABackbone.register_for_auto_class("AutoBackbone")
+DSeqJEPAPredictorConfig.register_for_auto_class()
+DSeqJEPAPredictor.register_for_auto_class("AutoModel")
 DSeqJEPAImageProcessor.register_for_auto_class("AutoImageProcessor")
 DSeqJEPAImageProcessorPil.register_for_auto_class("AutoImageProcessor")
 register_saliency_ranking_pipeline()

@@ -221,4 +221,99 @@ class DSeqJEPAConfig(BackboneConfigMixin, PreTrainedConfig):
         return tuple(field.name for field in dataclasses.fields(cls) if field.name not in common)
 
 
-__all__ = ["DSeqJEPAConfig"]
+
+# Fields a saved predictor config.json must carry: the ones that decide tensor shapes.
+PREDICTOR_REQUIRED_FIELDS = ("encoder_hidden_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                             "image_size", "patch_size")
+
+
+@strict
+class DSeqJEPAPredictorConfig(PreTrainedConfig):
+    r"""Configuration of the JEPA pretraining predictor (`DSeqJEPAPredictor`): a narrow ViT that reads
+    context-encoder tokens and predicts encoder embeddings at target patches.
+
+    Args:
+        encoder_hidden_size: width of the encoder tokens it reads and of the embeddings it predicts.
+        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: predictor sizes; the MLP
+            width defaults (None) to 4 * hidden_size, as I-JEPA's.
+        image_size, patch_size: the encoder's input geometry, whose patch grid the fixed sin-cos
+            position embedding covers.
+        qkv_bias, layer_norm_eps, hidden_act: block details, the encoder's.
+        initializer_range: std of the truncated-normal init of the linear layers and the mask token.
+    `from_encoder_config` builds it from a `DSeqJEPAConfig` (its `predictor_*` fields).
+    """
+
+    model_type = "dseqjepa_predictor"
+
+    encoder_hidden_size: int = _positive(default=768)
+    hidden_size: int = _positive(default=192)
+    num_hidden_layers: int = _positive(default=6)
+    num_attention_heads: int = _positive(default=12)
+    intermediate_size: int | None = None
+    image_size: int = _positive(default=224)
+    patch_size: int = _positive(default=16)
+    qkv_bias: bool = True
+    layer_norm_eps: float = _epsilon(default=1e-6)
+    hidden_act: str = "gelu"
+    initializer_range: float = _fraction(default=0.02)
+
+    def __post_init__(self, **kwargs):
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        super().__post_init__(**kwargs)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return self.image_size // self.patch_size, self.image_size // self.patch_size
+
+    def validate_architecture(self):
+        """Part of `@strict`-powered validation: the relations between fields, and the choices."""
+        super().validate_architecture()
+        choices = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu")
+        if self.hidden_act not in choices:
+            raise ValueError(f"DSeqJEPAPredictorConfig.hidden_act: expected one of {choices}, found {self.hidden_act!r}")
+        if self.intermediate_size < 1:
+            raise ValueError(
+                f"DSeqJEPAPredictorConfig.intermediate_size: expected a positive int, found {self.intermediate_size!r}"
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"DSeqJEPAPredictorConfig: hidden_size ({self.hidden_size}) must be divisible by "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.hidden_size % 4:
+            raise ValueError(
+                f"DSeqJEPAPredictorConfig: hidden_size ({self.hidden_size}) must be divisible by 4 "
+                "(the 2-D sin-cos position embedding)"
+            )
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"DSeqJEPAPredictorConfig: image_size ({self.image_size}) must be divisible by "
+                f"patch_size ({self.patch_size})"
+            )
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        missing = [name for name in PREDICTOR_REQUIRED_FIELDS if name not in config_dict]
+        if missing:
+            raise ValueError(f"DSeqJEPAPredictorConfig: the saved config is missing required field(s) {missing}")
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
+    def from_encoder_config(cls, config: DSeqJEPAConfig) -> "DSeqJEPAPredictorConfig":
+        """The predictor that pretrains the encoder `config` describes (its `predictor_*` fields)."""
+        return cls(
+            encoder_hidden_size=config.hidden_size,
+            hidden_size=config.predictor_hidden_size,
+            num_hidden_layers=config.predictor_num_hidden_layers,
+            num_attention_heads=config.predictor_num_attention_heads,
+            image_size=config.image_size,
+            patch_size=config.patch_size,
+            qkv_bias=config.qkv_bias,
+            layer_norm_eps=config.layer_norm_eps,
+            hidden_act=config.hidden_act,
+            initializer_range=config.initializer_range,
+        )
+
+
+__all__ = ["DSeqJEPAConfig", "DSeqJEPAPredictorConfig"]

@@ -30,7 +30,7 @@ from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_dseqjepa import DSeqJEPAConfig
+from .configuration_dseqjepa import DSeqJEPAConfig, DSeqJEPAPredictorConfig
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .regions import saliency_map
 
@@ -151,23 +151,14 @@ class DSeqJEPAMLP(nn.Module):
 
 
 class DSeqJEPABlock(GradientCheckpointingLayer):
-    """Pre-norm transformer block. Sizes default to the encoder's; the pretraining predictor passes its own."""
+    """Pre-norm transformer block of the sizes its config gives: the encoder's, or the predictor's."""
 
-    def __init__(
-        self,
-        config: DSeqJEPAConfig,
-        hidden_size: int | None = None,
-        num_heads: int | None = None,
-        intermediate_size: int | None = None,
-    ):
+    def __init__(self, config: DSeqJEPAConfig | DSeqJEPAPredictorConfig):
         super().__init__()
-        hidden_size = hidden_size or config.hidden_size
-        num_heads = num_heads or config.num_attention_heads
-        intermediate_size = intermediate_size or config.intermediate_size
-        self.norm1 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
-        self.attn = DSeqJEPAAttention(config, hidden_size, num_heads)
-        self.norm2 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
-        self.mlp = DSeqJEPAMLP(config, hidden_size, intermediate_size)
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = DSeqJEPAAttention(config, config.hidden_size, config.num_attention_heads)
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = DSeqJEPAMLP(config, config.hidden_size, config.intermediate_size)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         attn_output, _ = self.attn(self.norm1(hidden_states), attention_mask)  # weights: recorded on `attn`
@@ -582,12 +573,89 @@ class DSeqJEPAForImageClassification(DSeqJEPAPreTrainedModel):
         )
 
 
+class DSeqJEPAPredictor(PreTrainedModel):
+    """The JEPA pretraining predictor: a narrow ViT that predicts target-patch embeddings from context
+    tokens (docs/METHOD.md of dseqjepa-hub, section 5), kept beside the encoder as transformers keeps
+    `VJEPA2Predictor`. Its tensor names are the release's (section 7): `predictor_embed`, `mask_token`,
+    `predictor_pos_embed` (fixed sin-cos, patches only), `predictor_blocks.{i}`, `predictor_norm`,
+    `predictor_proj`.
+    """
+
+    config: DSeqJEPAPredictorConfig
+    main_input_name = "context"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["DSeqJEPABlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = True
+
+    def __init__(self, config: DSeqJEPAPredictorConfig):
+        config.validate_architecture()  # fields changed after the config was built
+        super().__init__(config)
+        height, width = config.grid_size
+        self.predictor_embed = nn.Linear(config.encoder_hidden_size, config.hidden_size)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.register_buffer("predictor_pos_embed", sincos_pos_embed_2d(config.hidden_size, height, width)[None])
+        self.predictor_blocks = nn.ModuleList(DSeqJEPABlock(config) for _ in range(config.num_hidden_layers))
+        self.predictor_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.predictor_proj = nn.Linear(config.hidden_size, config.encoder_hidden_size)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """I-JEPA's predictor init: truncated-normal linears and mask token, zero biases, unit norms."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, DSeqJEPAPredictor):
+            init.trunc_normal_(module.mask_token, mean=0.0, std=std)
+            height, width = module.config.grid_size
+            init.copy_(module.predictor_pos_embed, sincos_pos_embed_2d(module.config.hidden_size, height, width)[None])
+        else:
+            super()._init_weights(module)
+
+    def forward(
+        self,
+        context: torch.Tensor,
+        context_positions: torch.Tensor,
+        context_keys: torch.Tensor,
+        target_positions: torch.Tensor,
+        target_keep: torch.Tensor,
+        mask_token: bool = True,
+    ) -> torch.Tensor:
+        """Predict the encoder embedding at every target position.
+
+        context: (S, P + Lc, D) context-encoder tokens, P prefix (CLS) tokens first.
+        context_positions: (S, Lc) patch index of each non-prefix context token.
+        context_keys: (S, P + Lc) bool, the context tokens the sequence may attend to.
+        target_positions, target_keep: (S, Lt) patch index of each target query, and which are real.
+        The target queries (mask token + sin-cos position; the position alone with
+        `mask_token=False`, as the DSeq-JEPA release builds them) and the context tokens attend
+        to the allowed context tokens and to the real target queries. Returns (S, Lt, D).
+        """
+        prefix = context.shape[1] - context_positions.shape[1]
+        pos_embed = self.predictor_pos_embed[0].to(context.dtype)  # (N, Dp)
+        context = self.predictor_embed(context)  # (S, P + Lc, Dp)
+        context = torch.cat([context[:, :prefix], context[:, prefix:] + pos_embed[context_positions]], dim=1)
+        queries = pos_embed[target_positions]  # (S, Lt, Dp)
+        if mask_token:
+            queries = self.mask_token.to(context.dtype) + queries
+        tokens = torch.cat([context, queries], dim=1)
+        mask = additive_attention_mask(torch.cat([context_keys, target_keep], dim=1), tokens.dtype)
+        for block in self.predictor_blocks:
+            tokens = block(tokens, mask)
+        return self.predictor_proj(self.predictor_norm(tokens[:, context.shape[1]:]))  # (S, Lt, D)
+
+
 __all__ = [
     "DSeqJEPABackbone",
     "DSeqJEPABlock",
     "DSeqJEPAForImageClassification",
     "DSeqJEPAModel",
     "DSeqJEPAModelOutput",
+    "DSeqJEPAPredictor",
     "DSeqJEPAPreTrainedModel",
     "sincos_pos_embed_2d",
 ]

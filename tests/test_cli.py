@@ -140,12 +140,12 @@ def choice_actions(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
 def library_choices() -> dict[tuple[tuple[str, ...], str], tuple]:
     """The library's list for each (sub-command path, dest) of the CLI."""
     import dseqjepa_convert
-    from dseqjepa_convert import release, training
+    from dseqjepa_convert import release, training_checkpoint
     from dseqjepa_hub.application import embed_job, feature_maps, visualize_job
     from dseqjepa_train import datakit, evaluation
     from dseqjepa_train.evaluation import features
 
-    assert tuple(release.ENCODER_KEYS) == tuple(training.ENCODER_FILES)
+    assert tuple(release.ENCODER_KEYS) == tuple(training_checkpoint.ENCODER_DIRS)
     exporters = tuple(name.removeprefix("export_") for name in dseqjepa_convert.__all__ if name.startswith("export_"))
     builders = tuple(name.removeprefix("build_").replace("_", "-") for name in datakit.__all__ if name.startswith("build_"))
     devices = tuple(kind for kind in ("cpu", "cuda") if torch.device(kind).type == kind)

@@ -20,7 +20,7 @@ from dseqjepa_cli import main
 from dseqjepa_convert import READERS, ConversionError, convert, export_timm
 from dseqjepa_convert.layout import infer_layout
 from dseqjepa_convert.timm_vit import vit_kwargs
-from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel
+from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel, DSeqJEPAPredictor, DSeqJEPAPredictorConfig
 from dseqjepa_hub.application.atomic import FolderNotEmptyError
 
 WIDTH, DEPTH, HEADS, PATCH, IMAGE, PRED_WIDTH = 32, 2, 2, 8, 32, 16
@@ -163,8 +163,7 @@ def test_dseq_release_dict_converts_and_matches(tmp_path, encoder, key):
     predictor = load_file(tmp_path / "out" / "predictor.safetensors")
     assert predictor.keys() == strip(checkpoint["predictor"]).keys()
     assert all(torch.equal(predictor[k], v) for k, v in strip(checkpoint["predictor"]).items())
-    from dseqjepa_train.predictor import JEPAPredictor
-    JEPAPredictor(config).load_state_dict(predictor, strict=True)
+    DSeqJEPAPredictor(DSeqJEPAPredictorConfig.from_encoder_config(config)).load_state_dict(predictor, strict=True)
     provenance = json.loads((tmp_path / "out" / "conversion.json").read_text())
     assert provenance["format"] == "dseq-release" and provenance["encoder"] == key
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
@@ -274,10 +273,24 @@ def test_timm_state_dict_with_cls_position_and_head(tmp_path):
     assert (converted_tokens(tmp_path / "out", x) - expected).abs().max() <= TOLERANCE
 
 
-def test_training_checkpoint_converts(tmp_path):
+def raw_training_checkpoint(folder: Path, networks: dict, train_config) -> None:
+    """A checkpoint as `dseqjepa train` wrote them before checkpoints were model folders: one raw
+    state dict per network beside the encoders' config.json (the reader's foreign, older layout)."""
+    from dseqjepa_train.config import save_config
+
+    folder.mkdir(parents=True)
+    for name, module in networks.items():
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, folder / f"{name}.safetensors")
+    networks["context_encoder"].config.to_json_file(str(folder / "config.json"))
+    save_config(train_config, folder / "config.yaml")
+    torch.save({"step": 40}, folder / "trainer_state.pt")
+    (folder / "complete").write_text("40\n")
+
+
+@pytest.mark.parametrize("layout", ["model folders", "raw state dicts"])
+def test_training_checkpoint_converts(tmp_path, layout):
     from dseqjepa_train.checkpoint import save_checkpoint
     from dseqjepa_train.config import TrainConfig
-    from dseqjepa_train.predictor import JEPAPredictor
 
     train_config = TrainConfig(model_preset=None, model=dict(
         image_size=IMAGE, patch_size=PATCH, hidden_size=WIDTH, num_hidden_layers=DEPTH, num_attention_heads=HEADS,
@@ -285,21 +298,30 @@ def test_training_checkpoint_converts(tmp_path):
     config = train_config.model_config()
     torch.manual_seed(10)
     networks = {"context_encoder": DSeqJEPAModel(config), "target_encoder": DSeqJEPAModel(config),
-                "predictor": JEPAPredictor(config)}
+                "predictor": DSeqJEPAPredictor(DSeqJEPAPredictorConfig.from_encoder_config(config))}
     with torch.no_grad():
         for parameter in networks["target_encoder"].parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
-    save_checkpoint(tmp_path / "run", 40, networks, {"step": 40}, train_config)
+    if layout == "model folders":
+        save_checkpoint(tmp_path / "run", 40, networks, {"step": 40}, train_config)
+    else:
+        raw_training_checkpoint(tmp_path / "run" / "checkpoints" / "step_000040", networks, train_config)
     convert(tmp_path / "run", "training", tmp_path / "out", with_predictor=True, log=lambda *_: None)
     x = images()
     target = networks["target_encoder"].state_dict()
     assert (converted_tokens(tmp_path / "out", x) - release_forward(target, x)).abs().max() <= TOLERANCE
     predictor = load_file(tmp_path / "out" / "predictor.safetensors")
+    assert predictor.keys() == networks["predictor"].state_dict().keys()
     assert all(torch.equal(predictor[k], v) for k, v in networks["predictor"].state_dict().items())
     provenance = json.loads((tmp_path / "out" / "conversion.json").read_text())
     assert provenance["format"] == "training" and provenance["training_config"]["method"] == "dseq"
     assert provenance["training_text"].startswith("Pretrained with `dseqjepa train` (step_000040): method dseq")
     assert provenance["converted_from"] is None and provenance["license"] is None
+    # the context encoder, from the checkpoint folder itself
+    convert(tmp_path / "run" / "checkpoints" / "step_000040", "training", tmp_path / "context", encoder="context",
+            log=lambda *_: None)
+    context = networks["context_encoder"].state_dict()
+    assert (converted_tokens(tmp_path / "context", x) - release_forward(context, x)).abs().max() <= TOLERANCE
 
 
 # ---- timm export ----------------------------------------------------------------------------------

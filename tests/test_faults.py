@@ -151,7 +151,7 @@ def test_a_diverging_run_names_only_a_checkpoint_with_finite_weights(training_im
     else:
         assert Path(named) == checkpoints[-1]
     for checkpoint in checkpoints:  # every checkpoint on disk, the named one included, is finite
-        for file in checkpoint.glob("*.safetensors"):
+        for file in checkpoint.glob("*/model.safetensors"):
             assert all(bool(t.isfinite().all()) for t in load_file(file).values()), file
     for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
         assert all(np.isfinite(v) for v in json.loads(line).values() if isinstance(v, float)), line
@@ -171,13 +171,13 @@ def test_resuming_a_complete_run_changes_nothing(training_images, tmp_path, caps
 def test_resume_skips_a_damaged_newest_checkpoint_and_names_it(training_images, tmp_path, capsys, caplog, kind):
     torch.set_num_threads(1)
     assert train_cli(training_images, tmp_path, "keep_checkpoints=0") == 0  # checkpoints at steps 1..4
-    reference = {k: v.clone() for k, v in load_file(tmp_path / "checkpoints/step_000004/context_encoder.safetensors").items()}  # no mmap: the file is overwritten below
+    reference = {k: v.clone() for k, v in load_file(tmp_path / "checkpoints/step_000004/context_encoder/model.safetensors").items()}  # no mmap: the file is overwritten below
     newest = tmp_path / "checkpoints/step_000004"
     if kind == "hostile trainer_state.pt":
         torch.save({"step": ExecutesCode(tmp_path / "executed")}, newest / "trainer_state.pt")
         damaged = newest / "trainer_state.pt"
     else:
-        damaged = newest / "context_encoder.safetensors"
+        damaged = newest / "context_encoder/model.safetensors"
         header = b"\xff" * 8 if kind == "garbage safetensors header" else (10**15).to_bytes(8, "little")
         damaged.write_bytes(header + b"{}")
     for line in (tmp_path / "metrics.jsonl").read_text().splitlines()[3:]:
@@ -188,7 +188,7 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_names_it(training_images, 
     assert "checkpoint step_000004 is damaged" in caplog.text and str(damaged) in caplog.text
     assert "resuming from" in caplog.text and "step_000003" in caplog.text
     # Step 4 was trained again from step 3 and gives the same weights as the first time (exact resume).
-    again = load_file(tmp_path / "checkpoints/step_000004/context_encoder.safetensors")
+    again = load_file(tmp_path / "checkpoints/step_000004/context_encoder/model.safetensors")
     assert all(torch.equal(again[name], reference[name]) for name in reference)
 
 
@@ -318,8 +318,8 @@ def test_runs_killed_at_random_points_resume_bit_identical(training_images, tmp_
     subprocess.run(command(run, True), env=env, check=True, capture_output=True, timeout=300)
     assert kills >= 2
     for name in ("context_encoder", "target_encoder", "predictor"):
-        got = load_file(run / "checkpoints/step_000004" / f"{name}.safetensors")
-        want = load_file(reference / "checkpoints/step_000004" / f"{name}.safetensors")
+        got = load_file(run / "checkpoints/step_000004" / name / "model.safetensors")
+        want = load_file(reference / "checkpoints/step_000004" / name / "model.safetensors")
         assert all(torch.equal(got[key], want[key]) for key in want), name
     assert [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [
         json.loads(line)["loss"] for line in (reference / "metrics.jsonl").read_text().splitlines()]

@@ -22,7 +22,10 @@ from dseqjepa_hub import (
     DSeqJEPAForImageClassification,
     DSeqJEPAImageProcessor,
     DSeqJEPAModel,
+    DSeqJEPAPredictor,
+    DSeqJEPAPredictorConfig,
 )
+from dseqjepa_hub.modeling_dseqjepa import sincos_pos_embed_2d
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128)
 
@@ -491,3 +494,90 @@ def test_image_processor_modes_and_crop_box(tmp_path):
     cropping.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "preprocessor_config.json").read_text())["do_center_crop"] is True
     assert DSeqJEPAImageProcessor.from_pretrained(tmp_path).crop_box((40, 50)) == (8, 2, 42, 37)
+
+
+# ----------------------------------------------------------------------------- the pretraining predictor
+
+
+def tiny_predictor() -> DSeqJEPAPredictor:
+    torch.manual_seed(0)
+    config = DSeqJEPAPredictorConfig.from_encoder_config(DSeqJEPAConfig(**TINY, predictor_hidden_size=16))
+    predictor = DSeqJEPAPredictor(config).eval()
+    with torch.no_grad():  # non-trivial biases and norms, so that a wrong copy shows
+        for name, param in predictor.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                param.add_(0.1 * torch.randn_like(param))
+    return predictor
+
+
+def predictor_inputs(seed: int = 3) -> tuple[torch.Tensor, ...]:
+    """3 sequences: CLS + 5 context tokens of a 4 x 4 grid, 4 target queries (some padding)."""
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(3, 6, 64, generator=generator), torch.randint(0, 16, (3, 5), generator=generator),
+            torch.rand(3, 6, generator=generator) > 0.2, torch.randint(0, 16, (3, 4), generator=generator),
+            torch.tensor([[True] * 4, [True] * 3 + [False], [True, True, False, False]]))
+
+
+def test_predictor_config_follows_the_encoder_and_is_checked():
+    encoder = DSeqJEPAConfig(**TINY, predictor_hidden_size=16, predictor_num_hidden_layers=2, layer_norm_eps=1e-5)
+    config = DSeqJEPAPredictorConfig.from_encoder_config(encoder)
+    assert (config.encoder_hidden_size, config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (
+        64, 16, 2, 4)  # the head count defaults to the encoder's
+    assert config.intermediate_size == 64 and config.grid_size == (4, 4) and config.layer_norm_eps == 1e-5
+    with pytest.raises(StrictDataclassError, match=r"hidden_size \(18\) must be divisible by num_attention_heads \(4\)"):
+        DSeqJEPAPredictorConfig(hidden_size=18, num_attention_heads=4)
+    with pytest.raises(StrictDataclassError, match=r"hidden_size \(6\) must be divisible by 4"):
+        DSeqJEPAPredictorConfig(hidden_size=6, num_attention_heads=3)
+    with pytest.raises(StrictDataclassError, match=r"field 'num_hidden_layers':\n.*expected a positive int, found 0"):
+        DSeqJEPAPredictorConfig(num_hidden_layers=0)
+    saved = {k: v for k, v in config.to_dict().items() if k != "encoder_hidden_size"}
+    with pytest.raises(ValueError, match=r"missing required field\(s\) \['encoder_hidden_size'\]"):
+        DSeqJEPAPredictorConfig.from_dict(saved)
+
+
+@torch.no_grad()
+def test_predictor_init_is_ijepas():
+    """Truncated-normal linears and mask token (std initializer_range), zero biases, unit norms, sin-cos positions."""
+    torch.manual_seed(0)
+    predictor = DSeqJEPAPredictor(DSeqJEPAPredictorConfig.from_encoder_config(DSeqJEPAConfig(**TINY)))
+    height, width = predictor.config.grid_size
+    assert torch.equal(predictor.predictor_pos_embed[0], sincos_pos_embed_2d(192, height, width))
+    for name, param in predictor.named_parameters():
+        if "norm" in name:
+            assert torch.equal(param, torch.ones_like(param) if name.endswith("weight") else torch.zeros_like(param))
+        elif name.endswith("bias"):
+            assert not param.any(), name
+        else:
+            assert 0.015 < float(param.std()) < 0.025 and abs(float(param.mean())) < 0.005, name
+
+
+def test_predictor_saves_and_loads_with_automodel_and_remote_code(tmp_path):
+    predictor = tiny_predictor()
+    folder = tmp_path / "predictor"
+    predictor.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "dseqjepa_predictor"
+    assert config["auto_map"] == {"AutoConfig": "configuration_dseqjepa.DSeqJEPAPredictorConfig",
+                                  "AutoModel": "modeling_dseqjepa.DSeqJEPAPredictor"}
+    reloaded = AutoModel.from_pretrained(folder).eval()
+    assert type(reloaded) is DSeqJEPAPredictor
+    inputs = predictor_inputs()
+    torch.save(inputs, tmp_path / "inputs.pt")
+    with torch.no_grad():
+        expected = predictor(*inputs)
+        assert expected.shape == (3, 4, 64) and torch.equal(reloaded(*inputs), expected)
+        assert not torch.equal(predictor(*inputs, mask_token=False), expected)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["dseqjepa_hub"] = None  # the package must not be importable
+        import torch
+        from transformers import AutoModel
+        predictor = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        assert type(predictor).__module__.startswith("transformers_modules"), type(predictor).__module__
+        with torch.no_grad():
+            torch.save(predictor(*torch.load({str(tmp_path / "inputs.pt")!r}, weights_only=True)), {str(tmp_path / "out.pt")!r})
+    """)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, timeout=300)
+    assert torch.equal(torch.load(tmp_path / "out.pt", weights_only=True), expected)

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from dseqjepa_train import checkpoint as checkpoint_module
 from dseqjepa_train import load_config, train
-from dseqjepa_train.checkpoint import NETWORK_FILES, latest_checkpoint
+from dseqjepa_train.checkpoint import NETWORK_DIRS, latest_checkpoint, load_checkpoint
 from dseqjepa_train.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,8 +79,8 @@ def run_state(output: Path) -> dict[str, torch.Tensor]:
     """Every tensor of the newest checkpoint: the three networks and the optimizer state."""
     path = latest_checkpoint(output)
     tensors = {}
-    for name, filename in NETWORK_FILES.items():
-        tensors.update({f"{name}.{k}": v for k, v in load_file(path / filename).items()})
+    for name in NETWORK_DIRS:
+        tensors.update({f"{name}.{k}": v for k, v in load_file(path / name / "model.safetensors").items()})
     state = torch.load(path / "trainer_state.pt", weights_only=True)
     for index, values in state["optimizer"]["state"].items():
         tensors.update({f"optimizer.{index}.{k}": v for k, v in values.items()})
@@ -97,7 +97,7 @@ def test_resume_after_an_interrupted_checkpoint_write_is_bit_identical(images, t
     train(config, images, pieces, max_steps=1)
     real_save = checkpoint_module.torch.save
 
-    def killed_at_step_4(state, path, *args, **kwargs):  # dies after the safetensors files are written
+    def killed_at_step_4(state, path, *args, **kwargs):  # dies after the model folders are written
         if state["step"] == 4:
             raise KeyboardInterrupt("killed while writing step 4")
         real_save(state, path, *args, **kwargs)
@@ -116,6 +116,32 @@ def test_resume_after_an_interrupted_checkpoint_write_is_bit_identical(images, t
     for name, tensor in expected.items():
         assert torch.equal(tensor, found[name]), name
     assert losses(straight) == losses(pieces)  # the re-run step 3 replaced its first record
+
+
+def test_checkpoints_are_model_folders(images, tmp_path):
+    """Each checkpoint's encoders load as DSeq-JEPA model folders (with their image processor) and its
+    predictor through AutoModel, with the weights that --resume reads."""
+    from transformers import AutoModel
+
+    from dseqjepa_hub import DSeqJEPAModel, DSeqJEPAPredictor
+    from dseqjepa_hub.application.loading import load_model
+
+    config = load_config("tiny-cpu", ["method=ijepa"])
+    train(config, images, tmp_path, max_steps=1)
+    path = latest_checkpoint(tmp_path)
+    assert sorted(p.name for p in path.iterdir()) == [
+        "complete", "config.yaml", "context_encoder", "predictor", "target_encoder", "trainer_state.pt"]
+    networks, _ = load_checkpoint(path)
+    for name in ("target_encoder", "context_encoder"):
+        loaded = load_model(str(path / name))
+        assert type(loaded.model) is DSeqJEPAModel and loaded.processor.size == {"height": 64, "width": 64}
+        assert loaded.model.config.to_dict() == DSeqJEPAModel.from_pretrained(path / name).config.to_dict()
+        assert all(torch.equal(t, networks[name][k]) for k, t in loaded.model.state_dict().items())
+    assert not all(torch.equal(t, networks["context_encoder"][k]) for k, t in networks["target_encoder"].items())
+    predictor = AutoModel.from_pretrained(path / "predictor")
+    assert type(predictor) is DSeqJEPAPredictor and predictor.config.encoder_hidden_size == config.model_config().hidden_size
+    assert predictor.state_dict().keys() == networks["predictor"].keys()
+    assert all(torch.equal(t, networks["predictor"][k]) for k, t in predictor.state_dict().items())
 
 
 def test_resume_refuses_a_changed_config(images, tmp_path):

@@ -8,14 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAConfig
-from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
+from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAConfig, DSeqJEPAPredictorConfig
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, DSeqJEPAPredictor
 from dseqjepa_train import checkpoint as checkpoint_module
 from dseqjepa_train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dseqjepa_train.config import CONFIG_DIR, ConfigError, load_config
 from dseqjepa_train.masks import multiblock_masks
 from dseqjepa_train.objective import JEPAStudent, dseq_task, ijepa_task, jepa_loss, target_features
-from dseqjepa_train.predictor import JEPAPredictor
 from dseqjepa_train.schedules import Schedules
 from dseqjepa_train.sequences import region_sequence
 from dseqjepa_train.trainer import parameter_groups
@@ -180,7 +179,7 @@ def tiny_networks():
     torch.manual_seed(0)
     config = tiny_model_config()
     encoder = DSeqJEPAModel(config).eval()
-    predictor = JEPAPredictor(encoder.config)
+    predictor = DSeqJEPAPredictor(DSeqJEPAPredictorConfig.from_encoder_config(encoder.config))
     pixel_values = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         targets = target_features(encoder(pixel_values).last_hidden_state, 1)
@@ -281,7 +280,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, tiny_networ
     state = {"step": 2, "rng": checkpoint_module.rng_states(), "optimizer": {"state": {}, "param_groups": []}}
     first = save_checkpoint(tmp_path, 2, networks, state, config)
 
-    def killed(*args, **kwargs):  # the process dies after the safetensors files, before the trainer state
+    def killed(*args, **kwargs):  # the process dies after the model folders, before the trainer state
         raise KeyboardInterrupt("killed while writing")
 
     monkeypatch.setattr(checkpoint_module.torch, "save", killed)
@@ -295,7 +294,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, tiny_networ
     for name, tensor in encoder.state_dict().items():
         assert torch.equal(loaded["context_encoder"][name], tensor)
     assert set(loaded["context_encoder"]) == set(encoder.state_dict())  # DSeqJEPAModel's own names
-    assert DSeqJEPAConfig.from_json_file(str(first / "config.json")).hidden_size == encoder.config.hidden_size
+    assert set(loaded["predictor"]) == set(predictor.state_dict())  # the release's predictor names
     second = save_checkpoint(tmp_path, 4, networks, {**state, "step": 4}, config, keep=1)
     assert latest_checkpoint(tmp_path) == second and not first.exists()
     assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["step_000004"]
@@ -306,14 +305,16 @@ import os, signal, sys
 import torch
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
 from dseqjepa_train import checkpoint
+from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAPredictorConfig
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAPredictor
 from dseqjepa_train.config import load_config
-from dseqjepa_train.predictor import JEPAPredictor
 
 config = load_config("tiny-cpu")
 encoder = DSeqJEPAModel(config.model_config())
-networks = {"context_encoder": encoder, "target_encoder": encoder, "predictor": JEPAPredictor(encoder.config)}
+predictor = DSeqJEPAPredictor(DSeqJEPAPredictorConfig.from_encoder_config(encoder.config))
+networks = {"context_encoder": encoder, "target_encoder": encoder, "predictor": predictor}
 checkpoint.save_checkpoint(sys.argv[1], 2, networks, {"step": 2}, config)
-# SIGKILL after the safetensors files, before the trainer state: no cleanup code runs
+# SIGKILL after the model folders, before the trainer state: no cleanup code runs
 checkpoint.torch.save = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
 checkpoint.save_checkpoint(sys.argv[1], 4, networks, {"step": 4}, config)
 """
@@ -330,7 +331,7 @@ def test_a_killed_checkpoint_write_leaves_no_folder_at_the_final_path(tmp_path, 
     assert not (root / "step_000004").exists()
     assert latest_checkpoint(tmp_path) == root / "step_000002"
     leftovers = [path for path in root.iterdir() if path.name.startswith(".")]
-    assert leftovers and (leftovers[0] / "predictor.safetensors").is_file()  # killed midway, out of sight
+    assert leftovers and (leftovers[0] / "predictor" / "model.safetensors").is_file()  # killed midway, out of sight
     encoder, predictor, _, _ = tiny_networks
     networks = {"context_encoder": encoder, "target_encoder": encoder, "predictor": predictor}
     save_checkpoint(tmp_path, 6, networks, {"step": 6}, load_config("tiny-cpu"))

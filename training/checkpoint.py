@@ -1,13 +1,13 @@
-"""Training checkpoints: written atomically, found by `--resume`, loaded without unpickling code.
+"""Training checkpoints: model folders, written atomically, found by `--resume`, loaded without unpickling code.
 
-Layout (one folder per checkpoint):
+Layout (one folder per checkpoint; the names are dseqjepa_hub.application.loading's, which every
+command reads):
     OUTPUT/checkpoints/step_000123/
-        context_encoder.safetensors  target_encoder.safetensors  (DSeqJEPAModel state-dict names)
-        predictor.safetensors        (the release's predictor names)
-        config.json                  (DSeqJEPAConfig of the encoders)
-        config.yaml                  (the effective training config)
-        trainer_state.pt             (optimizer, step, RNG states; torch.load(weights_only=True))
-        complete                     (written last)
+        target_encoder/   context_encoder/   (DSeqJEPAModel.save_pretrained with the image processor)
+        predictor/        (DSeqJEPAPredictor.save_pretrained)
+        trainer_state.pt  (optimizer, step, schedules, sampler, RNG states; torch.load(weights_only=True))
+        config.yaml       (the effective training config)
+        complete          (written last)
 A checkpoint is written with `atomic_directory`: into a hidden temporary folder beside it, renamed
 into place once complete, so a kill at any moment leaves every earlier checkpoint intact; leftovers
 of a killed write are hidden folders that `latest_checkpoint` ignores and the next save removes.
@@ -18,6 +18,7 @@ one that loads, saying which were skipped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -29,24 +30,30 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
+from transformers.utils import logging as transformers_logging
 
 from dseqjepa_hub.application.atomic import OutputWriteError, atomic_directory, remove_stale_temporaries
+from dseqjepa_hub.application.loading import (
+    COMPLETE_MARKER,
+    CONTEXT_ENCODER_DIR,
+    PREDICTOR_DIR,
+    RUN_CHECKPOINTS_DIR,
+    SAFETENSORS_FILE,
+    TARGET_ENCODER_DIR,
+)
 from dseqjepa_hub.errors import DSeqJEPAError
+from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
+from dseqjepa_hub.pipeline_saliency_ranking import save_pretrained_with_pipeline
 
 from .config import TrainConfig, save_config
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-NETWORK_FILES = {
-    "context_encoder": "context_encoder.safetensors",
-    "target_encoder": "target_encoder.safetensors",
-    "predictor": "predictor.safetensors",
-}
+ENCODER_DIRS = (TARGET_ENCODER_DIR, CONTEXT_ENCODER_DIR)
+NETWORK_DIRS = (*ENCODER_DIRS, PREDICTOR_DIR)  # the keys of `networks` below
 TRAINER_STATE = "trainer_state.pt"
-COMPLETE_MARKER = "complete"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -58,9 +65,16 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:06d}"
 
 
-def _save_network(module: nn.Module, path: Path) -> None:
-    save_file({name: tensor.detach().contiguous().cpu() for name, tensor in module.state_dict().items()},
-              str(path), metadata={"format": "pt"})
+@contextlib.contextmanager
+def _no_progress_bars():
+    """transformers draws a progress bar for every model it saves: three per checkpoint, under the training bar."""
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def rng_states() -> dict:
@@ -87,18 +101,23 @@ def restore_rng_states(states: dict) -> None:
 
 def save_checkpoint(output_dir: str | os.PathLike, step: int, networks: dict[str, nn.Module],
                     trainer_state: dict, config: TrainConfig, keep: int = 0) -> Path:
-    """Write checkpoint `step` atomically and keep only the newest `keep` (0: all). Returns its folder."""
-    root = Path(output_dir) / CHECKPOINT_DIR
+    """Write checkpoint `step` atomically and keep only the newest `keep` (0: all). Returns its folder.
+
+    networks: the DSeqJEPAModel encoders under `ENCODER_DIRS` and the DSeqJEPAPredictor under `PREDICTOR_DIR`.
+    """
+    root = Path(output_dir) / RUN_CHECKPOINTS_DIR
     remove_stale_temporaries(root)  # a killed earlier write
     final = root / checkpoint_name(step)
-    with atomic_directory(final, replace=True) as folder:  # replace: re-saving a step
+    with atomic_directory(final, replace=True) as folder, _no_progress_bars():  # replace: re-saving a step
         try:
-            for name, filename in NETWORK_FILES.items():
-                _save_network(networks[name], folder / filename)
+            for name in ENCODER_DIRS:
+                encoder = networks[name]
+                save_pretrained_with_pipeline(encoder, DSeqJEPAImageProcessor.from_model_config(encoder.config),
+                                              folder / name)
+            networks[PREDICTOR_DIR].save_pretrained(folder / PREDICTOR_DIR)
             torch.save(trainer_state, folder / TRAINER_STATE)
-        except (RuntimeError, SafetensorError) as error:  # a full disk, as torch's and safetensors' writers say it
+        except (OSError, RuntimeError, SafetensorError) as error:  # a full disk, as the writers say it
             raise OutputWriteError(f"{final}: cannot write the checkpoint ({str(error).splitlines()[0]})") from None
-        networks["context_encoder"].config.to_json_file(str(folder / "config.json"))
         save_config(config, folder / "config.yaml")
         (folder / COMPLETE_MARKER).write_text(f"{step}\n")
     if keep > 0:
@@ -109,7 +128,7 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, networks: dict[str
 
 def complete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     """Complete checkpoint folders, oldest first."""
-    root = Path(output_dir) / CHECKPOINT_DIR
+    root = Path(output_dir) / RUN_CHECKPOINTS_DIR
     if not root.is_dir():
         return []
     found = []
@@ -126,16 +145,17 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
-    """(state dicts of the three networks, trainer state) of one checkpoint folder."""
+    """(state dicts of the three networks by `NETWORK_DIRS` name, trainer state) of one checkpoint folder."""
     path = Path(path)
     if not (path / COMPLETE_MARKER).is_file():
         raise CheckpointError(f"{path}: not a complete checkpoint (no '{COMPLETE_MARKER}' marker)")
     networks = {}
-    for name, filename in NETWORK_FILES.items():
+    for name in NETWORK_DIRS:
+        weights = path / name / SAFETENSORS_FILE
         try:
-            networks[name] = load_file(str(path / filename))
+            networks[name] = load_file(str(weights))
         except (SafetensorError, OSError) as error:
-            raise CheckpointError(f"{path / filename}: unreadable ({error})") from None
+            raise CheckpointError(f"{weights}: unreadable ({error})") from None
     try:
         trainer_state = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

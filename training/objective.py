@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, DSeqJEPAPredictor
 
-from .predictor import JEPAPredictor
 from .sequences import region_sequence
 
 
@@ -102,7 +101,7 @@ class JEPAStudent(nn.Module):
     Its mask token is then unused (the trainer freezes it: the release never trains it).
     """
 
-    def __init__(self, encoder: DSeqJEPAModel, predictor: JEPAPredictor, context_mode: str = "gather",
+    def __init__(self, encoder: DSeqJEPAModel, predictor: DSeqJEPAPredictor, context_mode: str = "gather",
                  release_compat: bool = False):
         super().__init__()
         if release_compat and context_mode != "masked":

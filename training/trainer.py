@@ -23,8 +23,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from dseqjepa_hub.application.atomic import atomic_write_text
+from dseqjepa_hub.application.loading import CONTEXT_ENCODER_DIR, PREDICTOR_DIR, TARGET_ENCODER_DIR
+from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAPredictorConfig
 from dseqjepa_hub.errors import DSeqJEPAError
-from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, DSeqJEPAPredictor
 from dseqjepa_hub.regions import extract_regions
 
 from .checkpoint import load_latest_checkpoint, restore_rng_states, rng_states, save_checkpoint
@@ -33,7 +35,6 @@ from .data import build_loader, derive_seed, list_image_files
 from .distributed import DistributedContext, all_reduce_mean, gather_digests, init_distributed, shutdown_distributed
 from .masks import multiblock_masks
 from .objective import JEPAStudent, dseq_task, ijepa_task, jepa_loss, target_features
-from .predictor import JEPAPredictor
 from .schedules import Schedules
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class Pretrainer:
         self.context_encoder = DSeqJEPAModel(model_config).to(device)
         self.model_config = self.context_encoder.config
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
-        self.predictor = JEPAPredictor(self.model_config).to(device)
+        self.predictor = DSeqJEPAPredictor(DSeqJEPAPredictorConfig.from_encoder_config(self.model_config)).to(device)
         if config.release_compat:  # its predictor has no mask token: never trained there, frozen here
             self.predictor.mask_token.requires_grad_(False)  # (no gradient, no optimizer state, no unused DDP parameter)
         self.student = JEPAStudent(self.context_encoder, self.predictor, config.context_mode, config.release_compat)
@@ -107,8 +108,8 @@ class Pretrainer:
 
     # -- state -------------------------------------------------------------------------------
     def networks(self) -> dict[str, nn.Module]:
-        return {"context_encoder": self.context_encoder, "target_encoder": self.target_encoder,
-                "predictor": self.predictor}
+        return {CONTEXT_ENCODER_DIR: self.context_encoder, TARGET_ENCODER_DIR: self.target_encoder,
+                PREDICTOR_DIR: self.predictor}
 
     def trainer_state(self) -> dict:
         epoch, offset = divmod(self.step, self.steps_per_epoch)
