@@ -257,3 +257,15 @@ def test_eval_cli_reports_bad_data(tmp_path, capsys):
     assert "dseqjepa eval: error: " in (err := capsys.readouterr().err) and "annotations.json not found" in err
     assert main(["eval", str(tmp_path / "model"), "--data", str(tmp_path / "nowhere"), "--task", "knn"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["knn", "regions"])
+def test_eval_cli_names_an_unreadable_image(tmp_path, task, capsys):
+    """An evaluation set is curated: one unreadable image stops `eval` with one line naming it."""
+    data_dir = _tiny_scenes(tmp_path / "scenes")
+    broken = data_dir / "val/images/000002.png"
+    broken.write_bytes(b"not a png")
+    assert main(["eval", str(_tiny_model(tmp_path)), "--data", str(data_dir), "--task", task, "--device", "cpu",
+                 "--batch-size", "3", "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert f"dseqjepa eval: error: {broken}: not an image file" in err and "Traceback" not in err

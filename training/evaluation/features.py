@@ -3,13 +3,12 @@ batched-inference runner (`dseqjepa_hub.application.runner`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from PIL import Image
-from tqdm.auto import tqdm
 
-from dseqjepa_hub.application.runner import image_batches, infer_files
+from dseqjepa_hub.application.runner import Forward, ImageBatch, infer_files
 from dseqjepa_hub.image_io import ImageLoadError
 
 from .data import EvaluationDataError
@@ -23,13 +22,20 @@ def _refuse_unreadable(failures: list[tuple[Path, str]]) -> None:
         raise ImageLoadError(*failures[0])
 
 
-def load_pixel_batches(processor, paths: list[Path], batch_size: int, desc: str):
-    """Yield (images, pixel_values (B, 3, S, S)) batch by batch, decoded by the runner's workers,
-    with a progress bar."""
-    with image_batches(paths, processor, batch_size=batch_size, keep_images=True) as batches:
-        for batch in tqdm(batches, total=-(-len(paths) // batch_size), desc=desc, unit="batch"):
-            _refuse_unreadable(batch.failures)
-            yield [Image.fromarray(image.numpy()) for image in batch.images], batch.pixel_values
+def infer_evaluation_images(
+    model, processor, paths: list[Path], forward: Forward, keep: Callable[[ImageBatch, dict[str, torch.Tensor]], None],
+    batch_size: int, desc: str,
+) -> None:
+    """`infer_files` on the model's device for an evaluation set: `keep(batch, outputs)` collects
+    each batch's results; the first unreadable file stops the run (`ImageLoadError`)."""
+
+    def keep_readable(batch: ImageBatch, outputs: dict[str, torch.Tensor]) -> None:
+        _refuse_unreadable(batch.failures)
+        keep(batch, outputs)
+
+    _, failures = infer_files(paths, processor, forward, keep_readable, device=next(model.parameters()).device,
+                              batch_size=batch_size, desc=desc)
+    _refuse_unreadable(failures)  # a batch of which no file could be read never reaches the sink
 
 
 @torch.no_grad()
@@ -60,7 +66,5 @@ def extract_features(
     def keep(batch, outputs: dict[str, torch.Tensor]) -> None:
         features.append(outputs["features"])
 
-    _, failures = infer_files(paths, processor, forward, keep, device=next(model.parameters()).device,
-                              batch_size=batch_size, desc=desc)
-    _refuse_unreadable(failures)
+    infer_evaluation_images(model, processor, paths, forward, keep, batch_size, desc)
     return torch.cat(features)

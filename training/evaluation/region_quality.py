@@ -25,7 +25,7 @@ from dseqjepa_hub.pipeline_saliency_ranking import rank_regions
 from dseqjepa_hub.regions import region_dicts
 
 from .data import EvaluationDataError, SceneRecord
-from .features import load_pixel_batches
+from .features import infer_evaluation_images
 
 HIT_PRECISION = 0.5
 FALLBACK_BOX_AREA = 0.25  # centred box area when the model proposes no region at all
@@ -67,17 +67,17 @@ def summarise(scores: list[tuple[float, float]], areas: list[float | None]) -> d
     }
 
 
-@torch.no_grad()
 def top1_region_scores(model, processor, records: list[SceneRecord], batch_size: int, desc: str) -> dict:
     """Score each image's top-1 region against its objects; returns `summarise`'s dict."""
-    device = next(model.parameters()).device
     scores, areas = [], []
-    paths = [record.image for record in records]
-    for batch_index, (images, pixel_values) in enumerate(load_pixel_batches(processor, paths, batch_size, desc)):
-        ranked = rank_regions(model, pixel_values.to(device))
-        for offset, image in enumerate(images):
-            record = records[batch_index * batch_size + offset]
-            size = (image.height, image.width)
+
+    def forward(pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        ranked = rank_regions(model, pixel_values)
+        return {name: ranked[name] for name in ("masks", "scores", "valid")}
+
+    def score(batch, ranked: dict[str, torch.Tensor]) -> None:
+        for offset, (index, size) in enumerate(zip(batch.indices, batch.sizes)):
+            record = records[index]
             regions = region_dicts(
                 masks=ranked["masks"][offset],
                 scores=ranked["scores"][offset],
@@ -95,6 +95,8 @@ def top1_region_scores(model, processor, records: list[SceneRecord], batch_size:
             else:
                 scores.append(precision_and_iou(top["mask"], objects))
                 areas.append(float(top["mask"].mean()))
+
+    infer_evaluation_images(model, processor, [record.image for record in records], forward, score, batch_size, desc)
     return summarise(scores, areas)
 
 
