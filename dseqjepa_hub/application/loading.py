@@ -140,7 +140,7 @@ def locate_model(model: str | os.PathLike | None, hub_files: list[str] = HUB_FIL
     try:
         return Path(snapshot_download(text, allow_patterns=hub_files)), text
     except (OSError, ValueError) as error:  # not found, offline and not cached, not a valid repo id
-        raise ModelLoadError(f"cannot load the model {text!r}: {error}") from None
+        raise ModelLoadError(f"cannot load the model {text!r}: {_one_line(error)}") from None
 
 
 # ----------------------------------------------------------------------------- what a folder holds
@@ -154,14 +154,14 @@ def read_config(folder: Path) -> DSeqJEPAConfig:
     try:
         model_type = json.loads(path.read_text()).get("model_type")
     except (OSError, ValueError, AttributeError) as error:
-        raise ModelLoadError(f"{path}: not a readable JSON object ({error})") from None
+        raise ModelLoadError(f"{path}: not a readable JSON object ({_one_line(error)})") from None
     if model_type != DSeqJEPAConfig.model_type:
         raise ModelLoadError(f"{path}: model_type {model_type!r}, expected {DSeqJEPAConfig.model_type!r} "
                              "(other checkpoints become model folders with `dseqjepa convert`)")
     try:
         return DSeqJEPAConfig.from_pretrained(folder)
     except (OSError, ValueError, TypeError, StrictDataclassError) as error:
-        raise ModelLoadError(f"{path}: {error}") from None
+        raise ModelLoadError(f"{path}: {_one_line(error)}") from None
 
 
 def weight_shapes(folder: Path) -> tuple[Path, dict[str, tuple[int, ...]]]:
@@ -174,7 +174,7 @@ def weight_shapes(folder: Path) -> tuple[Path, dict[str, tuple[int, ...]]]:
         try:
             shards = sorted({folder / name for name in json.loads(named.read_text())["weight_map"].values()})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise ModelLoadError(f"{named}: not a readable safetensors index ({error})") from None
+            raise ModelLoadError(f"{named}: not a readable safetensors index ({_one_line(error)})") from None
     elif (folder / PICKLE_FILE).is_file():
         named = folder / PICKLE_FILE
         try:
@@ -183,7 +183,7 @@ def weight_shapes(folder: Path) -> tuple[Path, dict[str, tuple[int, ...]]]:
             raise ModelLoadError(f"{named}: holds objects other than tensors and was refused (only plain tensors are "
                                  "ever unpickled); convert it to safetensors from a trusted copy") from None
         except (OSError, RuntimeError, ValueError, EOFError) as error:
-            raise ModelLoadError(f"{named}: not a readable torch file ({error})") from None
+            raise ModelLoadError(f"{named}: not a readable torch file ({_one_line(error)})") from None
         if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
             raise ModelLoadError(f"{named}: expected a dict of tensors (a state dict)")
         return named, {name: tuple(tensor.shape) for name, tensor in state.items()}
@@ -195,12 +195,15 @@ def weight_shapes(folder: Path) -> tuple[Path, dict[str, tuple[int, ...]]]:
             with safe_open(str(shard), framework="pt") as handle:
                 shapes.update({name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()})
         except (SafetensorError, OSError) as error:
-            raise ModelLoadError(f"{shard}: not a readable safetensors file ({error})") from None
+            raise ModelLoadError(f"{shard}: not a readable safetensors file ({_one_line(error)})") from None
     return named, shapes
 
 
-def _listed(names, limit: int = 3) -> str:
-    names = sorted(names)
+def _one_line(error: Exception) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def _listed(names: list[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
 
 
@@ -215,9 +218,9 @@ def check_weights(folder: Path, config: DSeqJEPAConfig, model_class: type[DSeqJE
     if mismatched:
         raise ModelLoadError(f"{named}: the weights do not match config.json: {_listed(mismatched)}")
     if missing := expected.keys() - shapes.keys():
-        raise ModelLoadError(f"{named}: lacks tensors that a {model_class.__name__} needs: {_listed(missing)}")
+        raise ModelLoadError(f"{named}: lacks tensors that a {model_class.__name__} needs: {_listed(sorted(missing))}")
     if unexpected := shapes.keys() - expected.keys():
-        raise ModelLoadError(f"{named}: holds tensors unaccounted for by {model_class.__name__}: {_listed(unexpected)}")
+        raise ModelLoadError(f"{named}: holds tensors unaccounted for by {model_class.__name__}: {_listed(sorted(unexpected))}")
 
 
 def read_processor(folder: Path, config: DSeqJEPAConfig) -> DSeqJEPAImageProcessor:
@@ -229,7 +232,7 @@ def read_processor(folder: Path, config: DSeqJEPAConfig) -> DSeqJEPAImageProcess
     try:
         processor = DSeqJEPAImageProcessor.from_pretrained(folder)
     except (OSError, ValueError, TypeError) as error:
-        raise ModelLoadError(f"{path}: not a readable image processor ({error})") from None
+        raise ModelLoadError(f"{path}: not a readable image processor ({_one_line(error)})") from None
     for name in ("image_mean", "image_std"):
         values = getattr(processor, name)
         if processor.do_normalize and len(values) != config.num_channels:
@@ -264,7 +267,7 @@ def preset_encoder(preset: str, **overrides) -> DSeqJEPAModel:
     try:
         config = DSeqJEPAConfig.from_preset(preset, **overrides)
     except (ValueError, TypeError, StrictDataclassError) as error:
-        raise ModelLoadError(f"{preset}: {error}") from None
+        raise ModelLoadError(f"{preset}: {_one_line(error)}") from None
     encoder = DSeqJEPAModel(config)
     encoder.name_or_path = f"{preset} (random weights)"
     return encoder.eval()
@@ -306,7 +309,7 @@ def load_model(
         try:
             saved = folder.model_class.from_pretrained(path, config=folder.config, **from_pretrained_options)
         except (OSError, ValueError, SafetensorError, pickle.UnpicklingError) as error:  # damaged past the headers
-            raise ModelLoadError(f"cannot load the model {description!r}: {error}") from None
+            raise ModelLoadError(f"cannot load the model {description!r}: {_one_line(error)}") from None
         loaded = LoadedModel(saved if as_saved else saved.base_model, folder.processor, description)
         loaded.model.name_or_path = description
     if image_size is not None:

@@ -74,7 +74,7 @@ PIPELINE_TAGS = {  # the class a folder was saved as (config.json `architectures
 def load_checked(model_dir: Path):
     """The folder (a model folder, or a training run or checkpoint: its target encoder) as the class it
     was saved as, through the one loader, and the folder it came from; its encoder must rank the
-    regions of an image and the whole model run: a folder that fails here is refused."""
+    regions of an image and the whole model run, to finite outputs: a folder that fails here is refused."""
     if not model_dir.is_dir():
         raise ModelLoadError(f"{model_dir}: no such model folder")
     folder, _ = locate_model(model_dir)
@@ -83,10 +83,13 @@ def load_checked(model_dir: Path):
     pixel_values = torch.zeros(1, config.num_channels, config.image_size, config.image_size)
     try:
         with torch.no_grad():
-            rank_regions(loaded.model.base_model, pixel_values)
-            loaded.model(pixel_values=pixel_values)
+            ranked = rank_regions(loaded.model.base_model, pixel_values)
+            outputs = loaded.model(pixel_values=pixel_values)
     except Exception as error:  # noqa: BLE001 - any failure means: do not publish
         raise HubError(f"{folder}: the folder does not run as a DSeq-JEPA model: {error}") from error
+    tensors = [*ranked.values(), *(t for v in outputs.values() for t in (v if isinstance(v, tuple) else (v,)))]
+    if not all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()):
+        raise HubError(f"{folder}: the model gives non-finite outputs: its weights or config hold NaN or inf")
     return loaded, folder
 
 
