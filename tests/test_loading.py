@@ -107,6 +107,14 @@ def test_incomplete_checkpoints_and_runs_without_one_are_one_line(run, tmp_path)
         load_model(tmp_path / "raw")
 
 
+def test_a_folder_holding_config_json_is_a_model_folder_whatever_else_it_holds(run, tmp_path):
+    folder = tmp_path / "finished"
+    shutil.copytree(run / RUN_CHECKPOINTS_DIR / "step_000003" / TARGET_ENCODER_DIR, folder)
+    shutil.copytree(run / RUN_CHECKPOINTS_DIR, folder / RUN_CHECKPOINTS_DIR)
+    loaded = load_model(folder)
+    assert loaded.description == str(folder) and same_weights(loaded.model, folder)
+
+
 def test_commands_take_a_run(run, tmp_path, capsys):
     newest = run / RUN_CHECKPOINTS_DIR / "step_000020" / TARGET_ENCODER_DIR
     assert main(["regions", str(IMAGE), "--model", str(run), "--out", str(tmp_path / "regions"), "--json"]) == 0

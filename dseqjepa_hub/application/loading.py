@@ -98,8 +98,10 @@ def _step(folder: Path) -> int | None:
 def checkpoint_encoder(folder: Path) -> tuple[Path, str] | None:
     """A training run (it holds checkpoints/) -> the target encoder of its newest complete checkpoint;
     a checkpoint (it holds the complete marker or target_encoder/) -> its target encoder; with
-    "FOLDER (step N)" to describe it. None for any other folder."""
+    "FOLDER (step N)" to describe it. None for any other folder (one holding config.json is a model folder)."""
     checkpoints = folder / RUN_CHECKPOINTS_DIR
+    if (folder / CONFIG_FILE).is_file():
+        return None
     if checkpoints.is_dir():
         complete = [(step, path) for path in checkpoints.iterdir()
                     if (step := _step(path)) is not None and (path / COMPLETE_MARKER).is_file()]
@@ -238,12 +240,11 @@ def read_processor(folder: Path, config: DSeqJEPAConfig) -> DSeqJEPAImageProcess
         if processor.do_normalize and len(values) != config.num_channels:
             raise ModelLoadError(f"{path}: {name} has {len(values)} values, config.json says {config.num_channels} "
                                  "channels")
-    if processor.do_resize:
-        size = processor.crop_size if processor.do_center_crop else processor.size
-        sides = [size.get("height"), size.get("width")]
-        if None in sides or any(side % config.patch_size for side in sides):
-            raise ModelLoadError(f"{path}: gives {size} inputs, expected sides that are multiples of config.json's "
-                                 f"patch size {config.patch_size}")
+    size = processor.crop_size if processor.do_center_crop else processor.size
+    sides = [size.get("height"), size.get("width")] if processor.do_resize or processor.do_center_crop else []
+    if None not in sides and any(side % config.patch_size for side in sides):  # None: the image decides
+        raise ModelLoadError(f"{path}: gives {size} inputs, expected sides that are multiples of config.json's "
+                             f"patch size {config.patch_size}")
     return processor
 
 
