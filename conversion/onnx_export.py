@@ -113,7 +113,7 @@ def export_onnx(
     tolerance: float = TOLERANCE,
     log=print,
 ) -> OnnxExportResult:
-    """Export `model` (a folder, Hub id, a loaded `DSeqJEPAModel`, or None for the bundled model) to
+    """Export `model` (a folder, training run, Hub id, a loaded `DSeqJEPAModel`, or None for the bundled model) to
     `out_file`, checked with onnxruntime against torch; nothing is written unless every check passes."""
     out_file = Path(out_file)
     if out_file.suffix != ".onnx":
@@ -125,7 +125,7 @@ def export_onnx(
     if opset < MIN_OPSET:
         raise OnnxExportError(f"--opset {opset}: the exporter (torch.onnx, dynamo) writes opset {MIN_OPSET} or newer")
     onnx, onnxruntime = _onnx_runtime()
-    encoder = model if isinstance(model, DSeqJEPAModel) else load_encoder(None if model is None else str(model))
+    encoder = model if isinstance(model, DSeqJEPAModel) else load_encoder(model)
     encoder = encoder.float().eval()
     if dynamic:
         _check_fixed_sincos(encoder)

@@ -20,9 +20,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from dseqjepa_hub.application.atomic import atomic_directory, check_empty_folder
-from dseqjepa_hub.application.loading import load_encoder
+from dseqjepa_hub.application.loading import load_model
 from dseqjepa_hub.configuration_dseqjepa import PRESETS
-from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, sincos_pos_embed_2d
 
 from .layout import LAYER_NORM_EPS, infer_layout
@@ -156,8 +155,8 @@ def export_timm(
             f"found a file name ending in {out_dir.suffix}"
         )
     check_empty_folder(out_dir)
-    model = load_encoder(str(model_dir)).float()  # damaged folders: one ModelLoadError naming the file
-    config = model.config
+    loaded = load_model(model_dir)  # a folder, run or repo id; damaged: one ModelLoadError naming the file
+    model, config = loaded.model.float(), loaded.model.config
     name, kwargs = timm_model_args(model)
     state = {key: tensor.contiguous() for key, tensor in model.state_dict().items()}
     side = image_size or config.image_size
@@ -175,7 +174,7 @@ def export_timm(
         "num_features": config.hidden_size,
         "global_pool": "avg",
         "model_args": kwargs,
-        "pretrained_cfg": _pretrained_cfg(Path(model_dir), config, side),
+        "pretrained_cfg": _pretrained_cfg(loaded.processor, config, side),
     }
     metadata = {"format": "pt", "timm_model": name, "timm_kwargs": json.dumps(kwargs)}
     with atomic_directory(out_dir) as partial:
@@ -191,12 +190,8 @@ def export_timm(
     return name, kwargs, difference
 
 
-def _pretrained_cfg(model_dir: Path, config, side: int) -> dict:
+def _pretrained_cfg(processor, config, side: int) -> dict:
     """timm's description of the preprocessing the model expects, from its image processor."""
-    if (model_dir / "preprocessor_config.json").is_file():
-        processor = DSeqJEPAImageProcessor.from_pretrained(model_dir)
-    else:
-        processor = DSeqJEPAImageProcessor.from_model_config(config)
     if processor.do_center_crop and processor.size.get("shortest_edge"):
         crop_pct, crop_mode = processor.crop_size["height"] / processor.size["shortest_edge"], "center"
     else:

@@ -13,7 +13,7 @@ DESCRIPTION = ("Evaluate a frozen encoder on a data set built by `dseqjepa data 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", default=None, help="model folder or Hub repo id (default: the bundled model)")
+    parser.add_argument("model", nargs="?", default=None, help="model folder, training run or checkpoint, or Hub repo id (default: the bundled model)")
     parser.add_argument("--data", required=True, help="data folder with train and val/test splits (dseqjepa data build)")
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--out", help="write the result to this .json file and its table to the .md beside it")

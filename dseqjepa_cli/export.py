@@ -13,7 +13,8 @@ ONNX_TOLERANCE = 1e-4  # dseqjepa_convert.onnx_export.TOLERANCE; not imported he
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", choices=("timm", "onnx"))
-    parser.add_argument("model", help="DSeq-JEPA model folder or Hub repo id (onnx: 'default' for the bundled model)")
+    parser.add_argument("model", help="DSeq-JEPA model folder, training run or checkpoint, or Hub repo id (onnx: 'default' for the "
+                        "bundled model)")
     parser.add_argument("--out", required=True, help="timm: an output folder (absent or empty); onnx: an .onnx file (must not exist)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="timm: export for this square input size (exact sin-cos positions for its grid; default: "

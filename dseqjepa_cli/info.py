@@ -9,14 +9,16 @@ DESCRIPTION = "Print a model's configuration, patch grid and parameter count (no
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a saved model folder, a Hub repo id, or a preset name such as vit_base_patch16_224")
+    parser.add_argument("model", help="a saved model folder, a training run or checkpoint, a Hub repo id, or a preset name "
+                        "such as vit_base_patch16_224")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from dseqjepa_hub.application.info import describe, read_config
+    from dseqjepa_hub.application.info import describe
+    from dseqjepa_hub.application.loading import model_config
 
-    summary = describe(read_config(args.model))
+    summary = describe(model_config(args.model))
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

@@ -10,7 +10,7 @@ DESCRIPTION = ("Stage DIR (model, image processor, remote code, saliency-ranking
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model_dir", metavar="DIR")
+    parser.add_argument("model_dir", metavar="DIR", help="a model folder, or a training run or checkpoint (its target encoder)")
     parser.add_argument("--repo-id", required=True, help="ORG/NAME")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--revision", help="branch to commit to (created if missing)")

@@ -8,7 +8,9 @@ the model files (a saved folder then loads with `trust_remote_code=True` without
 and registers the "saliency-ranking" pipeline.
 """
 
-from importlib.metadata import version
+import tomllib
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from transformers import (
     AutoBackbone,
@@ -37,7 +39,10 @@ from .pipeline_saliency_ranking import (
 )
 from .regions import Regions, extract_regions, region_dicts, saliency_map
 
-__version__ = version("dseqjepa-hub")  # the one place it is set: pyproject.toml
+try:
+    __version__ = version("dseqjepa-hub")  # the one place it is set: pyproject.toml
+except PackageNotFoundError:  # a checkout that is not installed (torch.hub.load(..., source="local")): read it there
+    __version__ = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
 __all__ = [
     "PRESETS",
     "DSeqJEPABackbone",

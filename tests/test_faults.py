@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from dseqjepa_cli import main
 from dseqjepa_hub import default_model_path
+from dseqjepa_hub.errors import DSeqJEPAError
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = REPO / "examples/images/coffee.jpg"
@@ -402,20 +403,39 @@ def test_corpus_through_the_cli_and_the_pipeline_gives_the_same_answers(tmp_path
             assert np.array_equal(got["mask"], want["mask"]) and got["box"] == want["box"], name
 
 
-@pytest.mark.parametrize("command", ["push", "eval"])
-def test_a_hostile_pickle_never_runs_in_push_or_eval(tmp_path, capsys, command):
+@pytest.mark.parametrize("kind", [kind for kind in EXPECTED if kind != "NaN weights"])  # found before any image runs
+def test_a_damaged_folder_is_the_same_line_in_every_command(tmp_path, capsys, kind):
+    """One loader: every command that loads a model, and torch.hub, refuse the folder with the same line."""
     folder = model_copy(tmp_path, "model")
-    damage(folder, "hostile pickle", tmp_path)
-    if command == "push":
-        argv = ["push", str(folder), "--repo-id", "org/name", "--dry-run", "--stage-dir", str(tmp_path / "stage")]
-    else:
-        (tmp_path / "data/train").mkdir(parents=True)
-        (tmp_path / "data/val").mkdir()
-        argv = ["eval", str(folder), "--data", str(tmp_path / "data"), "--task", "knn", "--device", "cpu"]
-    assert main(argv) == 1
-    err = capsys.readouterr().err
-    assert f"dseqjepa {command}: error: " in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "executed").exists()
+    damage(folder, kind, tmp_path)
+    (tmp_path / "data/train").mkdir(parents=True)
+    (tmp_path / "data/val").mkdir()
+    out = tmp_path / "out"
+    commands = {
+        "regions": ["regions", str(IMAGE), "--model", str(folder), "--out", str(out / "regions")],
+        "embed": ["embed", str(IMAGE), "--model", str(folder), "--out", str(out / "emb.safetensors")],
+        "visualize": ["visualize", str(IMAGE), "--kind", "saliency", "--model", str(folder), "--out", str(out / "vis")],
+        "eval": ["eval", str(folder), "--data", str(tmp_path / "data"), "--task", "knn", "--device", "cpu"],
+        "export": ["export", "timm", str(folder), "--out", str(out / "timm")],
+        "export onnx": ["export", "onnx", str(folder), "--out", str(out / "model.onnx")],
+        "push": ["push", str(folder), "--repo-id", "org/name", "--dry-run", "--stage-dir", str(out / "stage"),
+                 "--license", "apache-2.0"],
+    }
+    messages = {}
+    capsys.readouterr()
+    for name, argv in commands.items():
+        assert main(argv) == 1, name
+        lines = capsys.readouterr().err.strip().splitlines()
+        prefix = f"dseqjepa {argv[0]}: error: "
+        assert len(lines) == 1 and lines[0].startswith(prefix), (name, lines[-5:])
+        messages[name] = lines[0][len(prefix):]
+    with pytest.raises(DSeqJEPAError) as raised:
+        torch.hub.load(str(REPO), "dseqjepa_vit_tiny_patch16_224", source="local", weights=str(folder))
+    messages["torch.hub"] = str(raised.value)
+    assert len(set(messages.values())) == 1, messages
+    assert EXPECTED[kind] in messages["push"]
+    assert not (tmp_path / "executed").exists()  # the pickle's code never ran
+    assert not out.exists() or not any(out.rglob("*.*"))  # nothing written
 
 
 def test_training_on_a_folder_with_no_readable_image_is_one_line(tmp_path, capsys):

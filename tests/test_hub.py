@@ -23,6 +23,7 @@ from dseqjepa_convert import READERS, convert
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel
 from dseqjepa_hub.application import publish as publish_module
 from dseqjepa_hub.application.atomic import FolderNotEmptyError, atomic_directory
+from dseqjepa_hub.application.loading import ModelLoadError
 from dseqjepa_hub.application.publish import HubError, push, stage
 
 REPO_ID = "dseq-org/tiny-ijepa"
@@ -313,7 +314,7 @@ def test_refusals_happen_before_any_network_call(converted, hub, tmp_path, capsy
     data = (broken / "model.safetensors").read_bytes()
     (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
     assert main(["push", str(broken), "--repo-id", REPO_ID]) == 1
-    assert "does not load as a DSeqJEPAModel" in capsys.readouterr().err
+    assert f"dseqjepa push: error: {broken / 'model.safetensors'}: not a readable safetensors file" in capsys.readouterr().err
 
     bad_eval = tmp_path / "eval.json"
     bad_eval.write_text(json.dumps({**EVAL_RESULT, "value": "high"}))
@@ -380,7 +381,7 @@ def test_push_refuses_a_folder_whose_tensors_the_class_does_not_account_for(fine
     tensors = load_file(folder / "model.safetensors")
     tensors["extra_head.weight"] = torch.zeros(2, 2)
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(HubError, match="unaccounted for.*extra_head.weight"):
+    with pytest.raises(ModelLoadError, match="unaccounted for by DSeqJEPAForImageClassification: extra_head.weight"):
         stage(folder, tmp_path / "stage", repo_id="org/x", license="apache-2.0")
 
 

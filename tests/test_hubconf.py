@@ -1,16 +1,20 @@
-"""torch.hub entry points from the checkout: the bundled model and the presets, importing only the core."""
+"""torch.hub entry points from the checkout: the bundled model and the presets, through the package's one
+loader, from a checkout that need not be installed."""
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
 import torch
 
 from dseqjepa_hub import PRESETS, DSeqJEPAModel, default_model_path
+from dseqjepa_hub.application.loading import ModelLoadError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,24 +52,37 @@ def test_torch_hub_load_a_preset_with_overrides_and_weights(tmp_path):
     pixels = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(again(pixels).last_hidden_state, model(pixels).last_hidden_state)
-    with pytest.raises(ValueError, match="are not a vit_small_patch16_224 model: hidden_size 192 \\(preset 384\\)"):
+    with pytest.raises(ModelLoadError, match="are not a vit_small_patch16_224 model: hidden_size 192 \\(preset 384\\)"):
         torch.hub.load(str(REPO), "dseqjepa_vit_small_patch16_224", source="local", weights=str(tmp_path / "tiny"))
-    with pytest.raises(ValueError, match="come with their own configuration"):
+    with pytest.raises(ModelLoadError, match="come with their own configuration"):
         torch.hub.load(str(REPO), "dseqjepa_vit_tiny_patch16_224", source="local", weights=str(tmp_path / "tiny"),
                        image_size=64)
 
 
-def test_hubconf_imports_only_the_model_core(tmp_path):
-    """As DINOv2's hubconf: neither the package's __init__ (Auto-class registration, pipelines) nor any
-    module around the core runs, and the checkout works where the package is not installed."""
+def test_hubconf_works_from_a_checkout_that_is_not_installed(tmp_path):
+    """As DINOv2's hubconf: the package is imported from the checkout torch.hub loads, here a copy of it
+    beside no installed distribution (its version then comes from pyproject.toml), and nothing but the
+    package (no trainer, no converter, no CLI) is imported."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO / "dseqjepa_hub", checkout / "dseqjepa_hub", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("hubconf.py", "pyproject.toml"):
+        shutil.copy2(REPO / name, checkout / name)
     script = textwrap.dedent(f"""
-        import sys
-        sys.modules["dseqjepa_hub"] = None  # as if the package were not installed
+        import importlib.metadata, sys
+        sys.meta_path[:] = [finder for finder in sys.meta_path if "editable" not in repr(finder)]
+        installed = importlib.metadata.version
+        def version(name):  # as if the distribution were not installed
+            if name == "dseqjepa-hub":
+                raise importlib.metadata.PackageNotFoundError(name)
+            return installed(name)
+        importlib.metadata.version = version
         import torch
-        model = torch.hub.load({str(REPO)!r}, "dseqjepa_default", source="local")
-        loaded = sorted(name for name, module in sys.modules.items()
-                        if module is not None and name.lstrip("_").startswith("dseqjepa"))
-        print("LOADED", loaded)
+        model = torch.hub.load({str(checkout)!r}, "dseqjepa_default", source="local")
+        import dseqjepa_hub
+        print("FILE", dseqjepa_hub.__file__)
+        print("VERSION", dseqjepa_hub.__version__)
+        print("LOADED", sorted({{name.split(".")[0] for name, module in sys.modules.items()
+                                if module is not None and name.lstrip("_").startswith("dseqjepa")}}))
         with torch.no_grad():
             print("SHAPE", tuple(model(torch.zeros(1, 3, 96, 96), output_saliency=True).saliency.shape))
     """)
@@ -74,7 +91,8 @@ def test_hubconf_imports_only_the_model_core(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    loaded = next(line for line in done.stdout.splitlines() if line.startswith("LOADED"))
-    core = {"configuration_dseqjepa", "modeling_dseqjepa", "image_processing_dseqjepa", "regions"}
-    assert loaded == "LOADED " + str(sorted(["_dseqjepa_hub_core", *(f"_dseqjepa_hub_core.{name}" for name in core)]))
-    assert "SHAPE (1, 12, 12)" in done.stdout
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+    assert lines["FILE"] == str(checkout / "dseqjepa_hub" / "__init__.py")
+    assert lines["VERSION"] == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert lines["LOADED"] == "['dseqjepa_hub']"
+    assert lines["SHAPE"] == "(1, 12, 12)"

@@ -432,7 +432,7 @@ def test_commands_refuse_clearly(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["regions", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
     assert "no image files found" in capsys.readouterr().err
-    with pytest.raises(ModelLoadError, match="cannot load the model"):
+    with pytest.raises(ModelLoadError, match="empty: not a model folder \\(no config.json\\)"):
         load_model(str(tmp_path / "empty"))
     for option, value in (("--num-regions", "0"), ("--batch-size", "-1"), ("--min-region-fraction", "1.5")):
         with pytest.raises(SystemExit):

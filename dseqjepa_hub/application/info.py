@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import torch
-from huggingface_hub.errors import StrictDataclassError
 
-from ..configuration_dseqjepa import PRESETS, DSeqJEPAConfig
-from ..errors import DSeqJEPAError
+from ..configuration_dseqjepa import DSeqJEPAConfig
 from ..modeling_dseqjepa import DSeqJEPAModel
-from .loading import model_source
-
-
-def read_config(model: str) -> DSeqJEPAConfig:
-    """A preset name, a saved model folder or a Hub repo id (from the local cache when offline)."""
-    if model in PRESETS:
-        return DSeqJEPAConfig.from_preset(model)
-    try:
-        return DSeqJEPAConfig.from_pretrained(model_source(model))
-    except (OSError, ValueError, StrictDataclassError) as error:
-        raise DSeqJEPAError(f"cannot read a DSeq-JEPA config from {model!r}: {error}") from None
 
 
 def describe(config: DSeqJEPAConfig) -> dict:

@@ -1,31 +1,50 @@
-"""The model that the commands, the evaluation and the Hub staging run: a folder, a Hub repo
-id or the bundled default model, loaded with this package's code (never remote code).
+"""The one model loader: what every command, the evaluation, the exports, the Hub staging and
+torch.hub (hubconf.py) load, always with this package's code (never remote code).
 
-Whatever is wrong with a folder (a pickle holding more than tensors, a safetensors file with a
-damaged header, weights whose shapes disagree with config.json) becomes one `ModelLoadError`
-naming the file and the problem, before transformers prints a report or a traceback.
+A model is named by a folder, a training run or one of its checkpoints, a Hub repo id (its files
+from the HF cache; fetched unless offline), a size preset (random weights) or nothing (the bundled
+model). Every named folder is checked once, before anything is allocated: config.json (a readable,
+valid DSeq-JEPA config naming a known class in `architectures`), the image processor
+(preprocessor_config.json, or one made from the config where the folder has none: the channels and
+the patch size must fit the config) and the weights (safetensors headers, or a weights-only
+unpickling of pytorch_model.bin onto the meta device: every tensor the class needs, none it does
+not account for, each of the shape config.json implies). Whatever is wrong becomes one
+`ModelLoadError` naming the file and the problem, the same in every command.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from huggingface_hub import snapshot_download
 from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 
 from ..configuration_dseqjepa import PRESETS, DSeqJEPAConfig
 from ..errors import DSeqJEPAError
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
-from ..modeling_dseqjepa import DSeqJEPAModel
+from ..modeling_dseqjepa import (
+    DSeqJEPABackbone,
+    DSeqJEPAForImageClassification,
+    DSeqJEPAModel,
+    DSeqJEPAPreTrainedModel,
+)
 
 logger = logging.getLogger(__name__)
+CONFIG_FILE = "config.json"
+PROCESSOR_FILE = "preprocessor_config.json"
 SAFETENSORS_FILE = "model.safetensors"
-PICKLE_FILE = "pytorch_model.bin"  # read by transformers with torch.load(weights_only=True)
+SAFETENSORS_INDEX = "model.safetensors.index.json"  # a sharded model: tensor name -> shard file
+PICKLE_FILE = "pytorch_model.bin"  # only ever read with torch.load(weights_only=True)
+HUB_FILES = [CONFIG_FILE, PROCESSOR_FILE, SAFETENSORS_FILE, SAFETENSORS_INDEX, "model-*-of-*.safetensors"]
+MODEL_CLASSES = {cls.__name__: cls for cls in (DSeqJEPAModel, DSeqJEPAForImageClassification, DSeqJEPABackbone)}
 
 # The layout of a training run (written by dseqjepa_train.checkpoint, read here and by every command):
 #   RUN/checkpoints/step_000123/{target_encoder,context_encoder,predictor}/ (save_pretrained folders),
@@ -35,16 +54,26 @@ COMPLETE_MARKER = "complete"
 TARGET_ENCODER_DIR = "target_encoder"  # what every command loads from a run or a checkpoint
 CONTEXT_ENCODER_DIR = "context_encoder"
 PREDICTOR_DIR = "predictor"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 class ModelLoadError(DSeqJEPAError):
-    """A model folder or repo id that does not load as a DSeq-JEPA model, or an absent device."""
+    """A model folder, run or repo id that does not load as a DSeq-JEPA model, or an absent device."""
 
 
 class LoadedModel(NamedTuple):
-    model: DSeqJEPAModel  # in eval mode, on the requested device
+    model: DSeqJEPAPreTrainedModel  # the encoder (or, with as_saved, the class saved), in eval mode on the device
     processor: DSeqJEPAImageProcessor
     description: str  # what was loaded, for outputs that record their model
+
+
+class ModelFolder(NamedTuple):
+    """A folder whose config, image processor and weights were checked against each other."""
+
+    path: Path
+    config: DSeqJEPAConfig
+    model_class: type[DSeqJEPAPreTrainedModel]  # the class named in config.json `architectures`
+    processor: DSeqJEPAImageProcessor
 
 
 def default_model_path() -> Path:
@@ -58,95 +87,283 @@ def check_device(device: str) -> None:
         raise ModelLoadError(f"--device {device}: no CUDA device is available here")
 
 
-def check_safetensors_shapes(weights: Path, config: DSeqJEPAConfig) -> None:
-    """Raise ModelLoadError if `weights` is not a readable safetensors file or its encoder
-    tensors disagree in shape with the model `config` describes (head tensors are not checked)."""
-    try:
-        with safe_open(str(weights), framework="pt") as handle:
-            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
-    except (SafetensorError, OSError) as error:
-        raise ModelLoadError(f"{weights}: not a readable safetensors file ({error})") from None
-    with torch.device("meta"):  # shapes only
-        expected = {name: tuple(tensor.shape) for name, tensor in DSeqJEPAModel(config).state_dict().items()}
-    prefixes = ("", "dseqjepa.")  # the encoder alone, or inside a head
-    mismatched = [
-        f"{prefix}{name} is {shapes[prefix + name]}, config.json implies {shape}"
-        for name, shape in expected.items()
-        for prefix in prefixes
-        if prefix + name in shapes and shapes[prefix + name] != shape
-    ]
-    if mismatched:
-        more = f" (and {len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
-        raise ModelLoadError(f"{weights}: the weights do not match config.json: {'; '.join(mismatched[:3])}{more}")
+# ----------------------------------------------------------------------------- where a model is
 
 
-def model_source(model: str | os.PathLike) -> str:
-    """`model` as from_pretrained should get it; a path that is plainly local (absolute, or starting
-    with ".", "~" or holding a backslash) but missing is refused at once, not looked up on the Hub."""
+def _step(folder: Path) -> int | None:
+    match = _STEP_DIR.match(folder.name)
+    return int(match.group(1)) if match else None
+
+
+def checkpoint_encoder(folder: Path) -> tuple[Path, str] | None:
+    """A training run (it holds checkpoints/) -> the target encoder of its newest complete checkpoint;
+    a checkpoint (it holds the complete marker or target_encoder/) -> its target encoder; with
+    "FOLDER (step N)" to describe it. None for any other folder (one holding config.json is a model folder)."""
+    checkpoints = folder / RUN_CHECKPOINTS_DIR
+    if (folder / CONFIG_FILE).is_file():
+        return None
+    if checkpoints.is_dir():
+        complete = [(step, path) for path in checkpoints.iterdir()
+                    if (step := _step(path)) is not None and (path / COMPLETE_MARKER).is_file()]
+        if not complete:
+            raise ModelLoadError(f"{folder}: a training run without a complete checkpoint (no step_* folder in "
+                                 f"{checkpoints} holds the '{COMPLETE_MARKER}' marker)")
+        step, checkpoint = max(complete)
+    elif (folder / COMPLETE_MARKER).exists() or (folder / TARGET_ENCODER_DIR).is_dir():
+        if not (folder / COMPLETE_MARKER).is_file():
+            raise ModelLoadError(f"{folder}: an incomplete training checkpoint (no '{COMPLETE_MARKER}' marker: its "
+                                 "writing was interrupted); give the run folder to load its newest complete checkpoint")
+        step, checkpoint = _step(folder), folder
+    else:
+        return None
+    encoder = checkpoint / TARGET_ENCODER_DIR
+    if not encoder.is_dir():
+        raise ModelLoadError(f"{checkpoint}: no {TARGET_ENCODER_DIR}/ model folder (a raw checkpoint of an earlier "
+                             f"version? `dseqjepa convert {checkpoint} --format training --out DIR` makes it one)")
+    return encoder, str(folder) if step is None else f"{folder} (step {step})"
+
+
+def locate_model(model: str | os.PathLike | None, hub_files: list[str] = HUB_FILES) -> tuple[Path, str]:
+    """The local folder holding `model` (a folder, a training run or checkpoint, a Hub repo id, or None
+    for the bundled model) and how outputs name it. A path that is plainly local (absolute, or
+    starting with ".", "~" or holding a backslash) but missing is refused at once, not looked up on
+    the Hub; a repo id is its snapshot in the HF cache, holding `hub_files` (default: the config, the
+    image processor and the safetensors weights)."""
+    if model is None:
+        return default_model_path(), str(default_model_path())
     text = str(model)
     path = Path(text).expanduser()
+    if path.is_dir():
+        return checkpoint_encoder(path) or (path, str(path))
     if path.exists():
-        return str(path)
+        raise ModelLoadError(f"{text}: a file, not a model folder")
     if path.is_absolute() or text.startswith((".", "~")) or "\\" in text or text.count("/") > 1:
         raise ModelLoadError(f"{text}: no such model folder")
-    return text
+    try:
+        return Path(snapshot_download(text, allow_patterns=hub_files)), text
+    except (OSError, ValueError) as error:  # not found, offline and not cached, not a valid repo id
+        raise ModelLoadError(f"cannot load the model {text!r}: {_one_line(error)}") from None
 
 
-def load_encoder(model: str | None = None, device: str = "cpu") -> DSeqJEPAModel:
-    """The encoder alone (no image processor needed): `model` as in `load_model`."""
+# ----------------------------------------------------------------------------- what a folder holds
+
+
+def read_config(folder: Path) -> DSeqJEPAConfig:
+    """config.json of a model folder, validated (geometry, finite settings) without loading anything else."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{folder}: not a model folder (no {CONFIG_FILE})")
+    try:
+        model_type = json.loads(path.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ModelLoadError(f"{path}: not a readable JSON object ({_one_line(error)})") from None
+    if model_type != DSeqJEPAConfig.model_type:
+        raise ModelLoadError(f"{path}: model_type {model_type!r}, expected {DSeqJEPAConfig.model_type!r} "
+                             "(other checkpoints become model folders with `dseqjepa convert`)")
+    try:
+        return DSeqJEPAConfig.from_pretrained(folder)
+    except (OSError, ValueError, TypeError, StrictDataclassError) as error:
+        raise ModelLoadError(f"{path}: {_one_line(error)}") from None
+
+
+def weight_shapes(folder: Path) -> tuple[Path, dict[str, tuple[int, ...]]]:
+    """The file naming the folder's weights and each tensor's shape, from the safetensors headers
+    (one file or the shards of an index) or pytorch_model.bin unpickled weights-only onto the meta device."""
+    if (folder / SAFETENSORS_FILE).is_file():
+        named, shards = folder / SAFETENSORS_FILE, [folder / SAFETENSORS_FILE]
+    elif (folder / SAFETENSORS_INDEX).is_file():
+        named = folder / SAFETENSORS_INDEX
+        try:
+            shards = sorted({folder / name for name in json.loads(named.read_text())["weight_map"].values()})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ModelLoadError(f"{named}: not a readable safetensors index ({_one_line(error)})") from None
+    elif (folder / PICKLE_FILE).is_file():
+        named = folder / PICKLE_FILE
+        try:
+            state = torch.load(named, map_location="meta", weights_only=True, mmap=True)
+        except pickle.UnpicklingError:
+            raise ModelLoadError(f"{named}: holds objects other than tensors and was refused (only plain tensors are "
+                                 "ever unpickled); convert it to safetensors from a trusted copy") from None
+        except (OSError, RuntimeError, ValueError, EOFError) as error:
+            raise ModelLoadError(f"{named}: not a readable torch file ({_one_line(error)})") from None
+        if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+            raise ModelLoadError(f"{named}: expected a dict of tensors (a state dict)")
+        return named, {name: tuple(tensor.shape) for name, tensor in state.items()}
+    else:
+        raise ModelLoadError(f"{folder}: no weights ({SAFETENSORS_FILE}, {SAFETENSORS_INDEX} or {PICKLE_FILE})")
+    shapes = {}
+    for shard in shards:
+        try:
+            with safe_open(str(shard), framework="pt") as handle:
+                shapes.update({name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()})
+        except (SafetensorError, OSError) as error:
+            raise ModelLoadError(f"{shard}: not a readable safetensors file ({_one_line(error)})") from None
+    return named, shapes
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def _listed(names: list[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
+
+
+def check_weights(folder: Path, config: DSeqJEPAConfig, model_class: type[DSeqJEPAPreTrainedModel]) -> None:
+    """Every tensor that `model_class` built from `config` needs is in the folder's weights, of the
+    shape config.json implies, and the weights hold no tensor the class does not account for."""
+    named, shapes = weight_shapes(folder)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        expected = {name: tuple(tensor.shape) for name, tensor in model_class(config).state_dict().items()}
+    mismatched = [f"{name} is {shapes[name]}, config.json implies {shape}"
+                  for name, shape in expected.items() if name in shapes and shapes[name] != shape]
+    if mismatched:
+        raise ModelLoadError(f"{named}: the weights do not match config.json: {_listed(mismatched)}")
+    if missing := expected.keys() - shapes.keys():
+        raise ModelLoadError(f"{named}: lacks tensors that a {model_class.__name__} needs: {_listed(sorted(missing))}")
+    if unexpected := shapes.keys() - expected.keys():
+        raise ModelLoadError(f"{named}: holds tensors unaccounted for by {model_class.__name__}: {_listed(sorted(unexpected))}")
+
+
+def read_processor(folder: Path, config: DSeqJEPAConfig) -> DSeqJEPAImageProcessor:
+    """The folder's image processor (one made from the config where it has no preprocessor_config.json),
+    checked to give inputs the config's model takes: its channels, sides that are multiples of the patch."""
+    path = folder / PROCESSOR_FILE
+    if not path.is_file():
+        return DSeqJEPAImageProcessor.from_model_config(config)
+    try:
+        processor = DSeqJEPAImageProcessor.from_pretrained(folder)
+    except (OSError, ValueError, TypeError) as error:
+        raise ModelLoadError(f"{path}: not a readable image processor ({_one_line(error)})") from None
+    for name in ("image_mean", "image_std"):
+        values = getattr(processor, name)
+        if processor.do_normalize and len(values) != config.num_channels:
+            raise ModelLoadError(f"{path}: {name} has {len(values)} values, config.json says {config.num_channels} "
+                                 "channels")
+    size = processor.crop_size if processor.do_center_crop else processor.size
+    sides = [size.get("height"), size.get("width")] if processor.do_resize or processor.do_center_crop else []
+    if None not in sides and any(side % config.patch_size for side in sides):  # None: the image decides
+        raise ModelLoadError(f"{path}: gives {size} inputs, expected sides that are multiples of config.json's "
+                             f"patch size {config.patch_size}")
+    return processor
+
+
+def check_model_folder(folder: Path) -> ModelFolder:
+    """The one validation of a model folder: config, image processor and weights against each other."""
+    config = read_config(folder)
+    name = (config.architectures or [DSeqJEPAModel.__name__])[0]
+    if name not in MODEL_CLASSES:
+        raise ModelLoadError(f"{folder / CONFIG_FILE}: architectures {config.architectures}: expected one of "
+                             f"{sorted(MODEL_CLASSES)}")
+    processor = read_processor(folder, config)
+    check_weights(folder, config, MODEL_CLASSES[name])
+    return ModelFolder(folder, config, MODEL_CLASSES[name], processor)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def preset_encoder(preset: str, **overrides) -> DSeqJEPAModel:
+    """A randomly initialised encoder of a size preset (config fields overridable), in eval mode."""
+    try:
+        config = DSeqJEPAConfig.from_preset(preset, **overrides)
+    except (ValueError, TypeError, StrictDataclassError) as error:
+        raise ModelLoadError(f"{preset}: {_one_line(error)}") from None
+    encoder = DSeqJEPAModel(config)
+    encoder.name_or_path = f"{preset} (random weights)"
+    return encoder.eval()
+
+
+def _is_preset(model) -> bool:
+    return isinstance(model, str) and model in PRESETS and not Path(model).exists()
+
+
+def load_model(
+    model: str | os.PathLike | None = None,
+    device: str = "cpu",
+    image_size: int | None = None,
+    *,
+    as_saved: bool = False,
+    **from_pretrained_options,
+) -> LoadedModel:
+    """`model`: a local folder, a training run or checkpoint, a Hub repo id (from the cache when
+    offline), a size preset (random weights, with a warning); None: the bundled model.
+
+    image_size: run at this square input size instead of the model's (the encoder regenerates its
+    positions for any grid; a multiple of the patch size): the processor resizes to it.
+    as_saved: the class the folder was saved as (a classifier, a backbone), not only its encoder.
+    from_pretrained_options: passed on (e.g. attn_implementation="eager").
+    """
     check_device(device)
-    if model in PRESETS and not Path(model).exists():
+    if _is_preset(model):
+        if as_saved:
+            raise ModelLoadError(f"{model}: a size preset, not a model folder")
         logger.warning(
             "%s is a size preset, not trained weights: the model is RANDOMLY INITIALISED and its "
             "embeddings and regions mean nothing (give a model folder or repo id for real ones)", model,
         )
-        encoder = DSeqJEPAModel(DSeqJEPAConfig.from_preset(model))
-        encoder.name_or_path = f"{model} (random weights)"
-        return encoder.to(device).eval()
-    source = model_source(default_model_path() if model is None else model)
-    try:
-        config = DSeqJEPAConfig.from_pretrained(source)
-    except (OSError, ValueError, StrictDataclassError) as error:
-        raise ModelLoadError(f"cannot load the model {source!r}: {error}") from None
-    if (Path(source) / SAFETENSORS_FILE).is_file():
-        check_safetensors_shapes(Path(source) / SAFETENSORS_FILE, config)
-    try:
-        encoder = DSeqJEPAModel.from_pretrained(source, config=config)
-    except pickle.UnpicklingError:
-        raise ModelLoadError(
-            f"{Path(source) / PICKLE_FILE}: holds objects other than tensors and was refused "
-            "(only plain tensors are ever unpickled); convert it to safetensors from a trusted copy"
-        ) from None
-    except SafetensorError as error:
-        raise ModelLoadError(f"{source}: a safetensors file is unreadable ({error})") from None
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot load the model {source!r}: {error}") from None
-    return encoder.to(device).eval()
-
-
-def load_model(model: str | None = None, device: str = "cpu", image_size: int | None = None) -> LoadedModel:
-    """`model`: a local folder or a Hub repo id (from the cache when offline); None: the bundled model.
-
-    image_size: run at this square input size instead of the model's (the encoder regenerates its
-    positions for any grid; a multiple of the patch size): the processor resizes to it.
-    """
-    encoder = load_encoder(model, device)
-    source = encoder.name_or_path
-    if model in PRESETS and not Path(model).exists():
-        processor = DSeqJEPAImageProcessor.from_model_config(encoder.config)
+        encoder = preset_encoder(model)
+        loaded = LoadedModel(encoder, DSeqJEPAImageProcessor.from_model_config(encoder.config), encoder.name_or_path)
     else:
+        path, description = locate_model(model)
+        folder = check_model_folder(path)
         try:
-            processor = DSeqJEPAImageProcessor.from_pretrained(source)
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f"cannot load the image processor of {source!r}: {error}") from None
+            saved = folder.model_class.from_pretrained(path, config=folder.config, **from_pretrained_options)
+        except (OSError, ValueError, SafetensorError, pickle.UnpicklingError) as error:  # damaged past the headers
+            raise ModelLoadError(f"cannot load the model {description!r}: {_one_line(error)}") from None
+        loaded = LoadedModel(saved if as_saved else saved.base_model, folder.processor, description)
+        loaded.model.name_or_path = description
     if image_size is not None:
-        patch = encoder.config.patch_size
-        if image_size < patch or image_size % patch:
-            raise ModelLoadError(f"--size {image_size}: expected a multiple of the patch size {patch}")
-        if processor.do_center_crop:
-            processor.size = {"shortest_edge": round(image_size * processor.size.get("shortest_edge", image_size)
-                                                     / processor.crop_size["height"])}
-        else:
-            processor.size = {"height": image_size, "width": image_size}
-        processor.crop_size = {"height": image_size, "width": image_size}
-    return LoadedModel(encoder, processor, source)
+        resize_processor(loaded.processor, image_size, loaded.model.config.patch_size)
+    loaded.model.to(device).eval()
+    return loaded
+
+
+def resize_processor(processor: DSeqJEPAImageProcessor, image_size: int, patch_size: int) -> None:
+    """Make `processor` give square `image_size` inputs (a centre crop keeps its crop ratio)."""
+    if image_size < patch_size or image_size % patch_size:
+        raise ModelLoadError(f"--size {image_size}: expected a multiple of the patch size {patch_size}")
+    if processor.do_center_crop:
+        processor.size = {"shortest_edge": round(image_size * processor.size.get("shortest_edge", image_size)
+                                                 / processor.crop_size["height"])}
+    else:
+        processor.size = {"height": image_size, "width": image_size}
+    processor.crop_size = {"height": image_size, "width": image_size}
+
+
+def load_encoder(model: str | os.PathLike | None = None, device: str = "cpu", **from_pretrained_options) -> DSeqJEPAModel:
+    """The encoder alone: `model` as in `load_model`."""
+    return load_model(model, device, **from_pretrained_options).model
+
+
+def model_config(model: str | os.PathLike) -> DSeqJEPAConfig:
+    """The configuration of a preset, folder, run, checkpoint or repo id (only its config.json fetched)."""
+    if _is_preset(model):
+        return DSeqJEPAConfig.from_preset(model)
+    return read_config(locate_model(model, hub_files=[CONFIG_FILE])[0])
+
+
+def torch_hub_entry_point(preset: str):
+    """hubconf.py's `dseqjepa_<preset>(weights=None, **overrides)`: a randomly initialised encoder of
+    that size, or `weights` (anything `load_model` takes) checked to be of that size."""
+
+    def entry(weights: str | os.PathLike | None = None, **overrides) -> DSeqJEPAModel:
+        if weights is None:
+            return preset_encoder(preset, **overrides)
+        if overrides:
+            raise ModelLoadError(f"weights={weights!r} come with their own configuration; drop {sorted(overrides)}")
+        model = load_encoder(weights)
+        expected = DSeqJEPAConfig.from_preset(preset)
+        fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size")
+        wrong = [f"{name} {getattr(model.config, name)} (preset {getattr(expected, name)})" for name in fields
+                 if getattr(model.config, name) != getattr(expected, name)]
+        if wrong:
+            raise ModelLoadError(f"weights={weights!r} are not a {preset} model: {', '.join(wrong)}")
+        return model
+
+    entry.__name__ = f"dseqjepa_{preset}"
+    entry.__doc__ = (
+        f"DSeq-JEPA {preset} encoder: random initialisation (no weights are published), or `weights`, a model "
+        "folder, training run or Hub repo id of this size; other keyword arguments override DSeqJEPAConfig fields."
+    )
+    return entry

@@ -8,7 +8,8 @@ eval_results.json). What the card says about the weights' origin comes from conv
 `dseqjepa convert`'s reader for the source format wrote it: `license` (the default for --license),
 `converted_from` (the source, named in a "Converted from" sentence) and `training_text` (the training
 paragraph). The folder is loaded and run, and the card metadata checked, before any network call.
-`push` then makes one commit with huggingface_hub (create_repo, create_branch for a new --revision,
+A training run or checkpoint publishes its target encoder (the one loader resolves it, and refuses
+a damaged folder with the same `ModelLoadError` as every command). `push` then makes one commit with huggingface_hub (create_repo, create_branch for a new --revision,
 create_commit).
 
 Evaluation files: what `dseqjepa eval --out FILE.json` writes (one object: task, dataset, split,
@@ -35,10 +36,9 @@ from safetensors.torch import load_file
 
 from .. import __version__
 from ..errors import DSeqJEPAError
-from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
-from ..modeling_dseqjepa import DSeqJEPABackbone, DSeqJEPAForImageClassification, DSeqJEPAModel
 from ..pipeline_saliency_ranking import rank_regions, save_pretrained_with_pipeline
 from .atomic import atomic_directory, check_empty_folder
+from .loading import ModelLoadError, load_model, locate_model
 
 CARD_TEMPLATE = files("dseqjepa_hub") / "model_card.md"
 EVAL_FILE = "eval_results.json"
@@ -64,52 +64,33 @@ def check_repo_id(repo_id: str) -> None:
         raise HubError(f"--repo-id {repo_id!r}: expected ORG/NAME")
 
 
-HEADS = {  # config.json `architectures` -> (class, the card's pipeline tag)
-    "DSeqJEPAModel": (DSeqJEPAModel, "image-feature-extraction"),
-    "DSeqJEPAForImageClassification": (DSeqJEPAForImageClassification, "image-classification"),
-    "DSeqJEPABackbone": (DSeqJEPABackbone, "image-feature-extraction"),
+PIPELINE_TAGS = {  # the class a folder was saved as (config.json `architectures`) -> the card's pipeline tag
+    "DSeqJEPAModel": "image-feature-extraction",
+    "DSeqJEPAForImageClassification": "image-classification",
+    "DSeqJEPABackbone": "image-feature-extraction",
 }
 
 
-def model_class(model_dir: Path) -> str:
-    """The class a folder was saved from (`architectures` in config.json); the encoder if unnamed."""
-    try:
-        architectures = json.loads((model_dir / "config.json").read_text()).get("architectures") or ["DSeqJEPAModel"]
-    except (OSError, json.JSONDecodeError) as error:
-        raise HubError(f"{model_dir / 'config.json'}: not a readable JSON file ({error})") from None
-    name = architectures[0]
-    if name not in HEADS:
-        raise HubError(f"{model_dir / 'config.json'}: architectures {architectures}: expected one of {sorted(HEADS)}")
-    return name
-
-
-def load_model_folder(model_dir: Path):
-    """Load the folder as the class it was saved from (any head, every tensor accounted for) and rank
-    the regions of one image with its encoder: a folder that fails here is refused."""
-    if not (model_dir / "config.json").is_file():
-        raise HubError(f"{model_dir}: not a model folder (no config.json)")
-    cls, _ = HEADS[model_class(model_dir)]
-    try:
-        model, info = cls.from_pretrained(model_dir, output_loading_info=True)
-    except Exception as error:  # noqa: BLE001 - any failure means: do not publish
-        raise HubError(f"{model_dir}: the folder does not load as a {cls.__name__}: {error}") from error
-    unaccounted = {key: names for key, names in info.items() if names and key != "error_msgs"}
-    if unaccounted:
-        raise HubError(f"{model_dir}: loading as {cls.__name__} leaves tensors unaccounted for: {unaccounted}")
-    model.eval()
-    if (model_dir / "preprocessor_config.json").is_file():
-        processor = DSeqJEPAImageProcessor.from_pretrained(model_dir)
-    else:
-        processor = DSeqJEPAImageProcessor.from_model_config(model.config)
-    config = model.config
+def load_checked(model_dir: Path):
+    """The folder (a model folder, or a training run or checkpoint: its target encoder) as the class it
+    was saved as, through the one loader, and the folder it came from; its encoder must rank the
+    regions of an image and the whole model run, to finite outputs: a folder that fails here is refused."""
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"{model_dir}: no such model folder")
+    folder, _ = locate_model(model_dir)
+    loaded = load_model(folder, as_saved=True)
+    config = loaded.model.config
     pixel_values = torch.zeros(1, config.num_channels, config.image_size, config.image_size)
     try:
         with torch.no_grad():
-            rank_regions(model.base_model, pixel_values)
-            model(pixel_values=pixel_values)
-    except Exception as error:  # noqa: BLE001
-        raise HubError(f"{model_dir}: the folder does not run as a DSeq-JEPA model: {error}") from error
-    return model, processor
+            ranked = rank_regions(loaded.model.base_model, pixel_values)
+            outputs = loaded.model(pixel_values=pixel_values)
+    except Exception as error:  # noqa: BLE001 - any failure means: do not publish
+        raise HubError(f"{folder}: the folder does not run as a DSeq-JEPA model: {error}") from error
+    tensors = [*ranked.values(), *(t for v in outputs.values() for t in (v if isinstance(v, tuple) else (v,)))]
+    if not all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()):
+        raise HubError(f"{folder}: the model gives non-finite outputs: its weights or config hold NaN or inf")
+    return loaded, folder
 
 
 def check_same_tensors(source: Path, staged: Path) -> None:
@@ -170,7 +151,7 @@ def render_card(
     """README.md from the model_card.md template for `model` (the encoder or a head), its YAML
     metadata checked."""
     config = model.config
-    pipeline_tag = HEADS[type(model).__name__][1]
+    pipeline_tag = PIPELINE_TAGS[type(model).__name__]
     model_name = repo_id.split("/")[-1]
     eval_results = [
         EvalResult(
@@ -259,15 +240,16 @@ def stage(
     model_dir, stage_dir = Path(model_dir), Path(stage_dir)
     check_repo_id(repo_id)
     check_empty_folder(stage_dir)  # before loading anything
-    model, processor = load_model_folder(model_dir)
-    provenance_file = model_dir / "conversion.json"
+    loaded, folder = load_checked(model_dir)
+    model, processor = loaded.model, loaded.processor
+    provenance_file = folder / "conversion.json"
     provenance = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}
     license = license or provenance.get("license")
     if not license:
-        raise HubError(f"{model_dir}: no license known for these weights: pass --license (e.g. apache-2.0)")
+        raise HubError(f"{folder}: no license known for these weights: pass --license (e.g. apache-2.0)")
     eval_paths = [Path(path) for path in eval_files or []]
-    if (model_dir / EVAL_FILE).is_file():
-        eval_paths.insert(0, model_dir / EVAL_FILE)
+    if (folder / EVAL_FILE).is_file():
+        eval_paths.insert(0, folder / EVAL_FILE)
     eval_rows = [row for path in eval_paths for row in read_eval_results(path)]
     card = render_card(
         model, repo_id, license=license, datasets=datasets,
@@ -277,12 +259,12 @@ def stage(
     with atomic_directory(stage_dir) as partial:
         save_pretrained_with_pipeline(model, processor, partial)
         for name in EXTRA_FILES:
-            if (model_dir / name).is_file():
-                shutil.copy2(model_dir / name, partial / name)
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, partial / name)
         if eval_rows:
             (partial / EVAL_FILE).write_text(json.dumps({"results": eval_rows}, indent=1) + "\n")
         card.save(partial / "README.md")
-        check_same_tensors(model_dir, partial)
+        check_same_tensors(folder, partial)
     return sorted(str(path.relative_to(stage_dir)) for path in stage_dir.rglob("*") if path.is_file())
 
 
