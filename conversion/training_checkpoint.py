@@ -12,7 +12,6 @@ tensors must agree with it.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import yaml
@@ -25,6 +24,7 @@ from dseqjepa_hub.application.loading import (
     RUN_CHECKPOINTS_DIR,
     SAFETENSORS_FILE,
     TARGET_ENCODER_DIR,
+    complete_checkpoints,
 )
 from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAConfig
 
@@ -38,7 +38,6 @@ CONFIG_FILE = "config.json"
 # The earlier layout: one raw state dict per network, the encoders' config.json beside them.
 RAW_FILES = {"target": "target_encoder.safetensors", "context": "context_encoder.safetensors",
              "predictor": "predictor.safetensors"}
-_STEP_DIR = re.compile(r"^step_(\d+)$")
 _RECIPE_KEYS = ("method", "epochs", "batch_size", "lr", "weight_decay", "ema_start", "crop_scale", "precision")
 _LAYOUT_FIELDS = {
     "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
@@ -51,11 +50,8 @@ def find_checkpoint(path: Path) -> Path:
     if (path / COMPLETE_MARKER).is_file():
         return path
     for run in (path, path.parent):
-        root = run / RUN_CHECKPOINTS_DIR
-        steps = [(int(match.group(1)), folder) for folder in (root.iterdir() if root.is_dir() else ())
-                 if (match := _STEP_DIR.match(folder.name)) and (folder / COMPLETE_MARKER).is_file()]
-        if steps:
-            return max(steps)[1]
+        if steps := complete_checkpoints(run):
+            return steps[-1][1]
     raise ConversionError(
         f"{path}: not a training checkpoint folder (no '{COMPLETE_MARKER}' marker) nor a training output "
         f"folder with complete checkpoints under {RUN_CHECKPOINTS_DIR}/step_*"

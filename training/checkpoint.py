@@ -23,7 +23,6 @@ import logging
 import os
 import pickle
 import random
-import re
 import shutil
 from pathlib import Path
 
@@ -42,6 +41,8 @@ from dseqjepa_hub.application.loading import (
     RUN_CHECKPOINTS_DIR,
     SAFETENSORS_FILE,
     TARGET_ENCODER_DIR,
+    checkpoint_name,
+    complete_checkpoints,
 )
 from dseqjepa_hub.errors import DSeqJEPAError
 from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
@@ -54,15 +55,10 @@ logger = logging.getLogger(__name__)
 ENCODER_DIRS = (TARGET_ENCODER_DIR, CONTEXT_ENCODER_DIR)
 NETWORK_DIRS = (*ENCODER_DIRS, PREDICTOR_DIR)  # the keys of `networks` below
 TRAINER_STATE = "trainer_state.pt"
-_STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 class CheckpointError(DSeqJEPAError):
     """A checkpoint folder whose files cannot be loaded."""
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step_{step:06d}"
 
 
 @contextlib.contextmanager
@@ -121,27 +117,14 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, networks: dict[str
         save_config(config, folder / "config.yaml")
         (folder / COMPLETE_MARKER).write_text(f"{step}\n")
     if keep > 0:
-        for old in complete_checkpoints(output_dir)[:-keep]:
+        for _, old in complete_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def complete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoint folders, oldest first."""
-    root = Path(output_dir) / RUN_CHECKPOINTS_DIR
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        match = _STEP_DIR.match(path.name)
-        if match and (path / COMPLETE_MARKER).is_file():
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
-
-
 def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     checkpoints = complete_checkpoints(output_dir)
-    return checkpoints[-1] if checkpoints else None
+    return checkpoints[-1][1] if checkpoints else None
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
@@ -168,7 +151,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.
 def load_latest_checkpoint(output_dir: str | os.PathLike) -> tuple[Path, dict, dict] | None:
     """The newest complete checkpoint that loads -> (folder, networks, trainer state); None if
     there is no complete checkpoint. Damaged newer ones are skipped with a warning naming them."""
-    checkpoints = complete_checkpoints(output_dir)
+    checkpoints = [path for _, path in complete_checkpoints(output_dir)]
     damaged = []
     for path in reversed(checkpoints):
         try:

@@ -90,9 +90,21 @@ def check_device(device: str) -> None:
 # ----------------------------------------------------------------------------- where a model is
 
 
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
 def _step(folder: Path) -> int | None:
     match = _STEP_DIR.match(folder.name)
     return int(match.group(1)) if match else None
+
+
+def complete_checkpoints(run: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, folder) of each complete checkpoint of a training run, oldest first."""
+    root = Path(run) / RUN_CHECKPOINTS_DIR
+    found = [(step, path) for path in (root.iterdir() if root.is_dir() else ())
+             if (step := _step(path)) is not None and (path / COMPLETE_MARKER).is_file()]
+    return sorted(found)
 
 
 def checkpoint_encoder(folder: Path) -> tuple[Path, str] | None:
@@ -103,12 +115,11 @@ def checkpoint_encoder(folder: Path) -> tuple[Path, str] | None:
     if (folder / CONFIG_FILE).is_file():
         return None
     if checkpoints.is_dir():
-        complete = [(step, path) for path in checkpoints.iterdir()
-                    if (step := _step(path)) is not None and (path / COMPLETE_MARKER).is_file()]
+        complete = complete_checkpoints(folder)
         if not complete:
             raise ModelLoadError(f"{folder}: a training run without a complete checkpoint (no step_* folder in "
                                  f"{checkpoints} holds the '{COMPLETE_MARKER}' marker)")
-        step, checkpoint = max(complete)
+        step, checkpoint = complete[-1]
     elif (folder / COMPLETE_MARKER).exists() or (folder / TARGET_ENCODER_DIR).is_dir():
         if not (folder / COMPLETE_MARKER).is_file():
             raise ModelLoadError(f"{folder}: an incomplete training checkpoint (no '{COMPLETE_MARKER}' marker: its "
