@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -366,3 +367,15 @@ def test_data_from_a_file_list_with_seeded_crops(tmp_path):
     with pytest.raises(ValueError, match="fewer than batch_size 8"):
         build_loader(paths, image_size=16, crop_scale=(0.3, 1.0), mean=[0.5] * 3, std=[0.25] * 3, seed=0,
                      batch_size=8, num_workers=0, world_size=1, rank=0)
+
+
+def test_resume_drops_a_half_written_metrics_line(tmp_path):
+    """A kill in the middle of appending to metrics.jsonl leaves a partial last line: --resume keeps
+    the complete lines up to its checkpoint and drops the rest, instead of failing to parse."""
+    from dseqjepa_train.trainer import _truncate_metrics
+
+    metrics = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"step": step, "loss": 1.0 / step}) for step in (1, 2, 3)]
+    metrics.write_text("\n".join(lines) + '\n{"step": 4, "lo')
+    _truncate_metrics(metrics, 2)
+    assert metrics.read_text() == lines[0] + "\n" + lines[1] + "\n"

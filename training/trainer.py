@@ -282,10 +282,19 @@ class Pretrainer:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop the lines a resumed run will write again (steps after its checkpoint)."""
+    """Drop the lines a resumed run will write again (steps after its checkpoint), and a last line
+    that a killed process left half-written."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    kept = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            logger.warning("%s:%d: not a complete JSON line (a killed write?): dropped", path, number)
+            continue
+        if record["step"] <= step:
+            kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
