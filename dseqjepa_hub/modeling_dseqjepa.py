@@ -412,7 +412,7 @@ class DSeqJEPAModel(DSeqJEPAPreTrainedModel):
                 intermediates.append(self.norm(hidden_states) if norm else hidden_states)
         prefix = self.num_prefix_tokens
         prefix_tokens = [tokens[:, :prefix] for tokens in intermediates]
-        intermediates = [tokens[:, prefix:] for tokens in intermediates]
+        intermediates = [patch_tokens(tokens, self.config) for tokens in intermediates]
         if output_fmt == "NCHW":
             intermediates = [patch_feature_map(tokens, (height, width)) for tokens in intermediates]
         if return_prefix_tokens and prefix:

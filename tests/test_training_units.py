@@ -183,7 +183,7 @@ def tiny_networks():
     predictor = JEPAPredictor(encoder.config)
     pixel_values = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        targets = target_features(encoder(pixel_values).last_hidden_state, 1)
+        targets = target_features(encoder(pixel_values).last_hidden_state, encoder.config)
     return encoder, predictor, pixel_values, targets
 
 

@@ -191,7 +191,7 @@ class Pretrainer:
         config, model_config = self.config, self.model_config
         with torch.no_grad(), self.autocast:
             output = self.target_encoder(images, output_saliency=use_dseq)
-            targets = target_features(output.last_hidden_state, self.target_encoder.num_prefix_tokens)
+            targets = target_features(output.last_hidden_state, self.target_encoder.config)
         if not bool(torch.isfinite(output.last_hidden_state).all()):  # diverged weights: no regions to draw
             self.diverged(f"the target encoder's output is not finite at step {self.step + 1}")
         if use_dseq:

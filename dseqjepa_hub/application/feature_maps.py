@@ -140,11 +140,6 @@ def kmeans(
     return new_number.gather(1, labels), renumbered
 
 
-def canonical_labels(labels: torch.Tensor, num_clusters: int) -> torch.Tensor:
-    """Renumber (B, N) labels by first appearance along N: the first point's cluster is 0, and so on."""
-    return canonical_numbers(labels, num_clusters).gather(1, labels)
-
-
 def canonical_numbers(labels: torch.Tensor, num_clusters: int) -> torch.Tensor:
     """(B, k): the new number of each label of (B, N) `labels` when numbered by first appearance along N
     (labels that do not occur come last)."""

@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dseqjepa_hub.image_io import load_image
+from dseqjepa_hub.modeling_dseqjepa import patch_tokens
 
 from .data import EvaluationDataError
 
@@ -28,9 +29,8 @@ def pooled_features(model, pixel_values: torch.Tensor, layers: str) -> torch.Ten
     if layers == "last":
         return model(pixel_values=pixel_values).pooler_output.float()
     outputs = model(pixel_values=pixel_values, output_hidden_states=True)
-    prefix = model.num_prefix_tokens
     blocks = outputs.hidden_states[-4:]  # 4 x (B, [1] + N, D), before the final norm
-    return torch.cat([model.norm(block[:, prefix:]).mean(dim=1) for block in blocks], dim=-1).float()
+    return torch.cat([model.norm(patch_tokens(block, model.config)).mean(dim=1) for block in blocks], dim=-1).float()
 
 
 def extract_features(
