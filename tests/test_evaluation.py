@@ -16,8 +16,8 @@ from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAConfig
 from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
 from dseqjepa_train.evaluation import region_quality
-from dseqjepa_train.evaluation.data import SceneRecord
 from dseqjepa_train.evaluation.features import extract_features
+from dseqjepa_train.evaluation.labelled_splits import SceneRecord
 from dseqjepa_train.evaluation.probes import knn_predict, linear_probe
 from dseqjepa_train.evaluation.region_quality import centred_box, precision_and_iou, top1_region_scores
 

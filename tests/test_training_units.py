@@ -343,7 +343,7 @@ def test_a_killed_checkpoint_write_leaves_no_folder_at_the_final_path(tmp_path, 
 def test_data_from_a_file_list_with_seeded_crops(tmp_path):
     from PIL import Image
 
-    from dseqjepa_train.data import PretrainingImages, TrainingDataError, build_loader, list_image_files
+    from dseqjepa_train.pretraining_data import PretrainingImages, TrainingDataError, build_loader, list_image_files
 
     (tmp_path / "imgs").mkdir()
     for i in range(3):

@@ -19,8 +19,8 @@ import torch
 
 from dseqjepa_hub.application.atomic import atomic_write
 
-from .data import find_split, load_labelled_split, load_scene_records
 from .features import extract_features
+from .labelled_splits import find_split, load_labelled_split, load_scene_records
 from .probes import knn_accuracy, linear_probe
 from .region_quality import evaluate_regions
 

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from dseqjepa_hub.image_io import load_image
 from dseqjepa_hub.modeling_dseqjepa import patch_tokens
 
-from .data import EvaluationDataError
+from .labelled_splits import EvaluationDataError
 
 LAYER_CHOICES = ("last", "last4")
 
