@@ -26,6 +26,8 @@ import torch
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
+from dseqjepa_options import EMBED_POOLS as POOLS  # what `embed --pool` offers
+
 from ..errors import DSeqJEPAError, NonFiniteOutputError
 from ..image_io import DEFAULT_MAX_PIXELS
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
@@ -35,7 +37,6 @@ from .atomic import atomic_write, remove_stale_temporaries
 from .runner import HostCopy, ImageBatch, image_batches
 
 EMBEDDING_SUFFIXES = (".safetensors", ".npy")
-POOLS = ("mean", "cls", "tokens")  # what `embed --pool` offers
 
 
 class NoImagesEmbeddedError(DSeqJEPAError):

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dseqjepa_options import CLUSTER_METHODS
+
 from ..errors import DSeqJEPAError, NonFiniteOutputError
 from ..modeling_dseqjepa import DSeqJEPAModel
-
-CLUSTER_METHODS = ("kmeans", "spectral")
 
 
 class MapError(DSeqJEPAError):

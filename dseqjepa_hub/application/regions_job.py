@@ -32,6 +32,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from dseqjepa_options import DRAWING_MAX_SIDE as DEFAULT_MAX_SIDE  # overlays and masks of larger photos are drawn at this size
+
 from ..errors import NonFiniteOutputError
 from ..image_io import DEFAULT_MAX_PIXELS
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
@@ -43,7 +45,6 @@ from .drawing import draw_regions
 from .region_json import regions_to_json
 from .runner import BackgroundWriter, HostCopy, ImageBatch, image_batches
 
-DEFAULT_MAX_SIDE = 2048  # overlays and masks of larger photos are drawn at this size
 # zlib's run-length strategy: a photo overlay encodes about 4x faster than with the default
 # strategy for about 5 % more bytes (benchmarks/RESULTS.md); any PNG reader decodes it.
 OVERLAY_PNG_OPTIONS = {"format": "PNG", "compress_type": zlib.Z_RLE}

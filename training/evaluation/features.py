@@ -9,10 +9,9 @@ from tqdm.auto import tqdm
 
 from dseqjepa_hub.image_io import load_image
 from dseqjepa_hub.modeling_dseqjepa import patch_tokens
+from dseqjepa_options import EVAL_LAYERS as LAYER_CHOICES
 
 from .labelled_splits import EvaluationDataError
-
-LAYER_CHOICES = ("last", "last4")
 
 
 def load_pixel_batches(processor, paths: list[Path], batch_size: int, desc: str):
