@@ -214,12 +214,10 @@ def copy_core_files(loaded_from: str, save_directory: str | os.PathLike) -> None
     here = Path(__file__).parent
     for name in CORE_FILES:
         source = here / name
-        if not source.is_file() and loaded_from:
-            source = cached_file(loaded_from, name, _raise_exceptions_for_missing_entries=False,
-                                 _raise_exceptions_for_connection_errors=False)
-        elif not source.is_file():
-            source = None
-        if source is not None:
+        if not source.is_file():
+            source = loaded_from and cached_file(loaded_from, name, _raise_exceptions_for_missing_entries=False,
+                                                 _raise_exceptions_for_connection_errors=False)
+        if source:
             shutil.copyfile(source, Path(save_directory) / name)
 
 
