@@ -90,7 +90,7 @@ def release_prediction_task(trainer, images, use_dseq, generator):
     config = trainer.model_config
     with torch.no_grad(), trainer.autocast:
         output = trainer.target_encoder(images, output_saliency=True)
-        targets = target_features(output.last_hidden_state, trainer.target_encoder.num_prefix_tokens)
+        targets = target_features(output.last_hidden_state, trainer.target_encoder.config)
     regions = opencv_regions(output.saliency, config.min_region_fraction, config.num_regions)
     contexts, target_masks = region_sequence(regions, release_compat=True)
     steps = contexts.shape[1]

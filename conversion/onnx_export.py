@@ -29,6 +29,7 @@ from torch import nn
 from dseqjepa_hub.application.atomic import OutputWriteError
 from dseqjepa_hub.application.loading import load_encoder
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, sincos_pos_embed_2d
+from dseqjepa_options import ONNX_TOLERANCE as TOLERANCE  # max abs difference per output, fp32
 
 from .loading import ConversionError
 
@@ -36,7 +37,6 @@ INPUT_NAME = "pixel_values"
 OUTPUT_NAMES = ("pooler_output", "last_hidden_state", "saliency")
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # the torch.export-based exporter's lowest
-TOLERANCE = 1e-4  # max abs difference per output, fp32
 MAX_GRID_SIDE = 1024  # patches per side the dynamic graph is declared for
 EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf's limit is 2 GB
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .loading import ConversionError
+from dseqjepa_options import CONVERSION_TOLERANCE as TOLERANCE  # fp32, max abs difference of the final-norm tokens
 
-TOLERANCE = 1e-4  # fp32, max abs difference of the final-norm tokens
+from .loading import ConversionError
 
 
 @torch.no_grad()

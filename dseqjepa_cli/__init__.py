@@ -5,7 +5,8 @@ with transformers' Auto classes and so imports torch and transformers (seconds),
 `dseqjepa --help` and `dseqjepa CMD --help` should answer at once. `COMMANDS` maps each command
 to the module that defines its arguments; only the module of the command being run is
 imported, and each imports the libraries it drives (`dseqjepa_hub`, `dseqjepa_train`,
-`dseqjepa_convert`) inside its `run`, never at module level.
+`dseqjepa_convert`) inside its `run`, never at module level. The values of choices and defaults that
+the libraries implement come from `dseqjepa_options`, which imports nothing.
 
 A command module has `DESCRIPTION`, `add_arguments(parser)` and `run(args) -> exit code`.
 Any `dseqjepa_hub.errors.DSeqJEPAError` that reaches `main` becomes one line,

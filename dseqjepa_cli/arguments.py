@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dseqjepa_options import DEFAULT_MAX_PIXELS, DEVICES
+
 
 def positive_int(text: str) -> int:
     value = int(text)
@@ -32,9 +34,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_batch_size: int
                         help="model folder or Hub repo id (default: the bundled model)")
     parser.add_argument("--batch-size", type=positive_int, default=default_batch_size,
                         help=f"images per forward pass (default: {default_batch_size})")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device (default: cpu)")
-    parser.add_argument("--max-pixels", type=positive_int, default=250_000_000,
-                        help="refuse images with more pixels, a guard against decompression bombs (default: 250000000)")
+    parser.add_argument("--device", default="cpu", choices=DEVICES, help="device (default: cpu)")
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse images with more pixels, a guard against decompression bombs (default: {DEFAULT_MAX_PIXELS})")
     parser.add_argument("--size", type=positive_int, default=None,
                         help="model input size in pixels, a multiple of the patch size (default: the model's)")
 

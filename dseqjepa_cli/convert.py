@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-FORMATS = ("dseq-release", "hf-ijepa", "ijepa-release", "timm", "training")  # dseqjepa_convert.READERS
+from dseqjepa_options import CONVERSION_TOLERANCE, CONVERT_ENCODERS, CONVERT_FORMATS
+
 PRESET_HELP = "size preset giving the number of attention heads (e.g. vit_base_patch16_224; see `dseqjepa info`)"
 DESCRIPTION = ("Convert SRC into a DSeq-JEPA model folder. The converted model is checked against the source "
-               "architecture on random images (fp32, max abs difference <= 1e-4) before anything is written.")
+               f"architecture on random images (fp32, max abs difference <= {CONVERSION_TOLERANCE:g}) before anything is written.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="checkpoint file or folder")
-    parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
+    parser.add_argument("--format", required=True, choices=CONVERT_FORMATS, dest="fmt")
     parser.add_argument("--out", required=True, help="output folder: must be absent or empty")
-    parser.add_argument("--encoder", choices=("target", "context"), default="target",
+    parser.add_argument("--encoder", choices=CONVERT_ENCODERS, default="target",
                         help="which encoder of a training dict (default: target, I-JEPA's evaluation choice)")
     parser.add_argument("--preset", help=PRESET_HELP)
     parser.add_argument("--num-heads", type=int, help="number of attention heads (shapes cannot tell it)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dseqjepa_options import DEVICES
+
 from .arguments import positive_int
 
 DESCRIPTION = ("Serve a Gradio app in the browser: upload an image (or pick an example), choose the number of regions "
@@ -17,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=positive_int, default=7860, help="port to serve on (default: 7860)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for the network)")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device (default: cpu)")
+    parser.add_argument("--device", default="cpu", choices=DEVICES, help="device (default: cpu)")
     parser.add_argument("--examples", default=None, metavar="DIR",
                         help="folder of example images to offer (default: the repository's examples/images)")
 

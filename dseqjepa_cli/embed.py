@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from dseqjepa_options import EMBED_POOLS
+
 from .arguments import add_model_arguments, add_worker_arguments, image_inputs, positive_int, report_failures
 
 DESCRIPTION = ("Embed images (pooled patch features, the CLS output or every token: --pool; ranked region "
                "embeddings with --regions) into FILE plus the sidecar FILE.json. Under torchrun, inputs are split "
                "across ranks, one shard each, plus STEM.index.json.")
-POOLS = ("mean", "cls", "tokens")  # dseqjepa_hub.application.embed_job.POOLS, spelt out: --help imports no torch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, default_batch_size=32)
     add_worker_arguments(parser)
     parser.add_argument("--out", required=True, help="output file, .safetensors or .npy")
-    parser.add_argument("--pool", choices=POOLS, default="mean",
+    parser.add_argument("--pool", choices=EMBED_POOLS, default="mean",
                         help="mean: the mean of the last-layer patch tokens, array `pooled` (N, D) (default); cls: the "
                              "CLS token's output, `pooled` (N, D); tokens: every last-layer token, `tokens` (N, T, D), "
                              "CLS first")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from dseqjepa_options import EVAL_LAYERS, EVAL_TASKS
+
 from .arguments import positive_int
 
-TASKS = ("linear", "knn", "regions")  # dseqjepa_train.evaluation.TASKS, spelt out so --help imports no torch
-LAYERS = ("last", "last4")  # dseqjepa_train.evaluation.features.LAYER_CHOICES
 DESCRIPTION = ("Evaluate a frozen encoder on a data set built by `dseqjepa data build`: linear probe, kNN, or the "
                "quality of its top-ranked region against the centred-box and random-init baselines.")
 
@@ -15,9 +15,9 @@ DESCRIPTION = ("Evaluate a frozen encoder on a data set built by `dseqjepa data 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", default=None, help="model folder, training run or checkpoint, or Hub repo id (default: the bundled model)")
     parser.add_argument("--data", required=True, help="data folder with train and val/test splits (dseqjepa data build)")
-    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--task", required=True, choices=EVAL_TASKS)
     parser.add_argument("--out", help="write the result to this .json file and its table to the .md beside it")
-    parser.add_argument("--layers", choices=LAYERS, default="last", help="mean-pooled last layer or last four blocks")
+    parser.add_argument("--layers", choices=EVAL_LAYERS, default="last", help="mean-pooled last layer or last four blocks")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--max-train-images", type=positive_int, default=None, help="seeded random subset of the train split")

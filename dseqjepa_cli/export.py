@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from dseqjepa_options import EXPORT_TARGETS, ONNX_TOLERANCE
+
 DESCRIPTION = ("Export a DSeq-JEPA model: `timm` writes a timm model folder (model.safetensors + config.json "
                "with the architecture and preprocessing: timm.create_model('local-dir:OUT', pretrained=True)), checked by "
                "loading it; `onnx` writes an ONNX graph with outputs pooler_output, last_hidden_state and saliency, "
                "checked with onnxruntime against torch before the file is kept (needs `pip install 'dseqjepa-hub[onnx]'`).")
-ONNX_TOLERANCE = 1e-4  # dseqjepa_convert.onnx_export.TOLERANCE; not imported here (the CLI imports only the stdlib)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=("timm", "onnx"))
+    parser.add_argument("target", choices=EXPORT_TARGETS)
     parser.add_argument("model", help="DSeq-JEPA model folder, training run or checkpoint, or Hub repo id (onnx: 'default' for the "
                         "bundled model)")
     parser.add_argument("--out", required=True, help="timm: an output folder (absent or empty); onnx: an .onnx file (must not exist)")

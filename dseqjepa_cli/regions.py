@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dseqjepa_options import DRAWING_MAX_SIDE
+
 from .arguments import (
     add_model_arguments,
     add_worker_arguments,
@@ -31,9 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="slots, background included (default: the model's)")
     parser.add_argument("--show-saliency", action="store_true", help="put the saliency heatmap beside each overlay")
     parser.add_argument("--skip-existing", action="store_true", help="resume: skip images whose outputs exist")
-    parser.add_argument("--max-side", type=positive_int, default=2048,
+    parser.add_argument("--max-side", type=positive_int, default=DRAWING_MAX_SIDE,
                         help="decode larger photos at this many pixels a side; overlays and masks are drawn at that size "
-                             "(default: 2048)")
+                             f"(default: {DRAWING_MAX_SIDE})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dseqjepa_options import CLUSTER_METHODS, DRAWING_MAX_SIDE, VISUALIZE_KINDS
+
 from .arguments import (
     add_model_arguments,
     add_worker_arguments,
@@ -13,7 +15,6 @@ from .arguments import (
     report_failures,
 )
 
-KINDS = ("regions", "saliency", "attention", "similarity", "clusters", "sequence")  # dseqjepa_hub.application.visualize_job.KINDS
 DESCRIPTION = (
     "Draw one picture per image (OUT/<path below the input folder>.KIND.png) and an index, OUT/KIND.json. Kinds: "
     "regions (ranked regions with a legend, beside the saliency heatmap), saliency (heatmap with a colour bar), "
@@ -35,12 +36,12 @@ def query(text: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (walked recursively)")
-    parser.add_argument("--kind", required=True, choices=KINDS, help="what to draw")
+    parser.add_argument("--kind", required=True, choices=VISUALIZE_KINDS, help="what to draw")
     add_model_arguments(parser, default_batch_size=8)
     add_worker_arguments(parser)
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    parser.add_argument("--max-side", type=positive_int, default=2048,
-                        help="decode larger photos at this many pixels a side (default: 2048)")
+    parser.add_argument("--max-side", type=positive_int, default=DRAWING_MAX_SIDE,
+                        help=f"decode larger photos at this many pixels a side (default: {DRAWING_MAX_SIDE})")
     group = parser.add_argument_group("regions and sequence")
     group.add_argument("--num-regions", type=positive_int, default=None,
                        help="slots, background included (default: the model's)")
@@ -52,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--query", type=query, default="cls",
                        help="similarity: 'cls' (the CLS token) or ROW,COL, a patch of the grid (default: cls)")
     group.add_argument("--clusters", type=positive_int, default=4, help="clusters: how many (default: 4)")
-    group.add_argument("--method", choices=("kmeans", "spectral"), default="kmeans", help="clusters: algorithm")
+    group.add_argument("--method", choices=CLUSTER_METHODS, default="kmeans", help="clusters: algorithm")
     group.add_argument("--seed", type=int, default=0, help="clusters: random seed (default: 0)")
 
 

@@ -120,18 +120,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        return Image.fromarray(_to_uint8(np.asarray(image), image.mode)).convert("RGB")
+        return Image.fromarray(to_uint8(np.asarray(image))).convert("RGB")
     return image.convert("RGB")
 
 
-def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
-    """Scale a single-channel 16-bit, 32-bit integer or float array to uint8."""
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """An image array as uint8: uint8 as it is, integers within 16 bits divided by 257, floats within
+    [0, 1] times 255, any other range stretched from its minimum to its maximum (NaN -> 0)."""
+    if values.dtype == np.uint8:
+        return values
+    integers = np.issubdtype(values.dtype, np.integer)
     values = values.astype(np.float64)
     finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    if mode.startswith("I;16") or (mode == "I" and low >= 0 and high <= 65535):
+    if integers and low >= 0 and high <= 65535:
         scaled = values / 257.0
-    elif mode == "F" and low >= 0 and high <= 1:
+    elif not integers and low >= 0 and high <= 1:
         scaled = values * 255.0
     else:
         scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)

@@ -12,6 +12,7 @@ hooks on the blocks and attention modules, active only when a forward pass asks 
 
 import difflib
 import inspect
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,15 +24,17 @@ from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
+from transformers.utils.hub import cached_file
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_dseqjepa import DSeqJEPAConfig, DSeqJEPAPredictorConfig
-from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .regions import saliency_map
 
 # The `**kwargs` (TransformersKwargs) a forward pass reads; `return_dict` is taken by the decorators
@@ -195,6 +198,32 @@ CORE_FILES = ("configuration_dseqjepa.py", "modeling_dseqjepa.py", "image_proces
               "pipeline_saliency_ranking.py", "image_io.py", "errors.py")
 
 
+def copy_core_files(loaded_from: str, save_directory: str | os.PathLike) -> None:
+    """Copy the remote-code core files into `save_directory`: from this module's folder, which holds them
+    all when this is the package; when this module runs as remote code, its folder in the modules cache
+    holds only what it imports, and the others come from the folder or Hub repo it was loaded from."""
+    here = Path(__file__).parent
+    for name in CORE_FILES:
+        source = here / name
+        if not source.is_file():
+            source = loaded_from and cached_file(loaded_from, name, _raise_exceptions_for_missing_entries=False,
+                                                 _raise_exceptions_for_connection_errors=False)
+        if source:
+            shutil.copyfile(source, Path(save_directory) / name)
+
+
+def image_processor_class(config: DSeqJEPAConfig, folder: str | os.PathLike) -> type:
+    """The image processor class that `AutoImageProcessor` gives for `config`, looked up rather than
+    imported (a model file does not import its processing file): the class registered for the config's
+    class (dseqjepa_hub/__init__.py registers it), else, running as remote code without the package, the
+    class that `folder`'s `auto_map` names in its copy of the core files."""
+    if type(config) in IMAGE_PROCESSOR_MAPPING:
+        return IMAGE_PROCESSOR_MAPPING[type(config)]["torchvision"]
+    remote_class = get_class_from_dynamic_module(AUTO_MAP["AutoImageProcessor"], folder)
+    remote_class.register_for_auto_class()  # as AutoImageProcessor does: its preprocessor_config.json names it
+    return remote_class
+
+
 class DSeqJEPAPreTrainedModel(PreTrainedModel):
     config: DSeqJEPAConfig
     base_model_prefix = "dseqjepa"
@@ -217,19 +246,17 @@ class DSeqJEPAPreTrainedModel(PreTrainedModel):
         """transformers' save, then the folder made self-contained: its config.json maps every Auto
         class and the "saliency-ranking" pipeline to the core files copied beside the weights, so it
         loads with every Auto class and both pipelines, with this package or with
-        `trust_remote_code=True` without it."""
+        `trust_remote_code=True` without it. A folder without a `preprocessor_config.json` gets the
+        image processor for this config (`image_processor_class`), as the pipelines need one."""
         self.config.auto_map = dict(AUTO_MAP)
         self.config.custom_pipelines = {PIPELINE_TASK: dict(PIPELINE_ENTRY)}
         try:
             super().save_pretrained(save_directory, *args, **kwargs)
         finally:
             self.config.custom_pipelines = {}  # in memory the registry serves it (see DSeqJEPAConfig)
-        here = Path(__file__).parent
-        for name in CORE_FILES:
-            if (here / name).is_file():
-                shutil.copyfile(here / name, Path(save_directory) / name)
-        if not (Path(save_directory) / "preprocessor_config.json").is_file():  # pipelines need one
-            DSeqJEPAImageProcessor.from_model_config(self.config).save_pretrained(save_directory)
+        copy_core_files(self.name_or_path, save_directory)
+        if not (Path(save_directory) / "preprocessor_config.json").is_file():
+            image_processor_class(self.config, save_directory).from_model_config(self.config).save_pretrained(save_directory)
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -403,7 +430,7 @@ class DSeqJEPAModel(DSeqJEPAPreTrainedModel):
                 intermediates.append(self.norm(hidden_states) if norm else hidden_states)
         prefix = self.num_prefix_tokens
         prefix_tokens = [tokens[:, :prefix] for tokens in intermediates]
-        intermediates = [tokens[:, prefix:] for tokens in intermediates]
+        intermediates = [patch_tokens(tokens, self.config) for tokens in intermediates]
         if output_fmt == "NCHW":
             intermediates = [patch_feature_map(tokens, (height, width)) for tokens in intermediates]
         if return_prefix_tokens and prefix:

@@ -16,7 +16,7 @@ from transformers import AutoModel, Pipeline
 from transformers.image_utils import load_image as load_image_url
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .image_io import load_image, to_rgb
+from .image_io import load_image, to_rgb, to_uint8
 from .modeling_dseqjepa import PIPELINE_TASK as TASK
 from .modeling_dseqjepa import patch_tokens
 from .regions import extract_regions, region_dicts
@@ -171,10 +171,10 @@ def _array_to_uint8(array: np.ndarray) -> np.ndarray:
         )
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.dtype == np.uint8:
-        return array
-    if np.issubdtype(array.dtype, np.floating) and array.size and 0.0 <= array.min() and array.max() <= 1.0:
-        return np.round(array * 255).astype(np.uint8)
+    if array.dtype == np.uint8 or (
+        np.issubdtype(array.dtype, np.floating) and array.size and 0.0 <= array.min() and array.max() <= 1.0
+    ):
+        return to_uint8(array)
     raise ValueError(f"expected a uint8 image array or a float one in [0, 1], found dtype {array.dtype}")
 
 

@@ -137,28 +137,29 @@ def otsu_threshold(levels: torch.Tensor) -> torch.Tensor:
 
 
 class _GridLayout:
-    """A batch of (h, w) grids laid end to end in one flat vector, with zero padding.
+    """A batch of (h, w) grids laid end to end in one flat vector of cells, with zero padding.
 
     Each grid gets a padding row on top (and one below if h is odd, so that rows pair up) and a
-    padding column on the left, which is also the right padding of the row before; `row + 1`
-    more positions close the batch. Neighbours are then 1-D shifts (by 1 and by `row`),
-    pointers are indices into the vector, and the padding keeps the grids apart. Positions
-    keep the raster order of each grid.
+    padding column on the left, which is also the right padding of the row before: a padded grid
+    is `padded_height` (H') rows of `padded_width` (W') cells, `grid_cells` (G = H' * W') cells in
+    all; `padded_width + 1` more cells close the batch, `num_cells` (C) in all. Neighbours are then
+    1-D shifts (by 1 and by `padded_width`), pointers are indices into the vector, and the padding
+    keeps the grids apart. Cells keep the raster order of each grid.
     """
 
     def __init__(self, batch: int, height: int, width: int):
         self.batch, self.height, self.width = batch, height, width
-        self.block_height, self.row = height + 1 + height % 2, width + 1
-        self.block = self.block_height * self.row  # positions per grid
-        self.size = batch * self.block + self.row + 1  # M
+        self.padded_height, self.padded_width = height + 1 + height % 2, width + 1
+        self.grid_cells = self.padded_height * self.padded_width  # G, cells per padded grid
+        self.num_cells = batch * self.grid_cells + self.padded_width + 1  # C
 
     def pad(self, grids: torch.Tensor) -> torch.Tensor:
         """(B, h, w) -> (B, H', W') with zero padding."""
-        return F.pad(grids, (1, 0, 1, self.block_height - self.height - 1))
+        return F.pad(grids, (1, 0, 1, self.padded_height - self.height - 1))
 
-    def interior(self, blocks: torch.Tensor) -> torch.Tensor:
+    def interior(self, cells: torch.Tensor) -> torch.Tensor:
         """(..., H' * W') -> (..., h, w): view of the grids themselves."""
-        grids = blocks.view(*blocks.shape[:-1], self.block_height, self.row)
+        grids = cells.view(*cells.shape[:-1], self.padded_height, self.padded_width)
         return grids[..., 1 : self.height + 1, 1:]
 
 
@@ -171,7 +172,7 @@ def connected_components(foreground: torch.Tensor, connectivity: int = 8) -> tor
     batch, height, width = foreground.shape
     layout = _GridLayout(batch, height, width)
     labels = _label_components(layout, foreground, connectivity)  # (B, H' * W') padded positions
-    raster = torch.zeros(layout.block, dtype=torch.int64, device=foreground.device)
+    raster = torch.zeros(layout.grid_cells, dtype=torch.int64, device=foreground.device)
     layout.interior(raster)[:] = torch.arange(height * width, device=foreground.device).view(height, width)
     return layout.interior(raster[labels])
 
@@ -180,36 +181,36 @@ def _label_components(layout: _GridLayout, foreground: torch.Tensor, connectivit
     """Component labels of (B, h, w) grids in the padded layout -> (B, H' * W') int64.
 
     A foreground position's label is its component's first position (in raster order) within
-    its grid's block; every other position's label is its own. A fixed number of rounds,
+    its padded grid; every other position's label is its own. A fixed number of rounds,
     set by the grid size alone, is exact for every input (see `_merge_rounds`), so nothing on
     a GPU waits on the data; on the CPU the rounds stop once they change nothing. Blends are integer arithmetic: torch.where and bool tensors are several
     times slower than int32 arithmetic on the CPU.
     """
-    size, row, block = layout.size, layout.row, layout.block
+    num_cells, padded_width, grid_cells = layout.num_cells, layout.padded_width, layout.grid_cells
     device = foreground.device
-    dtype = torch.int32 if size < 2**31 - 1 else torch.int64
+    dtype = torch.int32 if num_cells < 2**31 - 1 else torch.int64
     grid = layout.pad(foreground).to(dtype)  # (B, H', W')
-    on = F.pad(grid.view(-1), (0, row + 1))  # (M,) 1 on foreground
-    background_high = (1 - on) * size  # (M,) size on background, 0 on foreground
-    position = torch.arange(size + 1, dtype=dtype, device=device)  # (M + 1,) slot M: background's root
+    on = F.pad(grid.view(-1), (0, padded_width + 1))  # (C,) 1 on foreground
+    background_high = (1 - on) * num_cells  # (C,) num_cells on background, 0 on foreground
+    position = torch.arange(num_cells + 1, dtype=dtype, device=device)  # (C + 1,) cell C: background's root
 
     roots, max_trees = _initial_trees(grid, connectivity)
-    roots = torch.cat((torch.maximum(F.pad(roots, (0, row + 1)), background_high), position[size:]))  # stars
-    inner = slice(row + 1, size - row - 1)  # every position whose neighbourhood lies inside M
-    reversed_base = size - 1 - position
+    roots = torch.cat((torch.maximum(F.pad(roots, (0, padded_width + 1)), background_high), position[num_cells:]))  # stars
+    inner = slice(padded_width + 1, num_cells - padded_width - 1)  # every cell whose neighbourhood lies inside C
+    reversed_base = num_cells - 1 - position
     # The round bound holds for every input; on the CPU, where reading a tensor costs no device
     # synchronisation, the loops also stop as soon as a round or a jump changes nothing.
     stop_early = not foreground.is_cuda
     for trees in _merge_rounds(max_trees):
         before_round = roots
         # lo / hi: the smallest / largest root adjacent to (or equal to) each tree's root; hi
-        # as a minimum over reversed roots (size - 1 - root, background high).
-        pixel_roots = roots[:size]
-        reversed_roots = torch.maximum(size - 1 - pixel_roots, background_high)
+        # as a minimum over reversed roots (num_cells - 1 - root, background high).
+        pixel_roots = roots[:num_cells]
+        reversed_roots = torch.maximum(num_cells - 1 - pixel_roots, background_high)
         owner = pixel_roots[inner].long()
-        lo = position.scatter_reduce(0, owner, _neighbourhood_min(pixel_roots, row, connectivity), "amin")
-        hi = size - 1 - reversed_base.scatter_reduce(
-            0, owner, _neighbourhood_min(reversed_roots, row, connectivity), "amin"
+        lo = position.scatter_reduce(0, owner, _neighbourhood_min(pixel_roots, padded_width, connectivity), "amin")
+        hi = num_cells - 1 - reversed_base.scatter_reduce(
+            0, owner, _neighbourhood_min(reversed_roots, padded_width, connectivity), "amin"
         )
         # Hook every tree: down to its smallest neighbour (lo < itself), or, a local minimum
         # (lo == itself), up to its largest neighbour, unless that one hooks straight back
@@ -217,7 +218,7 @@ def _label_components(layout: _GridLayout, foreground: torch.Tensor, connectivit
         hooks_back = (position - lo.index_select(0, hi)).clamp(max=1)  # 0 or 1
         goes_up = (hooks_back - (position - lo)).clamp(min=0)  # 1: a local minimum that hooks up
         target = lo + (hi - position) * goes_up
-        target[size] = size
+        target[num_cells] = num_cells
         roots = target.index_select(0, roots)
         for _ in range(math.ceil(math.log2(max(trees - 1, 1)))):
             jumped = roots.index_select(0, roots)
@@ -227,15 +228,15 @@ def _label_components(layout: _GridLayout, foreground: torch.Tensor, connectivit
         if stop_early and torch.equal(roots, before_round):
             break
 
-    pixel_roots = roots[: size - row - 1]
-    first = position.scatter_reduce(0, pixel_roots.long(), position[: size - row - 1], "amin")
+    pixel_roots = roots[: num_cells - padded_width - 1]
+    first = position.scatter_reduce(0, pixel_roots.long(), position[: num_cells - padded_width - 1], "amin")
     # Labels: the first position of each foreground pixel's component, else the pixel itself;
-    # both made relative to the grid's block.
-    grid_start = (position[: layout.batch] * block)[:, None].expand(layout.batch, block).reshape(-1)
-    offset = position[: size - row - 1] - grid_start
-    on = on[: size - row - 1]
-    labels = (first.index_select(0, pixel_roots) - position[: size - row - 1]) * on + offset
-    return labels.long().view(layout.batch, block)
+    # both made relative to the padded grid.
+    grid_start = (position[: layout.batch] * grid_cells)[:, None].expand(layout.batch, grid_cells).reshape(-1)
+    offset = position[: num_cells - padded_width - 1] - grid_start
+    on = on[: num_cells - padded_width - 1]
+    labels = (first.index_select(0, pixel_roots) - position[: num_cells - padded_width - 1]) * on + offset
+    return labels.long().view(layout.batch, grid_cells)
 
 
 def _initial_trees(grid: torch.Tensor, connectivity: int) -> tuple[torch.Tensor, int]:
@@ -246,25 +247,26 @@ def _initial_trees(grid: torch.Tensor, connectivity: int) -> tuple[torch.Tensor,
     connected, so it is a tree rooted at its first column's topmost pixel.
     Returns roots (B * H' * W',) (garbage on background) and the bound.
     """
-    batch, block_height, row = grid.shape
-    position = torch.arange(batch * block_height * row, dtype=grid.dtype, device=grid.device)
-    position = position.view(batch, block_height, row)
-    column = torch.arange(row, dtype=grid.dtype, device=grid.device)
+    batch, padded_height, padded_width = grid.shape
+    position = torch.arange(batch * padded_height * padded_width, dtype=grid.dtype, device=grid.device)
+    position = position.view(batch, padded_height, padded_width)
+    column = torch.arange(padded_width, dtype=grid.dtype, device=grid.device)
     if connectivity == 4:
         starts = grid[..., 1:] * (1 - grid[..., :-1])  # (B, H', W'-1) first pixel of a run
         marks = F.pad((position[..., 1:] + 1) * starts, (1, 0)) - 1
-        return marks.cummax(dim=2).values.view(-1), (block_height - 1) * (row // 2)
-    pairs = grid.view(batch, -1)[:, row:].view(batch, -1, 2, row)  # (B, S, 2, W') row pairs
+        return marks.cummax(dim=2).values.view(-1), (padded_height - 1) * (padded_width // 2)
+    pairs = grid.view(batch, -1)[:, padded_width:].view(batch, -1, 2, padded_width)  # (B, S, 2, W') row pairs
     occupied = torch.maximum(pairs[:, :, 0], pairs[:, :, 1])  # (B, S, W')
     starts = occupied[..., 1:] * (1 - occupied[..., :-1])
     first_column = F.pad((column[1:] + 1) * starts, (1, 0)).cummax(dim=2).values - 1  # (B, S, W') run start
     # Topmost foreground pixel of each column: the top row's if set, else the bottom row's.
-    column_root = position[:, 1::2] + row * (1 - pairs[:, :, 0])  # (B, S, W')
+    column_root = position[:, 1::2] + padded_width * (1 - pairs[:, :, 0])  # (B, S, W')
     run_root = column_root.gather(2, first_column.clamp(min=0).long())  # (B, S, W') root of each run
     roots = torch.empty_like(grid)
-    roots.view(batch, -1)[:, row:].view(batch, -1, 2, row).copy_(run_root[:, :, None].expand(-1, -1, 2, -1))
+    pair_roots = roots.view(batch, -1)[:, padded_width:].view(batch, -1, 2, padded_width)
+    pair_roots.copy_(run_root[:, :, None].expand(-1, -1, 2, -1))
     roots[:, 0] = -1  # the padding row
-    return roots.view(-1), (block_height // 2) * (row // 2)
+    return roots.view(-1), (padded_height // 2) * (padded_width // 2)
 
 
 def _merge_rounds(max_trees: int) -> list[int]:
@@ -284,18 +286,18 @@ def _merge_rounds(max_trees: int) -> list[int]:
     return counts
 
 
-def _neighbourhood_min(values: torch.Tensor, row: int, connectivity: int) -> torch.Tensor:
-    """Minimum over the 3x3 (8) or cross (4) neighbourhood of positions row + 1 .. M - row - 2.
+def _neighbourhood_min(values: torch.Tensor, padded_width: int, connectivity: int) -> torch.Tensor:
+    """Minimum over the 3x3 (8) or cross (4) neighbourhood of cells padded_width + 1 .. C - padded_width - 2.
 
-    values: (..., M) padded grids laid end to end, `row` positions per grid row (padding included).
+    values: (..., C) padded grids laid end to end, `padded_width` cells per grid row (padding included).
     """
-    size = values.shape[-1]
+    num_cells, down = values.shape[-1], padded_width  # the shift from a cell to the one below it
     if connectivity == 8:
-        across = torch.minimum(torch.minimum(values[..., :-2], values[..., 1:-1]), values[..., 2:])  # 1..M-2
-        return torch.minimum(torch.minimum(across[..., : -2 * row], across[..., row:-row]), across[..., 2 * row :])
-    sideways = torch.minimum(values[..., row : size - row - 2], values[..., row + 2 : size - row])
-    vertical = torch.minimum(values[..., 1 : size - 2 * row - 1], values[..., 2 * row + 1 : size - 1])
-    return torch.minimum(torch.minimum(sideways, vertical), values[..., row + 1 : size - row - 1])
+        across = torch.minimum(torch.minimum(values[..., :-2], values[..., 1:-1]), values[..., 2:])  # 1..C-2
+        return torch.minimum(torch.minimum(across[..., : -2 * down], across[..., down:-down]), across[..., 2 * down :])
+    sideways = torch.minimum(values[..., down : num_cells - down - 2], values[..., down + 2 : num_cells - down])
+    vertical = torch.minimum(values[..., 1 : num_cells - 2 * down - 1], values[..., 2 * down + 1 : num_cells - 1])
+    return torch.minimum(torch.minimum(sideways, vertical), values[..., down + 1 : num_cells - down - 1])
 
 
 def _rank_components(layout, labels, foreground, normalised, min_region_fraction, num_regions) -> Regions:
@@ -303,22 +305,22 @@ def _rank_components(layout, labels, foreground, normalised, min_region_fraction
 
     labels: (B, H' * W') from `_label_components`; foreground, normalised: (B, N).
     """
-    batch, block = labels.shape
+    batch, grid_cells = labels.shape
     device = labels.device
-    on = layout.pad(foreground.view(batch, layout.height, layout.width)).reshape(batch, block)  # (B, P)
-    values = layout.pad(normalised.view(batch, layout.height, layout.width).double()).reshape(batch, block)
+    on = layout.pad(foreground.view(batch, layout.height, layout.width)).reshape(batch, grid_cells)  # (B, G)
+    values = layout.pad(normalised.view(batch, layout.height, layout.width).double()).reshape(batch, grid_cells)
     # Foreground values are >= 1/255, so their float64 sums are exact in any order and the
     # means exact to rounding: for N < 1448 distinct means stay distinct, ties stay ties.
-    area = torch.zeros(batch, block, dtype=torch.int64, device=device).scatter_add_(1, labels, on.long())
-    total = torch.zeros(batch, block, dtype=torch.float64, device=device).scatter_add_(1, labels, values * on)
-    mean = total / area.clamp(min=1)  # (B, P) at each component's label
+    area = torch.zeros(batch, grid_cells, dtype=torch.int64, device=device).scatter_add_(1, labels, on.long())
+    total = torch.zeros(batch, grid_cells, dtype=torch.float64, device=device).scatter_add_(1, labels, values * on)
+    mean = total / area.clamp(min=1)  # (B, G) at each component's label
     min_area = min_region_fraction * layout.height * layout.width
-    candidate = on & (labels == torch.arange(block, device=device)) & (area >= min_area)
-    key = torch.where(candidate, mean, -1.0)  # (B, P)
+    candidate = on & (labels == torch.arange(grid_cells, device=device)) & (area >= min_area)
+    key = torch.where(candidate, mean, -1.0)  # (B, G)
 
     # Slot of each component label: 0.. for the kept ones in rank order, R-1 (background) otherwise.
     background_slot = num_regions - 1
-    slot_of_label = torch.full((batch, block + 1), background_slot, dtype=torch.int64, device=device)
+    slot_of_label = torch.full((batch, grid_cells + 1), background_slot, dtype=torch.int64, device=device)
     kept_means, kept_sums, kept_areas = [], [], []
     for slot in range(background_slot):
         best = key.argmax(dim=1, keepdim=True)  # (B, 1) first maximum: ties -> first pixel
@@ -327,9 +329,9 @@ def _rank_components(layout, labels, foreground, normalised, min_region_fraction
         kept_means.append(best_mean)
         kept_sums.append(total.gather(1, best) * kept)
         kept_areas.append(area.gather(1, best) * kept)
-        slot_of_label.scatter_(1, best + (block - best) * ~kept, slot)  # column P: nothing kept
+        slot_of_label.scatter_(1, best + (grid_cells - best) * ~kept, slot)  # column G: nothing kept
         key.scatter_(1, best, -2.0)
-    slots = layout.interior(slot_of_label[:, :block].gather(1, labels))  # (B, h, w)
+    slots = layout.interior(slot_of_label[:, :grid_cells].gather(1, labels))  # (B, h, w)
     masks = slots[:, None] == torch.arange(num_regions, device=device).view(1, -1, 1, 1)  # (B, R, h, w)
 
     # The background holds everything else: its sum and area by subtraction.

@@ -1,5 +1,6 @@
 """The `dseqjepa` command itself: `info`, `--version`, `python -m` entry points, and each command's
-spelt-out choices against the library lists they copy (kept apart so that --help imports no torch)."""
+choices against what the library implements (the values shared through dseqjepa_options, so that --help
+imports no torch)."""
 
 from __future__ import annotations
 
@@ -138,7 +139,8 @@ def choice_actions(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
 
 
 def library_choices() -> dict[tuple[tuple[str, ...], str], tuple]:
-    """The library's list for each (sub-command path, dest) of the CLI."""
+    """What the library implements for each (sub-command path, dest) of the CLI: its tables of readers,
+    exporters and builders, and for plain lists the value the library module reads (from dseqjepa_options)."""
     import dseqjepa_convert
     from dseqjepa_convert import release, training_checkpoint
     from dseqjepa_hub.application import embed_job, feature_maps, visualize_job
@@ -181,23 +183,36 @@ def test_every_commands_choices_equal_the_librarys():
     assert set(found) == set(expected), "a command gained or lost an argument with choices: map it to the library here"
     for key, choices in found.items():
         assert sorted(choices) == sorted(expected[key]), key
-    # The constants the commands spell out, letter for letter.
-    import dseqjepa_cli.convert
-    import dseqjepa_cli.eval
-    import dseqjepa_convert
+
+
+def test_the_library_reads_the_option_values_it_implements_from_dseqjepa_options():
+    """One place for each value: the library modules hold the option module's objects, not copies of them,
+    and the remote-code core (which cannot import it) agrees with the CLI's mirror of its default."""
+    import dseqjepa_options as options
+    from dseqjepa_convert import onnx_export, verify
+    from dseqjepa_hub import image_io
+    from dseqjepa_hub.application import embed_job, feature_maps, regions_job, visualize_job
     from dseqjepa_train import evaluation
+    from dseqjepa_train.evaluation import features
 
-    assert dseqjepa_cli.convert.FORMATS == tuple(sorted(dseqjepa_convert.READERS))
-    assert dseqjepa_cli.eval.TASKS == evaluation.TASKS
-    import dseqjepa_cli.visualize
-    from dseqjepa_hub.application import visualize_job
-
-    assert dseqjepa_cli.visualize.KINDS == visualize_job.KINDS
-    assert dseqjepa_cli.eval.LAYERS == evaluation.features.LAYER_CHOICES
-    import dseqjepa_cli.embed
-    from dseqjepa_hub.application import embed_job
-
-    assert dseqjepa_cli.embed.POOLS == embed_job.POOLS
+    assert embed_job.POOLS is options.EMBED_POOLS
+    assert evaluation.TASKS is options.EVAL_TASKS
+    assert features.LAYER_CHOICES is options.EVAL_LAYERS
+    assert visualize_job.KINDS is options.VISUALIZE_KINDS
+    assert feature_maps.CLUSTER_METHODS is options.CLUSTER_METHODS
+    assert regions_job.DEFAULT_MAX_SIDE is visualize_job.DEFAULT_MAX_SIDE is options.DRAWING_MAX_SIDE
+    assert onnx_export.TOLERANCE is options.ONNX_TOLERANCE
+    assert verify.TOLERANCE is options.CONVERSION_TOLERANCE
+    assert image_io.DEFAULT_MAX_PIXELS == options.DEFAULT_MAX_PIXELS
+    assert tuple(sorted(options.CONVERT_FORMATS)) == options.CONVERT_FORMATS  # listed as --help lists them
+    defaults = {}
+    for command in ("regions", "visualize", "export", "embed"):
+        root = build_parser(command)
+        sub = next(a for a in root._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+        defaults[command] = {action.dest: action.default for action in sub._actions}
+    assert defaults["regions"]["max_side"] == defaults["visualize"]["max_side"] == options.DRAWING_MAX_SIDE
+    assert defaults["export"]["atol"] == options.ONNX_TOLERANCE
+    assert defaults["embed"]["max_pixels"] == image_io.DEFAULT_MAX_PIXELS
 
 
 def test_names_in_help_texts_exist():

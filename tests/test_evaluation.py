@@ -15,9 +15,10 @@ from dseqjepa_cli import main
 from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAConfig
 from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
+from dseqjepa_options import EVAL_TASKS
 from dseqjepa_train.evaluation import region_quality
-from dseqjepa_train.evaluation.data import SceneRecord
 from dseqjepa_train.evaluation.features import extract_features
+from dseqjepa_train.evaluation.labelled_splits import SceneRecord
 from dseqjepa_train.evaluation.probes import knn_predict, linear_probe
 from dseqjepa_train.evaluation.region_quality import centred_box, precision_and_iou, top1_region_scores
 
@@ -197,7 +198,7 @@ def _reference_features(model_dir: Path, paths: list[Path]) -> torch.Tensor:
         ])
 
 
-@pytest.mark.parametrize("task", ["linear", "knn", "regions"])
+@pytest.mark.parametrize("task", EVAL_TASKS)  # every value `eval --task` offers
 def test_eval_cli_end_to_end(tmp_path, task, capsys, monkeypatch):
     """Val image 1 (green) is labelled red and val image 0's mask lies away from its object: a
     classifier that tells the colours apart scores 3/4, and so does a top region on the object."""

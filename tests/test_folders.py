@@ -35,6 +35,7 @@ from dseqjepa_hub.application.region_json import regions_from_json
 from dseqjepa_hub.errors import NonFiniteOutputError
 from dseqjepa_hub.image_io import load_image
 from dseqjepa_hub.pipeline_saliency_ranking import rank_regions, save_pretrained_with_pipeline
+from dseqjepa_options import EMBED_POOLS
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_FRACTION = 0.03  # a random model's saliency is noisy: a low area filter keeps several regions
@@ -229,7 +230,7 @@ def reference_outputs(model, processor, paths):
     return outputs.pooler_output.numpy(), outputs.last_hidden_state[:, 0].numpy(), outputs.last_hidden_state.numpy(), ranked
 
 
-@pytest.mark.parametrize("pool", ["mean", "cls", "tokens"])
+@pytest.mark.parametrize("pool", EMBED_POOLS)  # every value `embed --pool` offers
 def test_embed_pools_give_the_models_outputs_row_by_row(tiny, tmp_path, capsys, pool):
     folder, model, processor = tiny
     good, bad = make_folder(tmp_path / "in", count=5)

@@ -194,9 +194,14 @@ def test_every_folder_loads_with_every_auto_class_and_both_pipelines_at_two_size
     DSeqJEPAForImageClassification(config).save_pretrained(tmp_path / "classifier")
     torch.save(DSeqJEPAModel(config).state_dict(), tmp_path / "release.pth")
     convert(tmp_path / "release.pth", "dseq-release", tmp_path / "converted", num_heads=2, log=lambda *_: None)
-    folders = [str(tmp_path / name) for name in ("encoder", "classifier", "converted")] + [str(root / "stage")]
-    script = (WITHOUT_PACKAGE if mode == "remote" else "import dseqjepa_hub\n") + FOLDER_CHECK
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    # Loaded as remote code without the package and saved again: still a complete folder.
+    resave = WITHOUT_PACKAGE + (f"from transformers import AutoModel\nAutoModel.from_pretrained({str(tmp_path / 'encoder')!r}, "
+                                f"trust_remote_code=True).save_pretrained({str(tmp_path / 'resaved')!r})\n")
+    done = run_python(resave, tmp_path, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folders = [str(tmp_path / name) for name in ("encoder", "classifier", "converted", "resaved")] + [str(root / "stage")]
+    script = (WITHOUT_PACKAGE if mode == "remote" else "import dseqjepa_hub\n") + FOLDER_CHECK
     done = subprocess.run([sys.executable, "-c", script, json.dumps(folders), str(IMAGE), mode], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

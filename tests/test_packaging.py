@@ -33,7 +33,7 @@ def test_wheel_installs_only_prefixed_import_packages(wheel):
     top_level = {name.split("/")[0] for name in wheel.namelist()}
     dist_info = {name for name in top_level if name.endswith(".dist-info")}
     assert len(dist_info) == 1
-    assert top_level - dist_info == {"dseqjepa_hub", "dseqjepa_cli", "dseqjepa_train", "dseqjepa_convert"}
+    assert top_level - dist_info == {"dseqjepa_hub", "dseqjepa_cli", "dseqjepa_train", "dseqjepa_convert", "dseqjepa_options.py"}
 
 
 def test_wheel_carries_the_model_card_and_data(wheel):

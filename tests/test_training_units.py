@@ -183,7 +183,7 @@ def tiny_networks():
     predictor = DSeqJEPAPredictor(DSeqJEPAPredictorConfig.from_encoder_config(encoder.config))
     pixel_values = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        targets = target_features(encoder(pixel_values).last_hidden_state, 1)
+        targets = target_features(encoder(pixel_values).last_hidden_state, encoder.config)
     return encoder, predictor, pixel_values, targets
 
 
@@ -345,7 +345,7 @@ def test_a_killed_checkpoint_write_leaves_no_folder_at_the_final_path(tmp_path, 
 def test_data_from_a_file_list_with_seeded_crops(tmp_path):
     from PIL import Image
 
-    from dseqjepa_train.data import PretrainingImages, TrainingDataError, build_loader, list_image_files
+    from dseqjepa_train.pretraining_data import PretrainingImages, TrainingDataError, build_loader, list_image_files
 
     (tmp_path / "imgs").mkdir()
     for i in range(3):

@@ -36,6 +36,7 @@ from dseqjepa_hub.application.feature_maps import (
     prediction_steps,
     spectral_embedding,
 )
+from dseqjepa_options import CLUSTER_METHODS, VISUALIZE_KINDS
 from dseqjepa_train.sequences import region_sequence
 
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
@@ -134,7 +135,7 @@ def test_patch_similarity_is_maximal_at_the_query_and_its_twin():
         patch_similarity(model, pixels(colours), (4, 0))
 
 
-@pytest.mark.parametrize("method", ["kmeans", "spectral"])
+@pytest.mark.parametrize("method", CLUSTER_METHODS)  # every value `visualize --method` offers
 def test_clusters_are_the_colour_bands_batched_and_seeded(method):
     bands = [[RED] * 6] * 2 + [[GREEN] * 6] * 2 + [[BLUE] * 6] * 2  # 6 x 6 grid: 48 px, not the native 32
     columns = [[BLUE, BLUE, RED, RED, GREEN, GREEN] for _ in range(6)]
@@ -342,13 +343,15 @@ def test_saliency_beside_the_overlay_carries_a_colour_bar():
 EXAMPLE = "examples/images/coffee.jpg"
 
 
-@pytest.mark.parametrize(
-    "kind, extra",
-    [("regions", []), ("saliency", []), ("attention", ["--layer", "-2"]), ("similarity", ["--query", "3,4"]),
-     ("clusters", ["--clusters", "3", "--method", "spectral"]), ("sequence", ["--min-region-fraction", "0.05"])],
-)
-def test_visualize_command_writes_a_picture_and_an_index(kind, extra, tmp_path, monkeypatch, capsys):
+KIND_ARGUMENTS = {"regions": [], "saliency": [], "attention": ["--layer", "-2"], "similarity": ["--query", "3,4"],
+                  "clusters": ["--clusters", "3", "--method", "spectral"], "sequence": ["--min-region-fraction", "0.05"]}
+
+
+@pytest.mark.parametrize("kind", VISUALIZE_KINDS)  # every value `visualize --kind` offers
+def test_visualize_command_writes_a_picture_and_an_index(kind, tmp_path, monkeypatch, capsys):
     from dseqjepa_cli import main
+
+    extra = KIND_ARGUMENTS[kind]
 
     monkeypatch.chdir(default_model_dir_parent())
     out = tmp_path / "out"

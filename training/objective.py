@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, DSeqJEPAPredictor
+from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAConfig
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, DSeqJEPAPredictor, patch_tokens
 
 from .sequences import region_sequence
 
@@ -146,9 +147,9 @@ class JEPAStudent(nn.Module):
         return predictions, target_positions, target_keep
 
 
-def target_features(last_hidden_state: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
+def target_features(last_hidden_state: torch.Tensor, config: DSeqJEPAConfig) -> torch.Tensor:
     """The regression targets: final-norm patch tokens plus a parameter-free layer_norm, (B, N, D)."""
-    patches = last_hidden_state[:, num_prefix_tokens:]
+    patches = patch_tokens(last_hidden_state, config)
     return F.layer_norm(patches, patches.shape[-1:])
 
 

@@ -1,7 +1,7 @@
 """The pretraining loop: DSeq-JEPA, the I-JEPA baseline, or the release's mixed curriculum.
 
 Every random choice of a step (DSeq or I-JEPA, the multi-block masks) is drawn from a generator
-seeded by (seed, step), and the data by (seed, epoch, index) (see data.py), so a run stopped
+seeded by (seed, step), and the data by (seed, epoch, index) (see pretraining_data.py), so a run stopped
 with `max_steps` and resumed from its checkpoint is the same run, bit for bit on the CPU.
 """
 
@@ -31,10 +31,10 @@ from dseqjepa_hub.regions import extract_regions
 
 from .checkpoint import load_latest_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from .config import ConfigError, TrainConfig, config_from_dict, save_config
-from .data import build_loader, derive_seed, list_image_files
 from .distributed import DistributedContext, all_reduce_mean, gather_digests, init_distributed, shutdown_distributed
 from .masks import multiblock_masks
 from .objective import JEPAStudent, dseq_task, ijepa_task, jepa_loss, target_features
+from .pretraining_data import build_loader, derive_seed, list_image_files
 from .schedules import Schedules
 
 logger = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class Pretrainer:
         config, model_config = self.config, self.model_config
         with torch.no_grad(), self.autocast:
             output = self.target_encoder(images, output_saliency=use_dseq)
-            targets = target_features(output.last_hidden_state, self.target_encoder.num_prefix_tokens)
+            targets = target_features(output.last_hidden_state, self.target_encoder.config)
         if not bool(torch.isfinite(output.last_hidden_state).all()):  # diverged weights: no regions to draw
             self.diverged(f"the target encoder's output is not finite at step {self.step + 1}")
         if use_dseq:

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file
 
+from dseqjepa_options import EMBED_POOLS as POOLS  # what `embed --pool` offers
+
 from ..errors import DSeqJEPAError
 from ..image_io import DEFAULT_MAX_PIXELS
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
@@ -38,7 +40,6 @@ from .runner import ImageBatch, check_finite, default_num_workers, infer_files
 from .sharding import shard_path, sum_over_ranks, torchrun_shard, write_shard_index
 
 EMBEDDING_SUFFIXES = (".safetensors", ".npy")
-POOLS = ("mean", "cls", "tokens")  # what `embed --pool` offers
 
 
 class NoImagesEmbeddedError(DSeqJEPAError):

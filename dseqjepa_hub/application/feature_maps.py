@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dseqjepa_options import CLUSTER_METHODS
+
 from ..errors import DSeqJEPAError, NonFiniteOutputError
 from ..modeling_dseqjepa import DSeqJEPAModel
-
-CLUSTER_METHODS = ("kmeans", "spectral")
 
 
 class MapError(DSeqJEPAError):
@@ -138,11 +138,6 @@ def kmeans(
     new_number = canonical_numbers(labels, num_clusters)  # (B, k)
     renumbered = torch.empty_like(centres).scatter_(1, new_number[..., None].expand_as(centres), centres)
     return new_number.gather(1, labels), renumbered
-
-
-def canonical_labels(labels: torch.Tensor, num_clusters: int) -> torch.Tensor:
-    """Renumber (B, N) labels by first appearance along N: the first point's cluster is 0, and so on."""
-    return canonical_numbers(labels, num_clusters).gather(1, labels)
 
 
 def canonical_numbers(labels: torch.Tensor, num_clusters: int) -> torch.Tensor:

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dseqjepa_options import DRAWING_MAX_SIDE as DEFAULT_MAX_SIDE  # overlays and masks of larger photos are drawn at this size
+
 from ..image_io import DEFAULT_MAX_PIXELS
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import DSeqJEPAModel
@@ -41,7 +43,6 @@ from .drawing import draw_regions
 from .region_json import regions_to_json
 from .runner import ImageBatch, check_finite, infer_files
 
-DEFAULT_MAX_SIDE = 2048  # overlays and masks of larger photos are drawn at this size
 # zlib's run-length strategy: a photo overlay encodes about 4x faster than with the default
 # strategy for about 5 % more bytes (benchmarks/RESULTS.md); any PNG reader decodes it.
 OVERLAY_PNG_OPTIONS = {"format": "PNG", "compress_type": zlib.Z_RLE}

@@ -22,6 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dseqjepa_options import DRAWING_MAX_SIDE as DEFAULT_MAX_SIDE
+from dseqjepa_options import VISUALIZE_KINDS as KINDS
+
 from ..errors import DSeqJEPAError
 from ..image_io import DEFAULT_MAX_PIXELS
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
@@ -38,9 +41,6 @@ from .drawing import (
 )
 from .regions_job import batch_regions, ranked_regions_forward
 from .runner import Forward, ImageBatch, check_finite, infer_files
-
-KINDS = ("regions", "saliency", "attention", "similarity", "clusters", "sequence")
-DEFAULT_MAX_SIDE = 2048
 
 
 def parse_query(text: str) -> tuple[int, int] | str:

@@ -18,13 +18,12 @@ from pathlib import Path
 import torch
 
 from dseqjepa_hub.application.atomic import atomic_write
+from dseqjepa_options import EVAL_TASKS as TASKS
 
-from .data import find_split, load_labelled_split, load_scene_records
 from .features import extract_features
+from .labelled_splits import EvaluationDataError, find_split, load_labelled_split, load_scene_records
 from .probes import knn_accuracy, linear_probe
 from .region_quality import evaluate_regions
-
-TASKS = ("linear", "knn", "regions")
 
 
 def evaluate(
@@ -44,6 +43,8 @@ def evaluate(
     seed: int = 0,
 ) -> dict:
     """Run one task and return the result dict (schema in the module docstring)."""
+    if task not in TASKS:
+        raise EvaluationDataError(f"task must be one of {TASKS}, got {task!r}")
     data_dir = Path(data_dir)
     eval_dir = find_split(data_dir, "eval")
     result = {"task": task, "dataset": data_dir.name, "split": eval_dir.name, "model": model_name}

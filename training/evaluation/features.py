@@ -10,10 +10,10 @@ import torch
 
 from dseqjepa_hub.application.runner import Forward, ImageBatch, infer_files
 from dseqjepa_hub.image_io import ImageLoadError
+from dseqjepa_hub.modeling_dseqjepa import patch_tokens
+from dseqjepa_options import EVAL_LAYERS as LAYER_CHOICES
 
-from .data import EvaluationDataError
-
-LAYER_CHOICES = ("last", "last4")
+from .labelled_splits import EvaluationDataError
 
 
 def _refuse_unreadable(failures: list[tuple[Path, str]]) -> None:
@@ -45,9 +45,8 @@ def pooled_features(model, pixel_values: torch.Tensor, layers: str) -> torch.Ten
     if layers == "last":
         return model(pixel_values=pixel_values).pooler_output.float()
     outputs = model(pixel_values=pixel_values, output_hidden_states=True)
-    prefix = model.num_prefix_tokens
     blocks = outputs.hidden_states[-4:]  # 4 x (B, [1] + N, D), before the final norm
-    return torch.cat([model.norm(block[:, prefix:]).mean(dim=1) for block in blocks], dim=-1).float()
+    return torch.cat([model.norm(patch_tokens(block, model.config)).mean(dim=1) for block in blocks], dim=-1).float()
 
 
 def extract_features(

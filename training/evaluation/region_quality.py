@@ -24,8 +24,8 @@ from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
 from dseqjepa_hub.pipeline_saliency_ranking import rank_regions
 from dseqjepa_hub.regions import region_dicts
 
-from .data import EvaluationDataError, SceneRecord
 from .features import infer_evaluation_images
+from .labelled_splits import EvaluationDataError, SceneRecord
 
 HIT_PRECISION = 0.5
 FALLBACK_BOX_AREA = 0.25  # centred box area when the model proposes no region at all
