@@ -26,6 +26,7 @@ PACKAGES = {  # import name -> folder
     "dseqjepa_cli": REPO / "dseqjepa_cli",
     "dseqjepa_train": REPO / "training",
     "dseqjepa_convert": REPO / "conversion",
+    "dseqjepa_options": REPO / "dseqjepa_options.py",  # one module
 }
 CORE_FILES = ("configuration_dseqjepa", "modeling_dseqjepa", "image_processing_dseqjepa", "regions",
               "pipeline_saliency_ranking", "image_io", "errors")
@@ -34,12 +35,15 @@ STDLIB = set(sys.stdlib_module_names)
 
 
 def module_name(path: Path, package: str) -> str:
+    if PACKAGES[package].is_file():
+        return package
     parts = [package, *path.relative_to(PACKAGES[package]).with_suffix("").parts]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def all_modules() -> dict[str, Path]:
-    return {module_name(path, package): path for package, folder in PACKAGES.items() for path in sorted(folder.rglob("*.py"))}
+    return {module_name(path, package): path for package, folder in PACKAGES.items()
+            for path in ([folder] if folder.is_file() else sorted(folder.rglob("*.py")))}
 
 
 MODULES = all_modules()
@@ -54,11 +58,13 @@ def layer(module: str) -> str:
         if rest == "application" or rest.startswith("application."):
             return "application"
         return "package"  # dseqjepa_hub/__init__.py (registration) and __main__.py
-    return {"dseqjepa_cli": "cli", "dseqjepa_train": "training", "dseqjepa_convert": "conversion"}[package]
+    return {"dseqjepa_cli": "cli", "dseqjepa_train": "training", "dseqjepa_convert": "conversion",
+            "dseqjepa_options": "options"}[package]
 
 
 PREFIXES = {"core": "dseqjepa_hub.", "package": "dseqjepa_hub.", "application": "dseqjepa_hub.application.",
-            "training": "dseqjepa_train.", "conversion": "dseqjepa_convert.", "cli": "dseqjepa_cli."}
+            "training": "dseqjepa_train.", "conversion": "dseqjepa_convert.", "cli": "dseqjepa_cli.",
+            "options": "dseqjepa_options."}
 
 
 def short(module: str) -> str:
@@ -120,7 +126,7 @@ def documented_edges() -> dict[tuple[str, str], set[str]]:
 
 def test_the_walk_sees_every_package_and_lazy_imports():
     """Guards the guard: each layer has modules, and an import inside a function is seen."""
-    assert {layer(module) for module in MODULES} == {"core", "package", "application", "training", "conversion", "cli"}
+    assert {layer(module) for module in MODULES} == {"core", "package", "application", "training", "conversion", "cli", "options"}
     lazy = [resolve(name) for _, name in imports_of(PACKAGES["dseqjepa_cli"] / "train.py", "dseqjepa_cli.train")]
     assert any(name.startswith("dseqjepa_train") for name in lazy)
 
@@ -143,6 +149,7 @@ ALLOWED = {
     ("training", "core"), ("training", "package"), ("training", "application"),
     ("conversion", "core"), ("conversion", "package"), ("conversion", "application"),
     ("cli", "core"), ("cli", "package"), ("cli", "application"), ("cli", "training"), ("cli", "conversion"),
+    *((layer, "options") for layer in ("application", "training", "conversion", "cli")),  # values only, no code
 }
 
 
@@ -204,3 +211,32 @@ def test_help_of_every_command_imports_neither_torch_nor_transformers():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "HEAVY []" in done.stdout, done.stdout[-500:]
+
+
+def error_classes() -> dict[str, str]:
+    """Every subclass of DSeqJEPAError defined in the packages -> its module."""
+    import importlib
+
+    from dseqjepa_hub.errors import DSeqJEPAError
+
+    for module in MODULES:
+        if not module.endswith("__main__"):
+            importlib.import_module(module)
+    found, pending = {}, [DSeqJEPAError]
+    while pending:
+        for subclass in pending.pop().__subclasses__():
+            if subclass.__module__.split(".")[0] in PACKAGES:
+                found[subclass.__name__] = subclass.__module__
+                pending.append(subclass)
+    return found
+
+
+def test_the_document_lists_every_error_class_where_it_is_defined():
+    block = re.search(r"```errors\n(.*?)```", ARCHITECTURE.read_text(), re.S)
+    assert block, "docs/ARCHITECTURE.md has no ```errors block"
+    documented = {}
+    for line in filter(str.strip, block.group(1).splitlines()):
+        match = re.fullmatch(r"(\w+) \(([\w.]+)\): .+", line.strip())
+        assert match, f"an errors line reads `Name (module): when it is raised`, found {line!r}"
+        documented[match.group(1)] = match.group(2)
+    assert documented == error_classes()
