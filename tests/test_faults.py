@@ -268,6 +268,31 @@ def test_stale_temporaries_of_killed_runs_are_removed_and_live_ones_kept(tmp_pat
     assert all(path.exists() for path in keep) and not stale_file.exists() and not stale_folder.exists()
 
 
+def test_every_writer_clears_what_killed_writers_of_its_destination_left(tmp_path):
+    """Hub staging, Spaces, timm exports, converted folders: whatever writes through the atomic
+    module removes the stale temporaries of its own destination before it starts, and only those."""
+    import subprocess
+
+    from dseqjepa_hub.application.atomic import atomic_directory, atomic_write_text
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale_folder = tmp_path / f".staged.partial-{dead.pid}-abc123"
+    stale_previous = tmp_path / f".staged.partial-{dead.pid}-abc123-previous"
+    stale_file = tmp_path / f".card.md.tmp-{dead.pid}"
+    other = tmp_path / f".other.partial-{dead.pid}-xyz"  # another destination's: not this writer's business
+    live = tmp_path / f".staged.partial-{os.getpid()}-live"
+    for folder in (stale_folder, stale_previous, other, live):
+        folder.mkdir()
+    stale_file.write_text("x")
+    with atomic_directory(tmp_path / "staged") as folder:
+        (folder / "config.json").write_text("{}")
+    atomic_write_text(tmp_path / "card.md", "card")
+    assert not stale_folder.exists() and not stale_previous.exists() and not stale_file.exists()
+    assert other.exists() and live.exists()
+    assert (tmp_path / "staged/config.json").is_file() and (tmp_path / "card.md").read_text() == "card"
+
+
 def test_a_killed_regions_run_leaves_nothing_that_the_next_run_keeps(tmp_path, capsys):
     import subprocess
 

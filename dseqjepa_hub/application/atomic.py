@@ -6,7 +6,8 @@ moment the writer is killed at.
 
 Temporaries carry the writer's process id (`.NAME.tmp-PID`, `.NAME.partial-PID-XXXX`), so that
 `remove_stale_temporaries` clears what a killed writer left without touching the work of a
-writer that is still running (two runs may share an output folder). A write that fails for lack
+writer that is still running (two runs may share an output folder); every write first clears
+what killed writers of the same destination left beside it. A write that fails for lack
 of space or permission raises `OutputWriteError` naming the destination, and leaves no temporary.
 
 Permissions: what a writer creates gets the modes of a newly created file or folder under the
@@ -16,6 +17,7 @@ creates 0600 files, `tempfile.mkdtemp` 0700 folders); executable files stay exec
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -85,6 +87,7 @@ def _write_error(path: Path, error: OSError) -> OutputWriteError:
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """Call `write(temporary_path)`, then rename the result over `path` (parents are created)."""
     path = Path(path)
+    _remove_stale_temporaries_of(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +127,7 @@ def atomic_directory(path: str | os.PathLike, *, replace: bool = False, work: Pa
     path = Path(path)
     if not replace:
         check_empty_folder(path)
+    _remove_stale_temporaries_of(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if work is None:
@@ -159,8 +163,17 @@ def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = Fal
     folder = Path(folder)
     if not folder.is_dir():
         return []
+    return _remove_stale(folder.rglob(".*") if recursive else folder.glob(".*"))
+
+
+def _remove_stale_temporaries_of(path: Path) -> list[Path]:
+    """What killed writers of `path` itself left beside it (every writer clears these before it starts)."""
+    return _remove_stale(path.parent.glob(f".{glob.escape(path.name)}.*")) if path.parent.is_dir() else []
+
+
+def _remove_stale(candidates: Iterator[Path]) -> list[Path]:
     removed = []
-    for candidate in folder.rglob(".*") if recursive else folder.glob(".*"):
+    for candidate in candidates:
         match = _TEMPORARY.match(candidate.name)
         if match is None or _is_running(int(match.group(1) or match.group(2))):
             continue
