@@ -26,13 +26,15 @@ from transformers.backbone_utils import BackboneMixin, filter_output_hidden_stat
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils import TransformersKwargs
+from transformers.utils import TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_dseqjepa import DSeqJEPAConfig
 from .image_processing_dseqjepa import DSeqJEPAImageProcessor
 from .regions import saliency_map
+
+logger = logging.get_logger(__name__)
 
 # The `**kwargs` (TransformersKwargs) a forward pass reads; `return_dict` is taken by the decorators
 # before it. Any other name is refused, so that a misspelt option fails instead of doing nothing.
@@ -125,14 +127,20 @@ class DSeqJEPAAttention(nn.Module):
         self.proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, _ = hidden_states.shape
         qkv = self.qkv(hidden_states).reshape(batch, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, d)
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        implementation = self.config._attn_implementation
+        if output_attentions and implementation != "eager":
+            # Only eager attention computes the weights; the outputs are the same within float error.
+            logger.warning_once(
+                f"output_attentions=True: attention weights are computed with eager attention in this pass "
+                f"(the model uses {implementation!r})"
+            )
+            implementation = "eager"
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attn_output, attn_weights = attention_interface(
             self, query, key, value, attention_mask, scaling=self.scaling, dropout=0.0
         )
@@ -169,8 +177,10 @@ class DSeqJEPABlock(GradientCheckpointingLayer):
         self.norm2 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
         self.mlp = DSeqJEPAMLP(config, hidden_size, intermediate_size)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        attn_output, _ = self.attn(self.norm1(hidden_states), attention_mask)  # weights: recorded on `attn`
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> torch.Tensor:
+        attn_output, _ = self.attn(self.norm1(hidden_states), attention_mask, output_attentions)  # recorded on `attn`
         hidden_states = hidden_states + attn_output
         return hidden_states + self.mlp(self.norm2(hidden_states))
 
@@ -215,7 +225,7 @@ class DSeqJEPAPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = False
     _supports_flex_attn = False
     _supports_attention_backend = True
-    # hidden_states: the blocks' input (the embeddings) then every block's output; attentions: eager only
+    # hidden_states: the blocks' input (the embeddings) then every block's output; attentions: computed eagerly
     _can_record_outputs = {"hidden_states": DSeqJEPABlock, "attentions": DSeqJEPAAttention}
 
     def __init__(self, config: DSeqJEPAConfig, *inputs, **kwargs):
@@ -356,18 +366,15 @@ class DSeqJEPAModel(DSeqJEPAPreTrainedModel):
             divisible by the patch size runs, with sin-cos position embeddings regenerated for its grid.
         output_saliency (`bool`, *optional*): also return `saliency`, from block `config.saliency_layer` of this pass.
         output_hidden_states, output_attentions, return_dict: as in every transformers model; `hidden_states`
-            are taken before the final norm (the last one too), attentions need `attn_implementation="eager"`.
+            are taken before the final norm (the last one too); attentions are computed with eager attention
+            whatever the model's `attn_implementation`.
         """
         check_forward_kwargs(self, kwargs, OUTPUT_KWARGS)
-        if kwargs.get("output_attentions", self.config.output_attentions) and self.config._attn_implementation != "eager":
-            raise ValueError(
-                f"output_attentions=True needs attn_implementation='eager' (the model uses "
-                f"'{self.config._attn_implementation}'): load it with attn_implementation='eager'"
-            )
+        output_attentions = bool(kwargs.get("output_attentions", self.config.output_attentions))
         hidden_states, grid_size = self.embed(pixel_values)  # (B, [1] + N, D)
         saliency = None
         for index, block in enumerate(self.blocks):
-            hidden_states = block(hidden_states)
+            hidden_states = block(hidden_states, output_attentions=output_attentions)
             if output_saliency and index == self.config.saliency_layer:
                 saliency = self.saliency_from_block(hidden_states, grid_size)  # (B, h, w)
         last_hidden_state = self.norm(hidden_states)
