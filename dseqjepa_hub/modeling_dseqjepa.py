@@ -223,7 +223,7 @@ class DSeqJEPAPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["DSeqJEPABlock"]
     _supports_sdpa = True
     _supports_flash_attn = False
-    _supports_flex_attn = False
+    _supports_flex_attn = True
     _supports_attention_backend = True
     # hidden_states: the blocks' input (the embeddings) then every block's output; attentions: computed eagerly
     _can_record_outputs = {"hidden_states": DSeqJEPABlock, "attentions": DSeqJEPAAttention}
@@ -249,6 +249,16 @@ class DSeqJEPAPreTrainedModel(PreTrainedModel):
                 shutil.copyfile(here / name, Path(save_directory) / name)
         if not (Path(save_directory) / "preprocessor_config.json").is_file():  # pipelines need one
             DSeqJEPAImageProcessor.from_model_config(self.config).save_pretrained(save_directory)
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """transformers' choice, less `paged|eager`: it reads a paged KV cache, which only generation has
+        (transformers maps the other `paged|` names, deprecated, to the plain ones before this)."""
+        if requested_attention is not None and requested_attention.startswith("paged|"):
+            raise ValueError(
+                f"{type(self).__name__} does not support attn_implementation={requested_attention!r} (paged "
+                "attention needs a generation KV cache): use 'eager', 'sdpa' or 'flex_attention'"
+            )
+        return super().get_correct_attn_implementation(requested_attention, is_init_check)
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
