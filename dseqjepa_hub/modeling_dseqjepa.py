@@ -225,6 +225,7 @@ class DSeqJEPAPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = False
     _supports_flex_attn = True
     _supports_attention_backend = True
+    _can_compile_fullgraph = True  # the encoder forward, saliency included (tests/test_loading_like_transformers.py)
     # hidden_states: the blocks' input (the embeddings) then every block's output; attentions: computed eagerly
     _can_record_outputs = {"hidden_states": DSeqJEPABlock, "attentions": DSeqJEPAAttention}
 

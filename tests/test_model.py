@@ -279,13 +279,17 @@ def test_half_precision_runs_close_to_fp32(dtype):
     assert (half.last_hidden_state.float() - reference).abs().max() < 0.1
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+def test_gradient_checkpointing_recomputes_the_blocks_and_gives_the_same_gradients():
     def gradients(checkpointing):
         model = tiny_model()
         if checkpointing:
             model.activation_checkpointing_enable()
         model.train()
+        calls = []  # attention runs: once per block forward, again per block in the backward when checkpointed
+        for block in model.blocks:
+            block.attn.register_forward_pre_hook(lambda *_: calls.append(1))
         model(torch.ones(2, 3, 32, 32)).pooler_output.square().sum().backward()
+        assert len(calls) == len(model.blocks) * (2 if checkpointing else 1)
         return {name: p.grad.clone() for name, p in model.named_parameters()}
 
     plain, checkpointed = gradients(False), gradients(True)
