@@ -118,8 +118,6 @@ class DSeqJEPAModelTester:
             intermediate_size=self.intermediate_size,
             hidden_act=self.hidden_act,
             initializer_range=self.initializer_range,
-            predictor_hidden_size=self.hidden_size,
-            predictor_num_hidden_layers=1,
             attn_implementation=self.attn_implementation,
         )
 
