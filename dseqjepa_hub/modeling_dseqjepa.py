@@ -347,8 +347,15 @@ class DSeqJEPAModel(DSeqJEPAPreTrainedModel):
     def encode(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Run the blocks and the final norm on (B, L, D) tokens -> (B, L, D).
 
-        attention_mask: bool, (B, L) keys or (B, L, L) query-key pairs, True = may attend.
+        attention_mask: bool, (B, L) keys or (B, L, L) query-key pairs, True = may attend; with
+            attn_implementation "eager" or "sdpa" (transformers' flex_attention reads a dense mask out of
+            bounds here, and corrupts memory on the CPU).
         """
+        if attention_mask is not None and self.config._attn_implementation == "flex_attention":
+            raise ValueError(
+                "DSeqJEPAModel.encode: an attention_mask needs attn_implementation 'sdpa' or 'eager', "
+                "not 'flex_attention' (model.set_attn_implementation('sdpa'))"
+            )
         mask = additive_attention_mask(attention_mask, tokens.dtype)
         for block in self.blocks:
             tokens = block(tokens, mask)

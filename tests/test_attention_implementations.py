@@ -1,6 +1,7 @@
 """Every attention implementation transformers' attention interface offers, as this encoder meets it:
 those that run on the CPU give the eager outputs (native and other input sizes, saliency, hidden
-states, attentions); the others are refused in one line, whichever way they are asked for."""
+states, attentions, masked attention in `encode`); the others are refused in one line, whichever
+way they are asked for."""
 
 import pytest
 import torch
@@ -66,3 +67,21 @@ def test_implementation_is_refused_in_one_line(folder, implementation):
             attempt()
         assert str(refusal.value).startswith(REFUSED[implementation]) and "\n" not in str(refusal.value)
     assert model.config._attn_implementation == "sdpa"  # unchanged by the refusal
+
+
+def test_masked_attention_gives_the_eager_outputs_or_is_refused(folder):
+    """`encode` with a key mask or a query-key mask (pretraining's masked context): SDPA as eager;
+    flex_attention refused (transformers' dense-mask path reads out of bounds, on the CPU it corrupts memory)."""
+    eager = DSeqJEPAModel.from_pretrained(folder, attn_implementation="eager").eval()
+    sdpa = DSeqJEPAModel.from_pretrained(folder, attn_implementation="sdpa").eval()
+    tokens, _ = eager.embed(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+    generator = torch.Generator().manual_seed(2)
+    keys = torch.rand(2, 17, generator=generator) > 0.4
+    pairs = (torch.rand(2, 17, 17, generator=generator) > 0.4) | torch.eye(17, dtype=torch.bool)
+    with torch.no_grad():
+        for mask in (keys, pairs):
+            torch.testing.assert_close(sdpa.encode(tokens, mask), eager.encode(tokens, mask), atol=1e-5, rtol=0)
+        assert not torch.allclose(eager.encode(tokens, keys), eager.encode(tokens))  # the mask matters
+    flex = DSeqJEPAModel.from_pretrained(folder, attn_implementation="flex_attention")
+    with pytest.raises(ValueError, match="^DSeqJEPAModel.encode: an attention_mask needs attn_implementation 'sdpa'"):
+        flex.encode(tokens, keys)
