@@ -13,9 +13,6 @@ from huggingface_hub.dataclasses import as_validated_field, strict  # transforme
 from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
-
 # Encoder and predictor sizes as I-JEPA's presets; the predictor keeps the encoder's head count
 # (paper, arXiv 2511.17354; docs/METHOD.md of dseqjepa-hub, section 3) and is 192 wide and 6 deep
 # up to ViT-B, 384 wide and 12 deep above.
@@ -92,7 +89,6 @@ class DSeqJEPAConfig(BackboneConfigMixin, PreTrainedConfig):
         predictor_hidden_size, predictor_num_hidden_layers, predictor_num_attention_heads: the
             pretraining predictor, so that a checkpoint's predictor can travel with the encoder; its
             head count defaults (None) to the encoder's.
-        image_mean, image_std: normalisation the model was trained with (default ImageNet's).
         classifier_pooling, classifier_batchnorm, freeze_backbone: `DSeqJEPAForImageClassification`
             head: pooled features ("mean" of patch tokens, "cls", or "cls+mean" concatenated), an
             affine-free BatchNorm before the linear layer (the linear-probe head), a frozen encoder.
@@ -121,8 +117,6 @@ class DSeqJEPAConfig(BackboneConfigMixin, PreTrainedConfig):
     predictor_hidden_size: int = _positive(default=192)
     predictor_num_hidden_layers: int = _positive(default=6)
     predictor_num_attention_heads: int | None = None
-    image_mean: list[float] | None = None
-    image_std: list[float] | None = None
     initializer_range: float = _fraction(default=0.02)
     classifier_pooling: str = "mean"
     classifier_batchnorm: bool = False
@@ -137,10 +131,6 @@ class DSeqJEPAConfig(BackboneConfigMixin, PreTrainedConfig):
             self.saliency_query = "cls_token" if self.use_cls_token else "mean_patch"
         if self.predictor_num_attention_heads is None:
             self.predictor_num_attention_heads = self.num_attention_heads
-        if self.image_mean is None:
-            self.image_mean = list(IMAGENET_MEAN)
-        if self.image_std is None:
-            self.image_std = list(IMAGENET_STD)
         kwargs.pop("stage_names", None)  # saved by to_dict; always derived from the depth
         self.stage_names = ["stem"] + [f"stage{index}" for index in range(1, self.num_hidden_layers + 1)]
         self.set_output_features_output_indices(
@@ -193,12 +183,6 @@ class DSeqJEPAConfig(BackboneConfigMixin, PreTrainedConfig):
             )
         if self.saliency_query == "cls_token" and not self.use_cls_token:
             raise ValueError("DSeqJEPAConfig.saliency_query: 'cls_token' needs use_cls_token=True; use 'mean_patch'")
-        for name in ("image_mean", "image_std"):
-            value = getattr(self, name)
-            if len(value) != self.num_channels or not all(math.isfinite(v) for v in value):
-                raise ValueError(f"DSeqJEPAConfig.{name}: expected {self.num_channels} finite numbers, found {value!r}")
-        if min(self.image_std) <= 0:
-            raise ValueError(f"DSeqJEPAConfig.image_std: expected numbers > 0, found {self.image_std!r}")
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):

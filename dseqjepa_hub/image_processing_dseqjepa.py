@@ -9,15 +9,19 @@ are drawn at the original size.
 from __future__ import annotations
 
 from transformers.image_processing_backends import PilBackend, TorchvisionBackend
-from transformers.image_utils import PILImageResampling
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
-from .configuration_dseqjepa import IMAGENET_MEAN, IMAGENET_STD, DSeqJEPAConfig
+from .configuration_dseqjepa import DSeqJEPAConfig
+
+# Written into config.json by dseqjepa-hub before the config described the architecture only: folders
+# saved then keep them there, and a processor built from such a config takes them.
+LEGACY_CONFIG_STATISTICS = ("image_mean", "image_std")
 
 
 class _DSeqJEPAProcessingDefaults:
     resample = PILImageResampling.BICUBIC
-    image_mean = IMAGENET_MEAN
-    image_std = IMAGENET_STD
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
     size = {"height": 224, "width": 224}
     crop_size = {"height": 224, "width": 224}
     do_resize = True
@@ -29,16 +33,20 @@ class _DSeqJEPAProcessingDefaults:
 
     @classmethod
     def from_model_config(cls, config: DSeqJEPAConfig, center_crop: bool = False, **kwargs):
-        """A processor for `config`'s input size and statistics: a direct resize, or with `center_crop`
-        the shorter side resized to 8/7 of the input size (256 for 224, the I-JEPA evaluation) then cropped."""
+        """A processor for `config`'s input size: a direct resize, or with `center_crop` the shorter side
+        resized to 8/7 of the input size (256 for 224, the I-JEPA evaluation) then cropped. ImageNet
+        statistics, or those an earlier version wrote into the config."""
         side = config.image_size
+        for name in LEGACY_CONFIG_STATISTICS:
+            if getattr(config, name, None) is not None:
+                kwargs.setdefault(name, list(getattr(config, name)))
         if center_crop:
             kwargs.setdefault("size", {"shortest_edge": round(side * 8 / 7)})
             kwargs.setdefault("crop_size", {"height": side, "width": side})
             kwargs.setdefault("do_center_crop", True)
         else:
             kwargs.setdefault("size", {"height": side, "width": side})
-        return cls(image_mean=list(config.image_mean), image_std=list(config.image_std), **kwargs)
+        return cls(**kwargs)
 
     def crop_box(self, original_size: tuple[int, int]) -> tuple[int, int, int, int]:
         """(x0, y0, x1, y1), exclusive end, of the part of an (H, W) image that the model input shows."""

@@ -29,13 +29,15 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
-from transformers.utils import TransformersKwargs
+from transformers.utils import TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.hub import cached_file
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_dseqjepa import DSeqJEPAConfig, DSeqJEPAPredictorConfig
 from .regions import saliency_map
+
+logger = logging.get_logger(__name__)
 
 # The `**kwargs` (TransformersKwargs) a forward pass reads; `return_dict` is taken by the decorators
 # before it. Any other name is refused, so that a misspelt option fails instead of doing nothing.
@@ -128,14 +130,20 @@ class DSeqJEPAAttention(nn.Module):
         self.proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, _ = hidden_states.shape
         qkv = self.qkv(hidden_states).reshape(batch, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, d)
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        implementation = self.config._attn_implementation
+        if output_attentions and implementation != "eager":
+            # Only eager attention computes the weights; the outputs are the same within float error.
+            logger.warning_once(
+                f"output_attentions=True: attention weights are computed with eager attention in this pass "
+                f"(the model uses {implementation!r})"
+            )
+            implementation = "eager"
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attn_output, attn_weights = attention_interface(
             self, query, key, value, attention_mask, scaling=self.scaling, dropout=0.0
         )
@@ -163,8 +171,10 @@ class DSeqJEPABlock(GradientCheckpointingLayer):
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = DSeqJEPAMLP(config, config.hidden_size, config.intermediate_size)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        attn_output, _ = self.attn(self.norm1(hidden_states), attention_mask)  # weights: recorded on `attn`
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> torch.Tensor:
+        attn_output, _ = self.attn(self.norm1(hidden_states), attention_mask, output_attentions)  # recorded on `attn`
         hidden_states = hidden_states + attn_output
         return hidden_states + self.mlp(self.norm2(hidden_states))
 
@@ -233,9 +243,10 @@ class DSeqJEPAPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["DSeqJEPABlock"]
     _supports_sdpa = True
     _supports_flash_attn = False
-    _supports_flex_attn = False
+    _supports_flex_attn = True
     _supports_attention_backend = True
-    # hidden_states: the blocks' input (the embeddings) then every block's output; attentions: eager only
+    _can_compile_fullgraph = True  # the encoder forward, saliency included (tests/test_loading_like_transformers.py)
+    # hidden_states: the blocks' input (the embeddings) then every block's output; attentions: computed eagerly
     _can_record_outputs = {"hidden_states": DSeqJEPABlock, "attentions": DSeqJEPAAttention}
 
     def __init__(self, config: DSeqJEPAConfig, *inputs, **kwargs):
@@ -257,6 +268,16 @@ class DSeqJEPAPreTrainedModel(PreTrainedModel):
         copy_core_files(self.name_or_path, save_directory)
         if not (Path(save_directory) / "preprocessor_config.json").is_file():
             image_processor_class(self.config, save_directory).from_model_config(self.config).save_pretrained(save_directory)
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """transformers' choice, less `paged|eager`: it reads a paged KV cache, which only generation has
+        (transformers maps the other `paged|` names, deprecated, to the plain ones before this)."""
+        if requested_attention is not None and requested_attention.startswith("paged|"):
+            raise ValueError(
+                f"{type(self).__name__} does not support attn_implementation={requested_attention!r} (paged "
+                "attention needs a generation KV cache): use 'eager', 'sdpa' or 'flex_attention'"
+            )
+        return super().get_correct_attn_implementation(requested_attention, is_init_check)
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -344,8 +365,15 @@ class DSeqJEPAModel(DSeqJEPAPreTrainedModel):
     def encode(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Run the blocks and the final norm on (B, L, D) tokens -> (B, L, D).
 
-        attention_mask: bool, (B, L) keys or (B, L, L) query-key pairs, True = may attend.
+        attention_mask: bool, (B, L) keys or (B, L, L) query-key pairs, True = may attend; with
+            attn_implementation "eager" or "sdpa" (transformers' flex_attention reads a dense mask out of
+            bounds here, and corrupts memory on the CPU).
         """
+        if attention_mask is not None and self.config._attn_implementation == "flex_attention":
+            raise ValueError(
+                "DSeqJEPAModel.encode: an attention_mask needs attn_implementation 'sdpa' or 'eager', "
+                "not 'flex_attention' (model.set_attn_implementation('sdpa'))"
+            )
         mask = additive_attention_mask(attention_mask, tokens.dtype)
         for block in self.blocks:
             tokens = block(tokens, mask)
@@ -374,18 +402,15 @@ class DSeqJEPAModel(DSeqJEPAPreTrainedModel):
             divisible by the patch size runs, with sin-cos position embeddings regenerated for its grid.
         output_saliency (`bool`, *optional*): also return `saliency`, from block `config.saliency_layer` of this pass.
         output_hidden_states, output_attentions, return_dict: as in every transformers model; `hidden_states`
-            are taken before the final norm (the last one too), attentions need `attn_implementation="eager"`.
+            are taken before the final norm (the last one too); attentions are computed with eager attention
+            whatever the model's `attn_implementation`.
         """
         check_forward_kwargs(self, kwargs, OUTPUT_KWARGS)
-        if kwargs.get("output_attentions", self.config.output_attentions) and self.config._attn_implementation != "eager":
-            raise ValueError(
-                f"output_attentions=True needs attn_implementation='eager' (the model uses "
-                f"'{self.config._attn_implementation}'): load it with attn_implementation='eager'"
-            )
+        output_attentions = bool(kwargs.get("output_attentions", self.config.output_attentions))
         hidden_states, grid_size = self.embed(pixel_values)  # (B, [1] + N, D)
         saliency = None
         for index, block in enumerate(self.blocks):
-            hidden_states = block(hidden_states)
+            hidden_states = block(hidden_states, output_attentions=output_attentions)
             if output_saliency and index == self.config.saliency_layer:
                 saliency = self.saliency_from_block(hidden_states, grid_size)  # (B, h, w)
         last_hidden_state = self.norm(hidden_states)

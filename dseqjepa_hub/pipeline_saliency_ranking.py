@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import huggingface_hub
 import numpy as np
 import torch
 from PIL import Image, ImageOps
@@ -16,6 +17,7 @@ from transformers import AutoModel, Pipeline
 from transformers.image_utils import load_image as load_image_url
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .errors import DSeqJEPAError
 from .image_io import load_image, to_rgb, to_uint8
 from .modeling_dseqjepa import PIPELINE_TASK as TASK
 from .modeling_dseqjepa import patch_tokens
@@ -160,8 +162,18 @@ def _to_pil(image, timeout=None) -> Image.Image:
     if isinstance(image, np.ndarray):
         image = Image.fromarray(_array_to_uint8(image))
     elif isinstance(image, str):
-        image = load_image_url(image, timeout=timeout)
+        image = _download(image, timeout)
     return to_rgb(ImageOps.exif_transpose(image))
+
+
+def _download(url: str, timeout: float | None) -> Image.Image:
+    """transformers' URL loader; offline (HF_HUB_OFFLINE) or failing, one line that names the URL."""
+    if huggingface_hub.is_offline_mode():
+        raise DSeqJEPAError(f"{url}: a URL, and the Hub is offline (HF_HUB_OFFLINE): pass the image's path instead")
+    try:
+        return load_image_url(url, timeout=timeout)
+    except Exception as error:  # noqa: BLE001 -- the HTTP client's errors (its class varies by version) or PIL's
+        raise DSeqJEPAError(f"{url}: could not be downloaded as an image ({type(error).__name__}: {error})") from None
 
 
 def _array_to_uint8(array: np.ndarray) -> np.ndarray:

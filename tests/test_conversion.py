@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import IJepaConfig, IJepaForImageClassification, IJepaModel
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 import dseqjepa_convert
 from dseqjepa_cli import main
@@ -347,7 +348,7 @@ def test_export_timm_loads_strict_and_round_trips(tmp_path, cls_token):
     assert (timm_model(x) - outputs.pooler_output).abs().max() <= TOLERANCE  # avg pool, num_classes=0
     data = timm.data.resolve_data_config({}, model=timm_model)  # the preprocessing travels with the export
     assert data["input_size"] == (3, IMAGE, IMAGE) and data["crop_mode"] == "squash" and data["crop_pct"] == 1.0
-    assert tuple(data["mean"]) == tuple(config.image_mean) and tuple(data["std"]) == tuple(config.image_std)
+    assert tuple(data["mean"]) == tuple(IMAGENET_DEFAULT_MEAN) and tuple(data["std"]) == tuple(IMAGENET_DEFAULT_STD)
 
     # back again without --num-heads: the folder records it
     convert(tmp_path / "vit", "timm", tmp_path / "back", log=lambda *_: None)

@@ -11,13 +11,15 @@ import pytest
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from transformers.image_utils import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
 from dseqjepa_hub import DSeqJEPAConfig
-from dseqjepa_hub.configuration_dseqjepa import IMAGENET_MEAN, IMAGENET_STD
 from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor, DSeqJEPAImageProcessorPil
 
 BACKENDS = [DSeqJEPAImageProcessorPil, DSeqJEPAImageProcessor]
-# Statistics other than ImageNet's, so that a processor that ignores the config's shows it.
+# Statistics other than ImageNet's, in the config as earlier versions wrote them into config.json, so
+# that a processor that ignores them there shows it.
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 CONFIG = DSeqJEPAConfig(
     image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,

@@ -26,6 +26,7 @@ from dseqjepa_hub.application.atomic import atomic_write_text
 from dseqjepa_hub.application.loading import CONTEXT_ENCODER_DIR, PREDICTOR_DIR, TARGET_ENCODER_DIR
 from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAPredictorConfig
 from dseqjepa_hub.errors import DSeqJEPAError
+from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, DSeqJEPAPredictor
 from dseqjepa_hub.regions import extract_regions
 
@@ -81,9 +82,10 @@ class Pretrainer:
                          if device.type == "cuda" and config.precision == "bf16" else contextlib.nullcontext())
 
         model_config = config.model_config()
+        processor = DSeqJEPAImageProcessor.from_model_config(model_config)  # the training statistics
         self.loader, self.sampler = build_loader(
             list_image_files(data), image_size=model_config.image_size, crop_scale=config.crop_scale,
-            mean=model_config.image_mean, std=model_config.image_std, seed=config.seed,
+            mean=list(processor.image_mean), std=list(processor.image_std), seed=config.seed,
             batch_size=config.batch_size, num_workers=config.num_workers, world_size=dist_context.world_size,
             rank=dist_context.rank,
         )

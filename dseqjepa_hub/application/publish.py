@@ -140,6 +140,7 @@ DEFAULT_TRAINING_TEXT = "Pretrained with DSeq-JEPA's self-supervised objective; 
 
 def render_card(
     model,
+    processor,
     repo_id: str,
     *,
     license: str,
@@ -148,8 +149,8 @@ def render_card(
     provenance: dict,
     eval_rows: list[dict],
 ) -> ModelCard:
-    """README.md from the model_card.md template for `model` (the encoder or a head), its YAML
-    metadata checked."""
+    """README.md from the model_card.md template for `model` (the encoder or a head) and its image
+    `processor`, its YAML metadata checked."""
     config = model.config
     pipeline_tag = PIPELINE_TAGS[type(model).__name__]
     model_name = repo_id.split("/")[-1]
@@ -200,8 +201,10 @@ def render_card(
         **{key: getattr(config, key) for key in (
             "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
             "image_size", "use_cls_token", "saliency_query", "saliency_layer", "min_region_fraction",
-            "num_regions", "image_mean", "image_std", "classifier_pooling",
+            "num_regions", "classifier_pooling",
         )},
+        image_mean=list(processor.image_mean),
+        image_std=list(processor.image_std),
     )
     check_card(card.content, pipeline_tag=pipeline_tag, expect_eval=len(eval_rows))
     return card
@@ -252,7 +255,7 @@ def stage(
         eval_paths.insert(0, folder / EVAL_FILE)
     eval_rows = [row for path in eval_paths for row in read_eval_results(path)]
     card = render_card(
-        model, repo_id, license=license, datasets=datasets,
+        model, processor, repo_id, license=license, datasets=datasets,
         base_model=base_model or provenance.get("base_model"), provenance=provenance, eval_rows=eval_rows,
     )
 
