@@ -91,7 +91,6 @@ def test_every_field_is_type_checked_whenever_it_is_set():
     ("crop_scale=0.5,1", (0.5, 1.0)),
     ("crop_scale=[0.5, 1]", (0.5, 1.0)),
     ("model.layer_norm_eps=1e-5", 1e-5),
-    ("model.image_mean=0,0.5,1", [0.0, 0.5, 1.0]),
     ("model.saliency_layer=1", 1),
 ])
 def test_values_are_read_as_their_fields_types(override, expected):
@@ -120,7 +119,8 @@ def test_values_are_read_as_their_fields_types(override, expected):
     ("num_workers=-1", "num_workers: expected an int >= 0, found -1"),
     ("model.hidden_size=0", "model.hidden_size: expected a positive int, found 0"),
     ("model.hidden_size=wide", "model.hidden_size: expected int, found 'wide'"),
-    ("model.image_mean=[0.5]", r"model: DSeqJEPAConfig.image_mean: expected 3 finite numbers, found \[0.5\]"),
+    ("model.use_cls_token=false", "method .dseq. ranks regions by the CLS token: set model.use_cls_token: true"),
+    ("model.num_attention_heads=5", r"model: DSeqJEPAConfig: hidden_size \(64\) must be divisible by num_attention_heads \(5\)"),
     ("model=3", "model: expected a mapping of DSeqJEPAConfig fields, found 3"),
 ])
 def test_wrong_values_are_refused_in_one_line_naming_the_field(override, message):
