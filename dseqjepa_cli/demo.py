@@ -6,7 +6,7 @@ import argparse
 
 from dseqjepa_options import DEVICES
 
-from .arguments import positive_int
+from .arguments import add_model_option, positive_int
 
 DESCRIPTION = ("Serve a Gradio app in the browser: upload an image (or pick an example), choose the number of regions "
                "and the minimum region fraction, and see the ranked regions, the saliency and the prediction sequence "
@@ -14,8 +14,7 @@ DESCRIPTION = ("Serve a Gradio app in the browser: upload an image (or pick an e
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, metavar="PATH_OR_REPO_ID",
-                        help="model folder or Hub repo id (default: the bundled model)")
+    add_model_option(parser)
     parser.add_argument("--port", type=positive_int, default=7860, help="port to serve on (default: 7860)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for the network)")

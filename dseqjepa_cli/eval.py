@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from dseqjepa_options import EVAL_LAYERS, EVAL_TASKS
+from dseqjepa_options import DEFAULT_MODEL, EVAL_LAYERS, EVAL_TASKS
 
-from .arguments import positive_int
+from .arguments import MODEL_HELP, positive_int
 
 DESCRIPTION = ("Evaluate a frozen encoder on a data set built by `dseqjepa data build`: linear probe, kNN, or the "
                "quality of its top-ranked region against the centred-box and random-init baselines.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", default=None, help="model folder, training run or checkpoint, or Hub repo id (default: the bundled model)")
+    parser.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{MODEL_HELP} (default: {DEFAULT_MODEL})")
     parser.add_argument("--data", required=True, help="data folder with train and val/test splits (dseqjepa data build)")
     parser.add_argument("--task", required=True, choices=EVAL_TASKS)
     parser.add_argument("--out", help="write the result to this .json file and its table to the .md beside it")

@@ -26,7 +26,7 @@ from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import DSeqJEPAModel
 from .drawing import draw_regions, draw_saliency, draw_sequence
 from .feature_maps import prediction_steps
-from .loading import load_model
+from .loading import is_default_model, load_model
 from .regions_job import batch_regions, ranked_regions_forward
 from .runner import ImageBatch, infer_images
 
@@ -103,11 +103,11 @@ def build_demo(
     examples_dir: str | os.PathLike | None = None,
     title: str = "DSeq-JEPA: discriminative regions",
 ):
-    """The Gradio app (`gradio.Blocks`) for `model` (folder, Hub id, or None for the bundled model)."""
+    """The Gradio app (`gradio.Blocks`) for `model` (folder, Hub id, or None or `default` for the bundled model)."""
     gr = _gradio()
     loaded = load_model(model, device)
     config = loaded.model.config
-    name = "the bundled default model (not a useful feature extractor)" if model is None else f"`{loaded.description}`"
+    name = "the bundled default model (not a useful feature extractor)" if is_default_model(model) else f"`{loaded.description}`"
 
     def run(image, num_regions, min_region_fraction):
         try:

@@ -38,7 +38,7 @@ from .. import __version__
 from ..errors import DSeqJEPAError
 from ..pipeline_saliency_ranking import rank_regions, save_pretrained_with_pipeline
 from .atomic import atomic_directory, check_empty_folder
-from .loading import ModelLoadError, load_model, locate_model
+from .loading import ModelLoadError, is_default_model, load_model, locate_model
 
 CARD_TEMPLATE = files("dseqjepa_hub") / "model_card.md"
 EVAL_FILE = "eval_results.json"
@@ -75,7 +75,7 @@ def load_checked(model_dir: Path):
     """The folder (a model folder, or a training run or checkpoint: its target encoder) as the class it
     was saved as, through the one loader, and the folder it came from; its encoder must rank the
     regions of an image and the whole model run, to finite outputs: a folder that fails here is refused."""
-    if not model_dir.is_dir():
+    if not is_default_model(model_dir) and not model_dir.is_dir():
         raise ModelLoadError(f"{model_dir}: no such model folder")
     folder, _ = locate_model(model_dir)
     loaded = load_model(folder, as_saved=True)
