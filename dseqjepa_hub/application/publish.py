@@ -32,6 +32,11 @@ import torch
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
+
+try:  # the HTTP library of huggingface_hub: httpx2 from version 2, httpx before
+    from httpx2 import HTTPError as TransportError
+except ImportError:
+    from httpx import HTTPError as TransportError
 from safetensors.torch import load_file
 
 from .. import __version__
@@ -271,6 +276,17 @@ def stage(
     return sorted(str(path.relative_to(stage_dir)) for path in stage_dir.rglob("*") if path.is_file())
 
 
+def upload_failure(error: Exception) -> str:
+    """What went wrong in an upload, in one line."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if status in (401, 403):
+        return f"authentication refused (HTTP {status}): set HF_TOKEN to a token with write access, or `hf auth login`"
+    if isinstance(error, TransportError):
+        reason = " ".join(str(error).split()) or type(error).__name__
+        return f"no connection to {os.environ.get('HF_ENDPOINT') or 'the Hub'} ({reason})"
+    return " ".join(str(error).split())
+
+
 def push(
     model_dir: str | os.PathLike,
     repo_id: str,
@@ -311,8 +327,10 @@ def push(
                 repo_id=repo_id, repo_type="model", operations=operations, commit_message=message,
                 revision=revision, create_pr=create_pr,
             )
-        except HfHubHTTPError as error:
-            raise HubError(f"upload to {repo_id} failed: {error}") from None
+        except (HfHubHTTPError, OSError, TransportError) as error:  # network, authentication, refusal by the Hub
+            kept, temporary = folder, None  # the staged folder outlives the failure: upload it later
+            raise HubError(f"upload to {repo_id} failed: {upload_failure(error)}; the staged folder is kept: {kept} "
+                           f"(upload it later with `hf upload {repo_id} {kept}`)") from None
         log(f"uploaded to {getattr(commit, 'pr_url', None) or getattr(commit, 'commit_url', repo_id)}")
         return commit
     finally:
