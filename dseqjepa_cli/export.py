@@ -11,7 +11,7 @@ from .arguments import MODEL_HELP
 DESCRIPTION = ("Export a DSeq-JEPA model: `timm` writes a timm model folder (model.safetensors + config.json "
                "with the architecture and preprocessing: timm.create_model('local-dir:OUT', pretrained=True)), checked by "
                "loading it; `onnx` writes an ONNX graph with outputs pooler_output, last_hidden_state and saliency, "
-               "checked with onnxruntime against torch before the file is kept (needs `pip install 'dseqjepa-hub[onnx]'`).")
+               "and logits for a fine-tuned classifier (whose head the timm folder keeps too), checked with onnxruntime against torch before the file is kept (needs `pip install 'dseqjepa-hub[onnx]'`).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -622,6 +622,13 @@ class DSeqJEPAForImageClassification(DSeqJEPAPreTrainedModel):
             model.dseqjepa.requires_grad_(False)
         return loaded
 
+    def classify(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        """The head: the encoder's (B, [1] + N, D) final-norm tokens -> (B, num_labels) logits."""
+        features = self.pool(last_hidden_state)
+        if self.batchnorm is not None:
+            features = self.batchnorm(features)
+        return self.classifier(features)
+
     def pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
         """(B, [1] + N, D) -> (B, D) or (B, 2D) as `classifier_pooling` says."""
         patch_mean = patch_tokens(last_hidden_state, self.config).mean(dim=1)
@@ -649,10 +656,7 @@ class DSeqJEPAForImageClassification(DSeqJEPAPreTrainedModel):
             outputs = self.dseqjepa(
                 pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
             )
-        features = self.pool(outputs.last_hidden_state)
-        if self.batchnorm is not None:
-            features = self.batchnorm(features)
-        logits = self.classifier(features)
+        logits = self.classify(outputs.last_hidden_state)
         loss = self.loss_function(labels, logits, self.config, **loss_kwargs) if labels is not None else None
         return ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions

@@ -332,7 +332,8 @@ def preset_encoder(preset: str, **overrides) -> DSeqJEPAModel:
     return encoder.eval()
 
 
-def _is_preset(model) -> bool:
+def is_preset(model) -> bool:
+    """`model` names a size preset (random weights), not a folder of that name."""
     return isinstance(model, str) and model in PRESETS and not Path(model).exists()
 
 
@@ -353,7 +354,7 @@ def load_model(
     from_pretrained_options: passed on (e.g. attn_implementation="eager").
     """
     check_device(device)
-    if _is_preset(model):
+    if is_preset(model):
         if as_saved:
             raise ModelLoadError(f"{model}: a size preset, not a model folder")
         logger.warning(
@@ -396,7 +397,7 @@ def load_encoder(model: str | os.PathLike | None = None, device: str = "cpu", **
 
 def model_config(model: str | os.PathLike) -> DSeqJEPAConfig:
     """The configuration of a preset, folder, run, checkpoint or repo id (only its config.json fetched)."""
-    if _is_preset(model):
+    if is_preset(model):
         return DSeqJEPAConfig.from_preset(model)
     return read_config(locate_model(model, hub_files=[CONFIG_FILE])[0])
 
