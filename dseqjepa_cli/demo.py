@@ -7,6 +7,7 @@ import argparse
 from dseqjepa_options import DEVICES
 
 from .arguments import add_model_option, positive_int
+from .console import say
 
 DESCRIPTION = ("Serve a Gradio app in the browser: upload an image (or pick an example), choose the number of regions "
                "and the minimum region fraction, and see the ranked regions, the saliency and the prediction sequence "
@@ -27,6 +28,6 @@ def run(args: argparse.Namespace) -> int:
     from dseqjepa_hub.application.demo import build_demo, launch
 
     demo = build_demo(args.model, device=args.device, examples_dir=args.examples)
-    print(f"serving the demo on http://{args.host}:{args.port} (Ctrl+C to stop)")
+    say(args, f"serving the demo on http://{args.host}:{args.port} (Ctrl+C to stop)")
     launch(demo, host=args.host, port=args.port)
     return 0

@@ -7,6 +7,7 @@ import argparse
 from dseqjepa_options import EXPORT_TARGETS, ONNX_TOLERANCE
 
 from .arguments import MODEL_HELP
+from .console import log
 
 DESCRIPTION = ("Export a DSeq-JEPA model: `timm` writes a timm model folder (model.safetensors + config.json "
                "with the architecture and preprocessing: timm.create_model('local-dir:OUT', pretrained=True)), checked by "
@@ -34,10 +35,10 @@ def run(args: argparse.Namespace) -> int:
     if args.target == "timm":
         from dseqjepa_convert import export_timm
 
-        export_timm(args.model, args.out, image_size=args.image_size)
+        export_timm(args.model, args.out, image_size=args.image_size, log=log(args))
         return 0
     from dseqjepa_convert.onnx_export import export_onnx
 
     export_onnx(args.model, args.out, opset=args.opset, dynamic=args.dynamic,
-                tolerance=args.atol)
+                tolerance=args.atol, log=log(args))
     return 0

@@ -14,6 +14,7 @@ from .arguments import (
     positive_int,
     report_failures,
 )
+from .console import say, show_progress
 
 DESCRIPTION = (
     "Draw one picture per image (OUT/<path below the input folder>.KIND.png) and an index, OUT/KIND.json. Kinds: "
@@ -70,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, num_regions=args.num_regions, min_region_fraction=args.min_region_fraction,
         layer=args.layer, query=parse_query(args.query), num_clusters=args.clusters, method=args.method,
         seed=args.seed, model_description=loaded.description, max_pixels=args.max_pixels, max_side=args.max_side,
-        num_workers=args.num_workers,
+        num_workers=args.num_workers, progress=show_progress(args),
     )
-    print(f"wrote {len(entries)} {args.kind} picture(s) and {args.kind}.json to {args.out}")
     report_failures(failures)
+    failed = f", {len(failures)} file(s) could not be read (listed above)" if failures else ""
+    say(args, f"wrote {len(entries)} {args.kind} picture(s) and {args.kind}.json to {args.out}{failed}")
     return 1 if failures else 0
