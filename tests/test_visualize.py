@@ -326,13 +326,19 @@ def test_regions_overlay_legend_outline_and_no_foreground_note():
     assert NO_FOREGROUND == "no foreground region"
 
 
-def test_saliency_beside_the_overlay_carries_a_colour_bar():
+def test_saliency_beside_the_overlay_carries_a_colour_bar_beside_the_map():
+    """overlay | heat map | colour bar: the map is whole (its brightest cells included), the bar never over it."""
+    from dseqjepa_hub.application.drawing import saliency_heatmap
+
     image = Image.new("RGB", (300, 240), (128, 128, 128))
     saliency = np.arange(12, dtype=float)[::-1].reshape(3, 4)  # the largest value in the upper left patch
     canvas = np.asarray(draw_regions(image, [], show_saliency=True, saliency=saliency)).astype(int)
-    heatmap = canvas[:, -300:]
-    assert np.all(heatmap[:80, :75] == BRIGHTEST, axis=2).all()
-    bar = heatmap[:, 150:]  # the colour bar, inset in the upper right corner: the whole ramp, and its labels
+    gap = next(x for x in range(300, canvas.shape[1]) if not (canvas[:, x] == 255).all()) - 300
+    heatmap = canvas[:, 300 + gap : 600 + gap]
+    assert np.array_equal(heatmap, np.asarray(saliency_heatmap(saliency, (300, 240))).astype(int))
+    assert np.all(heatmap[:80, :75] == BRIGHTEST, axis=2).all() and np.all(heatmap[:, -75:] != BRIGHTEST, axis=2).all()
+    bar = canvas[:, 600 + gap :]  # the whole ramp, and its labels
+    assert bar.shape[1] > 0
     assert np.all(bar == BRIGHTEST, axis=2).any() and np.all(bar == DARKEST, axis=2).any()
     assert (bar < 40).all(axis=2).sum() > 20
 
