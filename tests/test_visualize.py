@@ -298,7 +298,9 @@ def test_sequence_picture_tints_context_and_target_of_every_step():
     x = right[0]  # left edge of the second panel
     assert near(pixels_[top + 35, x + 35], context) and near(pixels_[top + 20, x + 20], target)  # R1 u R2 -> bg
     single = draw_sequence(image, [])
-    assert single.width > 40  # one dimmed panel saying there is no step
+    assert single.width == 40 and single.height > 40  # one dimmed panel, titled that there is no step; no key
+    shown = np.asarray(single).reshape(-1, 3)
+    assert not any(np.all(shown == color, axis=1).any() for color in (CONTEXT_COLOR, TARGET_COLOR))  # the key's swatches
 
 
 def test_regions_overlay_legend_outline_and_no_foreground_note():

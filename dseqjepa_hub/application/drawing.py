@@ -509,13 +509,14 @@ def draw_sequence(
     image: Image.Image,
     steps: Sequence[dict],
     *,
-    panel_side: int = 320,
+    panel_side: int = 480,
     dim: float = 0.6,
     alpha: float = 0.55,
 ) -> Image.Image:
     """The DSeq prediction sequence as a strip of panels, one per step (`maps.prediction_steps`): the
     context R1..Rk tinted blue, the target R(k+1) vermillion, the rest of the image dimmed; titled
-    "step k: R1..Rk -> R(k+1)". An image with a single region (no step) gives one panel saying so."""
+    "step k: R1..Rk -> R(k+1)", with a context/target key. An image with a single region (no step) gives one
+    panel saying so, and no key (nothing is drawn in those colours)."""
     image = image.convert("RGB")
     thumbnail, _ = _thumbnail(image, None, panel_side)
     size = font_size_for(*thumbnail.size)
@@ -533,7 +534,7 @@ def draw_sequence(
         target_text = "background" if step["target_is_background"] else f"R{step['target_rank']}"
         panels.append(_titled(panel, f"step {step['step']}: {context_text} -> {target_text}", size))
     if not panels:
-        panels.append(_titled(dimmed, "one region only: no prediction step", size))
+        return _titled(dimmed, "one region only: no prediction step", size)
     strip = _row(panels, gap=size // 2)
     legend = _legend_image([(CONTEXT_COLOR, "context"), (TARGET_COLOR, "target")], size)
     return _row([strip, _key(legend, strip.height, _title_height(size))], gap=size // 2)
