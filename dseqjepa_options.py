@@ -23,3 +23,4 @@ CLUSTER_METHODS = ("kmeans", "spectral")
 DRAWING_MAX_SIDE = 2048  # regions and visualize decode larger photos at this many pixels a side
 DEFAULT_MAX_PIXELS = 250_000_000  # = dseqjepa_hub.image_io.DEFAULT_MAX_PIXELS (remote code: not imported there)
 DEVICES = ("cpu", "cuda")
+DEFAULT_MODEL = "default"  # = dseqjepa_hub.application.loading.DEFAULT_MODEL: the bundled model, wherever a model is named

@@ -8,7 +8,7 @@
 Every entry point loads through the package's one loader (dseqjepa_hub.application.loading), imported
 from this checkout, which need not be pip-installed (torch, transformers, timm, numpy, pillow and
 huggingface_hub are the dependencies): `weights` may be a model folder, a training run or checkpoint,
-or a Hub repo id, and a damaged one is refused with the same one-line `ModelLoadError` as the
+a Hub repo id, or "default" (the bundled model, of no preset's size: `dseqjepa_default`), and a damaged one is refused with the same one-line `ModelLoadError` as the
 `dseqjepa` commands give. Each returns a `DSeqJEPAModel` in eval mode;
 `model(pixel_values, output_saliency=True)` gives pooler_output, last_hidden_state and saliency.
 """
@@ -23,7 +23,7 @@ def dseqjepa_default(**kwargs):
     """The bundled default model (dseqjepa_hub/default_model: 1.2 M parameters, 96 px, patch 8), pretrained
     here on synthetic scenes so that everything runs offline; not a useful feature extractor. kwargs go to
     `from_pretrained` (e.g. attn_implementation="eager")."""
-    return _load_encoder(None, **kwargs)
+    return _load_encoder("default", **kwargs)
 
 
 dseqjepa_vit_tiny_patch16_224 = _entry_point("vit_tiny_patch16_224")

@@ -5,6 +5,8 @@ returns three outputs from one pass:
   pooler_output      (B, D)          mean of the final-norm patch tokens
   last_hidden_state  (B, [1] + N, D) final-norm tokens, CLS first
   saliency           (B, h, w)       CLS-similarity saliency (docs/METHOD.md section 1)
+and, for a fine-tuned classifier (DSeqJEPAForImageClassification), a fourth:
+  logits             (B, num_labels) the head's, from the same tokens
 With `dynamic`, B, H and W are free (H and W multiples of the patch size): the 2-D sin-cos position
 embeddings are computed inside the graph from the patch grid, so every size gets I-JEPA's formula;
 without it the graph is fixed to one image of the model's size.
@@ -27,14 +29,20 @@ import torch
 from torch import nn
 
 from dseqjepa_hub.application.atomic import OutputWriteError
-from dseqjepa_hub.application.loading import load_encoder
-from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, sincos_pos_embed_2d
+from dseqjepa_hub.application.loading import is_preset, load_model
+from dseqjepa_hub.modeling_dseqjepa import (
+    DSeqJEPAForImageClassification,
+    DSeqJEPAModel,
+    DSeqJEPAPreTrainedModel,
+    sincos_pos_embed_2d,
+)
 from dseqjepa_options import ONNX_TOLERANCE as TOLERANCE  # max abs difference per output, fp32
 
 from .loading import ConversionError
 
 INPUT_NAME = "pixel_values"
 OUTPUT_NAMES = ("pooler_output", "last_hidden_state", "saliency")
+HEAD_OUTPUT = "logits"  # a classifier's fourth output
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # the torch.export-based exporter's lowest
 MAX_GRID_SIDE = 1024  # patches per side the dynamic graph is declared for
@@ -59,15 +67,18 @@ class OnnxExportResult:
 
 
 class _EncoderWithSaliency(nn.Module):
-    """The graph's function: pixels -> (pooler_output, last_hidden_state, saliency)."""
+    """The graph's function: pixels -> (pooler_output, last_hidden_state, saliency[, logits])."""
 
-    def __init__(self, model: DSeqJEPAModel):
+    def __init__(self, model: DSeqJEPAPreTrainedModel):
         super().__init__()
-        self.model = model
+        self.model = model.base_model
+        self.classifier = model if isinstance(model, DSeqJEPAForImageClassification) and model.num_labels else None
+        self.output_names = OUTPUT_NAMES + ((HEAD_OUTPUT,) if self.classifier is not None else ())
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outputs = self.model(pixel_values, output_saliency=True, return_dict=True)
-        return outputs.pooler_output, outputs.last_hidden_state, outputs.saliency
+        encoded = (outputs.pooler_output, outputs.last_hidden_state, outputs.saliency)
+        return encoded if self.classifier is None else (*encoded, self.classifier.classify(outputs.last_hidden_state))
 
 
 def _onnx_runtime():
@@ -105,7 +116,7 @@ def _check_fixed_sincos(model: DSeqJEPAModel) -> None:
 
 
 def export_onnx(
-    model: str | os.PathLike | DSeqJEPAModel | None,
+    model: str | os.PathLike | DSeqJEPAPreTrainedModel | None,
     out_file: str | os.PathLike,
     *,
     opset: int = DEFAULT_OPSET,
@@ -113,8 +124,9 @@ def export_onnx(
     tolerance: float = TOLERANCE,
     log=print,
 ) -> OnnxExportResult:
-    """Export `model` (a folder, training run, Hub id, a loaded `DSeqJEPAModel`, or None for the bundled model) to
-    `out_file`, checked with onnxruntime against torch; nothing is written unless every check passes."""
+    """Export `model` (a folder, training run, Hub id, a loaded model, or None or `default` for the bundled model)
+    to `out_file`, checked with onnxruntime against torch; nothing is written unless every check passes. A
+    classifier's graph gives its logits beside the encoder's outputs."""
     out_file = Path(out_file)
     if out_file.suffix != ".onnx":
         raise OnnxExportError(f"{out_file}: the output file name must end in .onnx")
@@ -125,8 +137,10 @@ def export_onnx(
     if opset < MIN_OPSET:
         raise OnnxExportError(f"--opset {opset}: the exporter (torch.onnx, dynamo) writes opset {MIN_OPSET} or newer")
     onnx, onnxruntime = _onnx_runtime()
-    encoder = model if isinstance(model, DSeqJEPAModel) else load_encoder(model)
-    encoder = encoder.float().eval()
+    if not isinstance(model, DSeqJEPAPreTrainedModel):
+        model = load_model(model, as_saved=not is_preset(model)).model
+    graph = _EncoderWithSaliency(model.float().eval()).eval()
+    encoder = graph.model
     if dynamic:
         _check_fixed_sincos(encoder)
     sizes = check_sizes(encoder, dynamic)
@@ -135,7 +149,7 @@ def export_onnx(
     work = Path(tempfile.mkdtemp(prefix=f".{out_file.name}.partial-{os.getpid()}-", dir=out_file.parent))
     try:
         staged = work / out_file.name
-        _export(encoder, staged, opset=opset, dynamic=dynamic)
+        _export(graph, staged, opset=opset, dynamic=dynamic)
         try:
             onnx.checker.check_model(str(staged))
         except Exception as error:  # noqa: BLE001 - any checker failure means: do not keep the file
@@ -143,7 +157,7 @@ def export_onnx(
         result = OnnxExportResult(path=out_file, opset=opset, dynamic=dynamic)
         session = onnxruntime.InferenceSession(str(staged), providers=["CPUExecutionProvider"])
         for batch, height, width in sizes:
-            differences = _compare(session, encoder, (batch, encoder.config.num_channels, height, width))
+            differences = _compare(session, graph, (batch, encoder.config.num_channels, height, width))
             result.checks[(batch, height, width)] = differences
             worst = max(differences.values())
             details = ", ".join(f"{name} {value:.2e}" for name, value in differences.items())
@@ -166,12 +180,13 @@ def export_onnx(
     shape = f"dynamic batch and image size (multiples of {encoder.config.patch_size} px)" if dynamic else (
         f"fixed input (1, {encoder.config.num_channels}, {encoder.config.image_size}, {encoder.config.image_size})"
     )
-    log(f"wrote {out_file} (opset {opset}, {shape}; outputs {', '.join(OUTPUT_NAMES)}; "
+    log(f"wrote {out_file} (opset {opset}, {shape}; outputs {', '.join(graph.output_names)}; "
         f"max abs difference {result.max_abs_difference:.2e} <= {tolerance:g})")
     return result
 
 
-def _export(encoder: DSeqJEPAModel, path: Path, *, opset: int, dynamic: bool) -> None:
+def _export(graph: _EncoderWithSaliency, path: Path, *, opset: int, dynamic: bool) -> None:
+    encoder = graph.model
     config = encoder.config
     example = torch.randn(2 if dynamic else 1, config.num_channels, config.image_size, config.image_size)
     dynamic_shapes = None
@@ -181,15 +196,15 @@ def _export(encoder: DSeqJEPAModel, path: Path, *, opset: int, dynamic: bool) ->
         batch = torch.export.Dim("batch", min=1, max=1 << 16)
         # multiples of the patch size, so that the size check in the model holds for every input
         dynamic_shapes = {INPUT_NAME: {0: batch, 2: config.patch_size * rows, 3: config.patch_size * cols}}
-    external = sum(p.numel() * p.element_size() for p in encoder.parameters()) > EXTERNAL_DATA_BYTES
+    external = sum(p.numel() * p.element_size() for p in graph.parameters()) > EXTERNAL_DATA_BYTES
     try:
         with torch.no_grad():
             program = torch.onnx.export(
-                _EncoderWithSaliency(encoder).eval(),
+                graph,
                 (example,),
                 dynamo=True,
                 input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
+                output_names=list(graph.output_names),
                 opset_version=opset,
                 dynamic_shapes=dynamic_shapes,
                 optimize=True,
@@ -205,13 +220,13 @@ def _export(encoder: DSeqJEPAModel, path: Path, *, opset: int, dynamic: bool) ->
 
 
 @torch.no_grad()
-def _compare(session, encoder: DSeqJEPAModel, shape: tuple[int, int, int, int]) -> dict[str, float]:
+def _compare(session, graph: _EncoderWithSaliency, shape: tuple[int, int, int, int]) -> dict[str, float]:
     generator = torch.Generator().manual_seed(shape[0] * 1000 + shape[2] * 10 + shape[3])
     pixels = torch.randn(*shape, generator=generator)
-    expected = _EncoderWithSaliency(encoder)(pixels)
-    found = session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixels.numpy()})
+    expected = graph(pixels)
+    found = session.run(list(graph.output_names), {INPUT_NAME: pixels.numpy()})
     differences = {}
-    for name, reference, value in zip(OUTPUT_NAMES, expected, found):
+    for name, reference, value in zip(graph.output_names, expected, found):
         if tuple(value.shape) != tuple(reference.shape):
             raise OnnxExportError(
                 f"the ONNX graph's {name} has shape {tuple(value.shape)} for input {shape}, torch's {tuple(reference.shape)}"

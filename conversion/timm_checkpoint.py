@@ -13,6 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import timm
 import torch
@@ -22,13 +23,13 @@ from safetensors.torch import save_file
 from dseqjepa_hub.application.atomic import atomic_directory, check_empty_folder
 from dseqjepa_hub.application.loading import load_model
 from dseqjepa_hub.configuration_dseqjepa import PRESETS
-from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, sincos_pos_embed_2d
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAForImageClassification, DSeqJEPAModel, sincos_pos_embed_2d
 
 from .layout import LAYER_NORM_EPS, infer_layout
 from .loading import ConversionError, as_state_dict, describe_checkpoint, is_square, load_tensor_file, strip_prefix
 from .source import SourceCheckpoint
 from .timm_vit import timm_reference, vit_kwargs
-from .verify import verify
+from .verify import TOLERANCE, verify
 
 TRAINING_TEXT = "Weights converted from a timm VisionTransformer checkpoint; see the source model for its training."
 _UNSUPPORTED = {  # tensor name part -> the timm feature DSeq-JEPA's encoder does not have
@@ -130,6 +131,46 @@ def timm_model_args(model: DSeqJEPAModel) -> tuple[str, dict]:
     return name, kwargs
 
 
+TIMM_POOLING = {"mean": "avg", "cls": "token"}  # DSeqJEPAConfig.classifier_pooling -> timm's global_pool
+
+
+class TimmHead(NamedTuple):
+    """A classifier's head as timm's ViT holds it: the pooling and one linear layer."""
+
+    global_pool: str
+    weight: torch.Tensor  # (num_classes, D)
+    bias: torch.Tensor
+    label_names: list[str]
+
+
+def timm_head(model) -> tuple[TimmHead | None, str | None]:
+    """(the head of `model` for timm, None) for a classifier timm can carry, with the eval-mode BatchNorm
+    of the linear probe folded into the linear layer; (None, why not, in words) for one it cannot;
+    (None, None) for a model without a head."""
+    if not isinstance(model, DSeqJEPAForImageClassification) or not isinstance(model.classifier, torch.nn.Linear):
+        return None, None
+    config = model.config
+    if config.classifier_pooling not in TIMM_POOLING:
+        return None, (f"timm's ViT has no {config.classifier_pooling!r} pooling (the CLS token and the patch mean side "
+                      f"by side): its {config.num_labels}-class head is left out and the folder holds the encoder "
+                      "(num_classes 0)")
+    weight, bias = model.classifier.weight.detach().double(), model.classifier.bias.detach().double()
+    if model.batchnorm is not None:  # affine-free, in eval mode: (x - mean) / sqrt(var + eps), folded in
+        norm = model.batchnorm
+        scale = (norm.running_var.double() + norm.eps).rsqrt()
+        weight, bias = weight * scale, bias - (weight * scale) @ norm.running_mean.double()
+    labels = [str(config.id2label.get(index, f"LABEL_{index}")) for index in range(config.num_labels)]
+    return TimmHead(TIMM_POOLING[config.classifier_pooling], weight.float(), bias.float(), labels), None
+
+
+@torch.no_grad()
+def max_logit_difference(timm_model, classifier, side: int, seed: int = 0) -> float:
+    """Max |timm logits - the classifier's logits| on two seeded random images of `side` pixels."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(2, classifier.config.num_channels, side, side, generator=generator)
+    return (timm_model(images).float() - classifier.eval().float()(pixel_values=images).logits).abs().max().item()
+
+
 _ARCHITECTURE_FIELDS = (
     "patch_size", "image_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
 )
@@ -142,6 +183,9 @@ def export_timm(
     config.json with the architecture, its arguments and the preprocessing), which
     `timm.create_model("local-dir:OUT", pretrained=True)` loads; checked by loading it that way
     and comparing the features before the folder is kept. Returns (timm name, kwargs, max abs difference).
+    A fine-tuned classifier keeps its head (timm's `head`, `num_classes`, `global_pool`, the labels as
+    `label_names`; the linear probe's BatchNorm folded in), checked on the logits too; a head timm
+    cannot hold is left out with one line saying so.
 
     image_size: export for another square input size. DSeq-JEPA regenerates its sin-cos positions
     for any grid, while timm resamples its stored table (`img_size=` or `dynamic_img_size=True`),
@@ -155,9 +199,13 @@ def export_timm(
             f"found a file name ending in {out_dir.suffix}"
         )
     check_empty_folder(out_dir)
-    loaded = load_model(model_dir)  # a folder, run or repo id; damaged: one ModelLoadError naming the file
-    model, config = loaded.model.float(), loaded.model.config
+    loaded = load_model(model_dir, as_saved=True)  # a folder, run or repo id; damaged: one ModelLoadError naming the file
+    saved = loaded.model.float()
+    model, config = saved.base_model, saved.config
     name, kwargs = timm_model_args(model)
+    head, left_out = timm_head(saved)
+    if left_out:
+        log(f"note: {left_out}")
     state = {key: tensor.contiguous() for key, tensor in model.state_dict().items()}
     side = image_size or config.image_size
     if side % config.patch_size:
@@ -168,13 +216,18 @@ def export_timm(
         kwargs["img_size"] = side
     if config.use_cls_token:
         state["pos_embed"] = torch.cat([torch.zeros_like(state["pos_embed"][:, :1]), state["pos_embed"]], dim=1)
+    pretrained_cfg = _pretrained_cfg(loaded.processor, config, side)
+    if head is not None:
+        kwargs.update(num_classes=len(head.label_names), global_pool=head.global_pool)
+        state.update({"head.weight": head.weight.contiguous(), "head.bias": head.bias.contiguous()})
+        pretrained_cfg.update(num_classes=len(head.label_names), label_names=head.label_names)
     timm_config = {
         "architecture": name,
-        "num_classes": 0,
+        "num_classes": kwargs["num_classes"],
         "num_features": config.hidden_size,
-        "global_pool": "avg",
+        "global_pool": kwargs["global_pool"],
         "model_args": kwargs,
-        "pretrained_cfg": _pretrained_cfg(loaded.processor, config, side),
+        "pretrained_cfg": pretrained_cfg,
     }
     metadata = {"format": "pt", "timm_model": name, "timm_kwargs": json.dumps(kwargs)}
     with atomic_directory(out_dir) as partial:
@@ -185,7 +238,14 @@ def export_timm(
         except RuntimeError as error:
             raise ConversionError(f"the exported folder does not load into timm's {name}: {error}") from None
         difference = verify(timm_model.forward_features, model, image_size=side)
-    log(f"wrote {out_dir}: timm.create_model('local-dir:{out_dir}', pretrained=True) loads it "
+        if head is not None:
+            logits = max_logit_difference(timm_model, saved, side)
+            if not logits <= TOLERANCE:  # also catches NaN
+                raise ConversionError(f"timm's logits differ from the classifier's by {logits:.3g} (max abs, fp32), "
+                                      f"above the tolerance {TOLERANCE:g}: nothing was written")
+            difference = max(difference, logits)
+    what = f"with its {len(head.label_names)}-class head, " if head is not None else ""
+    log(f"wrote {out_dir}: timm.create_model('local-dir:{out_dir}', pretrained=True) loads it {what}"
         f"(max abs difference {difference:.2e}); timm.data.resolve_data_config(model=...) gives its preprocessing")
     return name, kwargs, difference
 

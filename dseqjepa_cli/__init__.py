@@ -9,7 +9,9 @@ imported, and each imports the libraries it drives (`dseqjepa_hub`, `dseqjepa_tr
 the libraries implement come from `dseqjepa_options`, which imports nothing.
 
 A command module has `DESCRIPTION`, `add_arguments(parser)` and `run(args) -> exit code`.
-Any `dseqjepa_hub.errors.DSeqJEPAError` that reaches `main` becomes one line,
+Every command takes `-q/--quiet` and `-v/--verbose` (`console`: one progress bar per job, one
+summary line, the libraries silent unless something is wrong). Any `dseqjepa_hub.errors.DSeqJEPAError`
+that reaches `main` becomes one line,
 `dseqjepa CMD: error: MESSAGE`, and exit code 1; argparse's usage errors exit with 2.
 """
 
@@ -19,6 +21,8 @@ import argparse
 import importlib
 import sys
 from importlib.metadata import version
+
+from .console import add_console_options, console
 
 COMMANDS = {  # name -> (module, one-line help)
     "regions": ("dseqjepa_cli.regions", "rank discriminative regions of images; write overlays (and JSON)"),
@@ -52,6 +56,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, help=help_text, description=module.DESCRIPTION)
         module.add_arguments(sub)
+        add_console_options(sub)
         sub.set_defaults(run=module.run)
     return parser
 
@@ -65,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.run(args) or 0)
+        with console(args):
+            return int(args.run(args) or 0)
     except Exception as error:
         errors = sys.modules.get("dseqjepa_hub.errors")  # never imported: cannot be one of ours
         if errors is None or not isinstance(error, errors.DSeqJEPAError):

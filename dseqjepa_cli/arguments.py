@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dseqjepa_options import DEFAULT_MAX_PIXELS, DEVICES
+from dseqjepa_options import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEVICES
 
 
 def positive_int(text: str) -> int:
@@ -29,9 +29,16 @@ def fraction(text: str) -> float:
     return value
 
 
+MODEL_HELP = (f"a model folder, a training run or checkpoint, a Hub repo id, or {DEFAULT_MODEL!r} (the bundled model, "
+              "offline; a local folder of that name: ./default)")
+
+
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="MODEL", help=f"{MODEL_HELP} (default: {DEFAULT_MODEL})")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, default_batch_size: int) -> None:
-    parser.add_argument("--model", default=None, metavar="PATH_OR_REPO_ID",
-                        help="model folder or Hub repo id (default: the bundled model)")
+    add_model_option(parser)
     parser.add_argument("--batch-size", type=positive_int, default=default_batch_size,
                         help=f"images per forward pass (default: {default_batch_size})")
     parser.add_argument("--device", default="cpu", choices=DEVICES, help="device (default: cpu)")

@@ -6,6 +6,8 @@ import argparse
 
 from dseqjepa_options import CONVERSION_TOLERANCE, CONVERT_ENCODERS, CONVERT_FORMATS
 
+from .console import log
+
 PRESET_HELP = "size preset giving the number of attention heads (e.g. vit_base_patch16_224; see `dseqjepa info`)"
 DESCRIPTION = ("Convert SRC into a DSeq-JEPA model folder. The converted model is checked against the source "
                f"architecture on random images (fp32, max abs difference <= {CONVERSION_TOLERANCE:g}) before anything is written.")
@@ -30,6 +32,6 @@ def run(args: argparse.Namespace) -> int:
 
     convert(
         args.src, args.fmt, args.out, encoder=args.encoder, preset=args.preset, num_heads=args.num_heads,
-        with_predictor=args.with_predictor, base_model=args.base_model, license=args.license,
+        with_predictor=args.with_predictor, base_model=args.base_model, license=args.license, log=log(args),
     )
     return 0

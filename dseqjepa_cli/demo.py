@@ -6,7 +6,8 @@ import argparse
 
 from dseqjepa_options import DEVICES
 
-from .arguments import positive_int
+from .arguments import add_model_option, positive_int
+from .console import say
 
 DESCRIPTION = ("Serve a Gradio app in the browser: upload an image (or pick an example), choose the number of regions "
                "and the minimum region fraction, and see the ranked regions, the saliency and the prediction sequence "
@@ -14,8 +15,7 @@ DESCRIPTION = ("Serve a Gradio app in the browser: upload an image (or pick an e
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, metavar="PATH_OR_REPO_ID",
-                        help="model folder or Hub repo id (default: the bundled model)")
+    add_model_option(parser)
     parser.add_argument("--port", type=positive_int, default=7860, help="port to serve on (default: 7860)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for the network)")
@@ -28,6 +28,6 @@ def run(args: argparse.Namespace) -> int:
     from dseqjepa_hub.application.demo import build_demo, launch
 
     demo = build_demo(args.model, device=args.device, examples_dir=args.examples)
-    print(f"serving the demo on http://{args.host}:{args.port} (Ctrl+C to stop)")
+    say(args, f"serving the demo on http://{args.host}:{args.port} (Ctrl+C to stop)")
     launch(demo, host=args.host, port=args.port)
     return 0

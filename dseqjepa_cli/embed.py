@@ -7,6 +7,7 @@ import argparse
 from dseqjepa_options import EMBED_POOLS
 
 from .arguments import add_model_arguments, add_worker_arguments, image_inputs, positive_int, report_failures
+from .console import say, show_progress
 
 DESCRIPTION = ("Embed images (pooled patch features, the CLS output or every token: --pool; ranked region "
                "embeddings with --regions) into FILE plus the sidecar FILE.json. Under torchrun, inputs are split "
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     run = embed_to_file(
         paths, out, model=args.model, device=args.device, image_size=args.size, pool=args.pool, regions=args.regions,
         batch_size=args.batch_size, max_pixels=args.max_pixels, max_side=args.max_side, num_workers=args.num_workers,
+        progress=show_progress(args),
     )
     if run.total == 0:  # no rank wrote anything
         report_failures(run.failures)
@@ -46,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
             f"none of the {len(paths)} image file(s) could be read (listed above); nothing was written to {out}"
         )
     if run.rank == 0:
-        shape = ", ".join(str(side) for side in (run.total, *run.row_shape))
-        print(f"wrote {run.written}: {run.total} image(s), {run.first} ({shape})")
         report_failures(run.failures)  # under torchrun, every rank's (from the shard sidecars)
+        arrays = {run.first: run.row_shape, **run.others}
+        shapes = ", ".join(f"{name} ({', '.join(str(side) for side in (run.total, *shape))})"
+                           for name, shape in arrays.items())
+        failed = f"; {len(run.failures)} file(s) could not be read (listed above)" if run.failures else ""
+        say(args, f"wrote {run.written}: {run.total} image(s), {shapes}{failed}")
     return 1 if run.failures else 0

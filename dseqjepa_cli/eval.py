@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from dseqjepa_options import EVAL_LAYERS, EVAL_TASKS
+from dseqjepa_options import DEFAULT_MODEL, EVAL_LAYERS, EVAL_TASKS
 
-from .arguments import positive_int
+from .arguments import MODEL_HELP, positive_int
 
 DESCRIPTION = ("Evaluate a frozen encoder on a data set built by `dseqjepa data build`: linear probe, kNN, or the "
                "quality of its top-ranked region against the centred-box and random-init baselines.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", default=None, help="model folder, training run or checkpoint, or Hub repo id (default: the bundled model)")
-    parser.add_argument("--data", required=True, help="data folder with train and val/test splits (dseqjepa data build)")
+    parser.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{MODEL_HELP} (default: {DEFAULT_MODEL})")
+    parser.add_argument("--data", required=True,
+                        help="data folder with splits DIR/train and DIR/val (or DIR/test), as `dseqjepa data build` "
+                             "writes; each split is labelled by DIR/SPLIT/labels.tsv (relative/path<TAB>class per line) "
+                             "or is an image folder DIR/SPLIT/CLASS/*.png; --task regions also needs the scenes kit's "
+                             "DIR/SPLIT/annotations.json and label images")
     parser.add_argument("--task", required=True, choices=EVAL_TASKS)
     parser.add_argument("--out", help="write the result to this .json file and its table to the .md beside it")
     parser.add_argument("--layers", choices=EVAL_LAYERS, default="last", help="mean-pooled last layer or last four blocks")

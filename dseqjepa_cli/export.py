@@ -6,16 +6,18 @@ import argparse
 
 from dseqjepa_options import EXPORT_TARGETS, ONNX_TOLERANCE
 
+from .arguments import MODEL_HELP
+from .console import log
+
 DESCRIPTION = ("Export a DSeq-JEPA model: `timm` writes a timm model folder (model.safetensors + config.json "
                "with the architecture and preprocessing: timm.create_model('local-dir:OUT', pretrained=True)), checked by "
                "loading it; `onnx` writes an ONNX graph with outputs pooler_output, last_hidden_state and saliency, "
-               "checked with onnxruntime against torch before the file is kept (needs `pip install 'dseqjepa-hub[onnx]'`).")
+               "and logits for a fine-tuned classifier (whose head the timm folder keeps too), checked with onnxruntime against torch before the file is kept (needs `pip install 'dseqjepa-hub[onnx]'`).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", choices=EXPORT_TARGETS)
-    parser.add_argument("model", help="DSeq-JEPA model folder, training run or checkpoint, or Hub repo id (onnx: 'default' for the "
-                        "bundled model)")
+    parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("--out", required=True, help="timm: an output folder (absent or empty); onnx: an .onnx file (must not exist)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="timm: export for this square input size (exact sin-cos positions for its grid; default: "
@@ -33,10 +35,10 @@ def run(args: argparse.Namespace) -> int:
     if args.target == "timm":
         from dseqjepa_convert import export_timm
 
-        export_timm(args.model, args.out, image_size=args.image_size)
+        export_timm(args.model, args.out, image_size=args.image_size, log=log(args))
         return 0
     from dseqjepa_convert.onnx_export import export_onnx
 
-    export_onnx(None if args.model == "default" else args.model, args.out, opset=args.opset, dynamic=args.dynamic,
-                tolerance=args.atol)
+    export_onnx(args.model, args.out, opset=args.opset, dynamic=args.dynamic,
+                tolerance=args.atol, log=log(args))
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .console import log, say
+
 DESCRIPTION = ("Stage DIR (model, image processor, remote code, saliency-ranking pipeline, README.md rendered from "
                "model_card.md), check that it loads and that the card validates, then upload it in one commit. "
                "HF_ENDPOINT and HF_TOKEN are honoured.")
@@ -43,11 +45,12 @@ def run(args: argparse.Namespace) -> int:
         args.model_dir, args.repo_id, private=args.private, revision=args.revision, create_pr=args.create_pr,
         commit_message=args.commit_message, dry_run=args.dry_run, stage_dir=args.stage_dir,
         license=args.license, datasets=args.datasets, base_model=args.base_model, eval_files=args.eval_files,
+        log=log(args),
     )
     if space_dir is not None:
         from dseqjepa_hub.application.space import stage_space
 
         names = stage_space(args.repo_id, space_dir, license=args.license)
-        print(f"staged the Space in {space_dir}: {', '.join(names)}")
-        print(f"upload it with: hf upload {args.repo_id}-demo {space_dir} --repo-type space")
+        say(args, f"staged the Space in {space_dir}: {', '.join(names)}")
+        say(args, f"upload it with: hf upload {args.repo_id}-demo {space_dir} --repo-type space")
     return 0

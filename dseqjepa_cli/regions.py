@@ -15,6 +15,7 @@ from .arguments import (
     report_failures,
     report_paths,
 )
+from .console import say, show_progress
 
 DESCRIPTION = ("Rank the discriminative regions of images and write one overlay PNG per image "
                "(OUT/<path below the input folder>.regions.png; with --json also .regions.json, masks in COCO RLE).")
@@ -61,15 +62,20 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         max_side=args.max_side,
         num_workers=args.num_workers,
+        progress=show_progress(args),
     )
     written = [result for result in results if not result["skipped"]]
-    print(f"wrote {len(written)} overlay(s) to {args.out}")
-    if args.skip_existing:
-        print(f"skipped {len(results) - len(written)} image(s) whose outputs exist (--skip-existing)")
-    report_paths(
-        [result["image"] for result in written if result["no_foreground_region"]],
-        "with no foreground region, only the background (no component passed the area filter"
-        + ('; "no_foreground_region": true in their JSON)' if args.json else ")"),
-    )
+    if not args.quiet:
+        report_paths(
+            [result["image"] for result in written if result["no_foreground_region"]],
+            "with no foreground region, only the background (no component passed the area filter"
+            + ('; "no_foreground_region": true in their JSON)' if args.json else ")"),
+        )
     report_failures(failures)
+    summary = f"wrote {len(written)} overlay(s) to {args.out}"
+    if args.skip_existing:
+        summary += f", skipped {len(results) - len(written)} image(s) whose outputs exist (--skip-existing)"
+    if failures:
+        summary += f", {len(failures)} file(s) could not be read (listed above)"
+    say(args, summary)
     return 1 if failures else 0

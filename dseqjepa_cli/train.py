@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from .arguments import positive_int
+from .console import say
 
 DESCRIPTION = ("Pretrain DSeq-JEPA (method dseq), the I-JEPA baseline (ijepa) or the release's mixed curriculum "
                "(mixed). Writes OUTPUT/config.yaml, OUTPUT/metrics.jsonl and OUTPUT/checkpoints/step_*/, each holding "
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     result = train(config, args.data, args.output, max_steps=args.max_steps, resume=args.resume)
     if result.loss is None:
-        print(f"the run is already complete at step {result.step} ({result.checkpoint}); nothing was changed")
+        say(args, f"the run is already complete at step {result.step} ({result.checkpoint}); nothing was changed")
     elif result.checkpoint is not None:  # rank 0
-        print(f"trained to step {result.step}, loss {result.loss:.4f}; checkpoint: {result.checkpoint}")
+        say(args, f"trained to step {result.step}, loss {result.loss:.4f}; checkpoint: {result.checkpoint}")
     return 0

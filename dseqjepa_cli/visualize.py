@@ -14,6 +14,7 @@ from .arguments import (
     positive_int,
     report_failures,
 )
+from .console import say, show_progress
 
 DESCRIPTION = (
     "Draw one picture per image (OUT/<path below the input folder>.KIND.png) and an index, OUT/KIND.json. Kinds: "
@@ -60,18 +61,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dseqjepa_hub.application.loading import check_device, load_model
     from dseqjepa_hub.application.regions_job import output_stems
-    from dseqjepa_hub.application.visualize_job import parse_query, visualize_files
+    from dseqjepa_hub.application.visualize_job import output_tag, parse_query, visualize_files
 
     check_device(args.device)
     paths = image_inputs(args.inputs)
     loaded = load_model(args.model, args.device, image_size=args.size)
+    options = dict(num_regions=args.num_regions, min_region_fraction=args.min_region_fraction, layer=args.layer,
+                   query=parse_query(args.query), num_clusters=args.clusters, method=args.method, seed=args.seed)
     entries, failures = visualize_files(
         paths, loaded.model, loaded.processor, args.kind, out_dir=args.out, stems=output_stems(paths, args.inputs),
-        batch_size=args.batch_size, num_regions=args.num_regions, min_region_fraction=args.min_region_fraction,
-        layer=args.layer, query=parse_query(args.query), num_clusters=args.clusters, method=args.method,
-        seed=args.seed, model_description=loaded.description, max_pixels=args.max_pixels, max_side=args.max_side,
-        num_workers=args.num_workers,
+        batch_size=args.batch_size, model_description=loaded.description, max_pixels=args.max_pixels,
+        max_side=args.max_side, num_workers=args.num_workers, progress=show_progress(args), **options,
     )
-    print(f"wrote {len(entries)} {args.kind} picture(s) and {args.kind}.json to {args.out}")
     report_failures(failures)
+    failed = f", {len(failures)} file(s) could not be read (listed above)" if failures else ""
+    index = f"{output_tag(args.kind, loaded.model, **options)}.json"
+    say(args, f"wrote {len(entries)} {args.kind} picture(s) and {index} to {args.out}{failed}")
     return 1 if failures else 0

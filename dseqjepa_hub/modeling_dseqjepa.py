@@ -10,6 +10,7 @@ Hidden states and attentions are recorded by transformers' output capturing (`_c
 hooks on the blocks and attention modules, active only when a forward pass asks for them.
 """
 
+import contextlib
 import difflib
 import inspect
 import os
@@ -234,6 +235,22 @@ def image_processor_class(config: DSeqJEPAConfig, folder: str | os.PathLike) -> 
     return remote_class
 
 
+@contextlib.contextmanager
+def no_progress_bars():
+    """transformers draws a progress bar for every model it loads or saves; the package's calls draw none
+    (a command draws one bar per job, a library call stays silent unless something is wrong)."""
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
+
+
+HEAD_TENSORS = (r"^classifier\.", r"^batchnorm\.")  # DSeqJEPAForImageClassification's own tensors
+
+
 class DSeqJEPAPreTrainedModel(PreTrainedModel):
     config: DSeqJEPAConfig
     base_model_prefix = "dseqjepa"
@@ -248,10 +265,26 @@ class DSeqJEPAPreTrainedModel(PreTrainedModel):
     _can_compile_fullgraph = True  # the encoder forward, saliency included (tests/test_loading_like_transformers.py)
     # hidden_states: the blocks' input (the embeddings) then every block's output; attentions: computed eagerly
     _can_record_outputs = {"hidden_states": DSeqJEPABlock, "attentions": DSeqJEPAAttention}
+    # A classifier's head, left out on purpose where its encoder or backbone is loaded (AutoModel, the
+    # pipelines): from_pretrained says so in one line instead of transformers' LOAD REPORT.
+    _keys_to_ignore_on_load_unexpected = list(HEAD_TENSORS)
 
     def __init__(self, config: DSeqJEPAConfig, *inputs, **kwargs):
         config.validate_architecture()  # fields changed after the config was built (from_pretrained(p, **kwargs))
         super().__init__(config, *inputs, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loading without its progress bar; an encoder or backbone loaded from a classifier's
+        folder says in one line that the head was left out."""
+        with no_progress_bars():
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading info) on request
+        saved = (model.config.architectures or [None])[0]
+        if saved == "DSeqJEPAForImageClassification" and not isinstance(model, DSeqJEPAForImageClassification):
+            logger.warning(f"{cls.__name__} from {pretrained_model_name_or_path}: its classification head was left out "
+                           "(an encoder was asked for; DSeqJEPAForImageClassification loads the head)")
+        return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers' save, then the folder made self-contained: its config.json maps every Auto
@@ -262,7 +295,8 @@ class DSeqJEPAPreTrainedModel(PreTrainedModel):
         self.config.auto_map = dict(AUTO_MAP)
         self.config.custom_pipelines = {PIPELINE_TASK: dict(PIPELINE_ENTRY)}
         try:
-            super().save_pretrained(save_directory, *args, **kwargs)
+            with no_progress_bars():
+                super().save_pretrained(save_directory, *args, **kwargs)
         finally:
             self.config.custom_pipelines = {}  # in memory the registry serves it (see DSeqJEPAConfig)
         copy_core_files(self.name_or_path, save_directory)
@@ -588,6 +622,13 @@ class DSeqJEPAForImageClassification(DSeqJEPAPreTrainedModel):
             model.dseqjepa.requires_grad_(False)
         return loaded
 
+    def classify(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        """The head: the encoder's (B, [1] + N, D) final-norm tokens -> (B, num_labels) logits."""
+        features = self.pool(last_hidden_state)
+        if self.batchnorm is not None:
+            features = self.batchnorm(features)
+        return self.classifier(features)
+
     def pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
         """(B, [1] + N, D) -> (B, D) or (B, 2D) as `classifier_pooling` says."""
         patch_mean = patch_tokens(last_hidden_state, self.config).mean(dim=1)
@@ -615,10 +656,7 @@ class DSeqJEPAForImageClassification(DSeqJEPAPreTrainedModel):
             outputs = self.dseqjepa(
                 pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
             )
-        features = self.pool(outputs.last_hidden_state)
-        if self.batchnorm is not None:
-            features = self.batchnorm(features)
-        logits = self.classifier(features)
+        logits = self.classify(outputs.last_hidden_state)
         loss = self.loss_function(labels, logits, self.config, **loss_kwargs) if labels is not None else None
         return ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
@@ -641,6 +679,17 @@ class DSeqJEPAPredictor(PreTrainedModel):
     _supports_flash_attn = False
     _supports_flex_attn = False
     _supports_attention_backend = True
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' loading without its progress bar."""
+        with no_progress_bars():
+            return super().from_pretrained(*args, **kwargs)
+
+    def save_pretrained(self, *args, **kwargs):
+        """transformers' save without its progress bar."""
+        with no_progress_bars():
+            return super().save_pretrained(*args, **kwargs)
 
     def __init__(self, config: DSeqJEPAPredictorConfig):
         config.validate_architecture()  # fields changed after the config was built

@@ -4,8 +4,8 @@
 
 DIR holds one sub-folder per class (e.g. DIR/cat/*.jpg, DIR/dog/*.jpg); DIR/train and DIR/val
 sub-folders are used as the splits when present, otherwise a fixed 20% of each class is held out.
-MODEL is a saved DSeq-JEPA folder or Hub repo id, or a preset name (random initialisation, for
-smoke tests). `--linear-probe` freezes the encoder and trains a BatchNorm + linear head (the
+MODEL is what the `dseqjepa` commands take: `default` (the bundled model), a saved DSeq-JEPA folder,
+a training run or a Hub repo id, or a preset name (random initialisation, for smoke tests). `--linear-probe` freezes the encoder and trains a BatchNorm + linear head (the
 paper's protocol). The fine-tuned model and its image processor are saved to OUT and reload with
 `DSeqJEPAForImageClassification.from_pretrained(OUT)`.
 """
@@ -20,6 +20,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from dseqjepa_hub import PRESETS, DSeqJEPAConfig, DSeqJEPAForImageClassification, DSeqJEPAImageProcessor
+from dseqjepa_hub.application.loading import locate_model
 from dseqjepa_hub.image_io import find_images, load_image
 
 
@@ -71,8 +72,9 @@ def build_model(model: str, classes: list[str], linear_probe: bool) -> tuple[DSe
     if model in PRESETS:
         config = DSeqJEPAConfig.from_preset(model, **labels)
         return DSeqJEPAForImageClassification(config), DSeqJEPAImageProcessor.from_model_config(config)
-    classifier = DSeqJEPAForImageClassification.from_pretrained(model, **labels)
-    return classifier, DSeqJEPAImageProcessor.from_pretrained(model)
+    folder, _ = locate_model(model)  # the commands' names: `default`, a folder, a run, a repo id
+    classifier = DSeqJEPAForImageClassification.from_pretrained(folder, **labels)
+    return classifier, DSeqJEPAImageProcessor.from_pretrained(folder)
 
 
 def accuracy(eval_prediction) -> dict:
@@ -82,9 +84,12 @@ def accuracy(eval_prediction) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--model", required=True, help="model folder, Hub repo id, or preset name")
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True,
+                        help="one sub-folder of images per class (DIR/cat/*.jpg, DIR/dog/*.jpg), or DIR/train/CLASS/ "
+                             "and DIR/val/CLASS/")
+    parser.add_argument("--model", required=True,
+                        help="'default' (the bundled model), a model folder, training run, Hub repo id, or preset name")
+    parser.add_argument("--output", type=Path, required=True, help="folder for the fine-tuned model")
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=5e-4)

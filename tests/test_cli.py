@@ -191,7 +191,7 @@ def test_the_library_reads_the_option_values_it_implements_from_dseqjepa_options
     import dseqjepa_options as options
     from dseqjepa_convert import onnx_export, verify
     from dseqjepa_hub import image_io
-    from dseqjepa_hub.application import embed_job, feature_maps, regions_job, visualize_job
+    from dseqjepa_hub.application import embed_job, feature_maps, loading, regions_job, visualize_job
     from dseqjepa_train import evaluation
     from dseqjepa_train.evaluation import features
 
@@ -204,6 +204,7 @@ def test_the_library_reads_the_option_values_it_implements_from_dseqjepa_options
     assert onnx_export.TOLERANCE is options.ONNX_TOLERANCE
     assert verify.TOLERANCE is options.CONVERSION_TOLERANCE
     assert image_io.DEFAULT_MAX_PIXELS == options.DEFAULT_MAX_PIXELS
+    assert loading.DEFAULT_MODEL == options.DEFAULT_MODEL
     assert tuple(sorted(options.CONVERT_FORMATS)) == options.CONVERT_FORMATS  # listed as --help lists them
     defaults = {}
     for command in ("regions", "visualize", "export", "embed"):

@@ -21,7 +21,13 @@ from dseqjepa_cli import main
 from dseqjepa_convert import READERS, ConversionError, convert, export_timm
 from dseqjepa_convert.layout import infer_layout
 from dseqjepa_convert.timm_vit import vit_kwargs
-from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel, DSeqJEPAPredictor, DSeqJEPAPredictorConfig
+from dseqjepa_hub import (
+    DSeqJEPAConfig,
+    DSeqJEPAForImageClassification,
+    DSeqJEPAModel,
+    DSeqJEPAPredictor,
+    DSeqJEPAPredictorConfig,
+)
 from dseqjepa_hub.application.atomic import FolderNotEmptyError
 
 WIDTH, DEPTH, HEADS, PATCH, IMAGE, PRED_WIDTH = 32, 2, 2, 8, 32, 16
@@ -372,6 +378,45 @@ def test_export_timm_at_another_size_matches_the_model_there_exactly(tmp_path):
     export_timm(tmp_path / "model", tmp_path / "native", log=lambda *_: None)
     resampled = timm.create_model(f"local-dir:{tmp_path / 'native'}", pretrained=True, img_size=side).eval()
     assert (resampled.forward_features(x) - model(pixel_values=x).last_hidden_state).abs().max() > 10 * TOLERANCE
+
+
+@pytest.mark.parametrize("pooling, batchnorm, size", [("mean", True, None), ("cls", False, IMAGE + 2 * PATCH)])
+@torch.no_grad()
+def test_export_timm_keeps_a_fine_tuned_head(tmp_path, pooling, batchnorm, size, capsys):
+    """timm reproduces the classifier's logits (the linear probe's BatchNorm folded into the head), and the
+    folder records num_classes, the pooling and the label names."""
+    config = DSeqJEPAConfig(image_size=IMAGE, patch_size=PATCH, hidden_size=WIDTH, num_hidden_layers=DEPTH,
+                            num_attention_heads=HEADS, intermediate_size=4 * WIDTH, num_labels=3,
+                            classifier_pooling=pooling, classifier_batchnorm=batchnorm,
+                            id2label={0: "cat", 1: "dog", 2: "rocket"}, label2id={"cat": 0, "dog": 1, "rocket": 2})
+    torch.manual_seed(5)
+    classifier = DSeqJEPAForImageClassification(config).eval()
+    if batchnorm:  # running statistics far from the identity
+        classifier.batchnorm.running_mean.normal_()
+        classifier.batchnorm.running_var.uniform_(0.2, 3.0)
+    classifier.save_pretrained(tmp_path / "classifier")
+    command = ["export", "timm", str(tmp_path / "classifier"), "--out", str(tmp_path / "vit")]
+    assert main(command + (["--image-size", str(size)] if size else [])) == 0
+    assert "with its 3-class head" in capsys.readouterr().out
+    exported = timm.create_model(f"local-dir:{tmp_path / 'vit'}", pretrained=True).eval()
+    recorded = json.loads((tmp_path / "vit" / "config.json").read_text())
+    assert recorded["num_classes"] == exported.num_classes == 3
+    assert recorded["pretrained_cfg"]["label_names"] == ["cat", "dog", "rocket"]
+    assert recorded["global_pool"] == {"mean": "avg", "cls": "token"}[pooling]
+    side = size or IMAGE
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(1))
+    assert (exported(x) - classifier(pixel_values=x).logits).abs().max() <= 1e-5
+
+
+def test_export_timm_says_in_one_line_what_it_cannot_carry(tmp_path, capsys):
+    config = DSeqJEPAConfig(image_size=IMAGE, patch_size=PATCH, hidden_size=WIDTH, num_hidden_layers=DEPTH,
+                            num_attention_heads=HEADS, intermediate_size=4 * WIDTH, num_labels=3,
+                            classifier_pooling="cls+mean")
+    DSeqJEPAForImageClassification(config).save_pretrained(tmp_path / "classifier")
+    assert main(["export", "timm", str(tmp_path / "classifier"), "--out", str(tmp_path / "vit")]) == 0
+    [note] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert "no 'cls+mean' pooling" in note and "3-class head is left out" in note
+    assert json.loads((tmp_path / "vit" / "config.json").read_text())["num_classes"] == 0
 
 
 def test_export_timm_cli_refuses_a_file_name_or_a_non_empty_folder(tmp_path, capsys):

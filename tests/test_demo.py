@@ -2,6 +2,7 @@
 image and takes a screenshot (skipped where Chromium is not installed), and the Space `push --space` stages."""
 
 import importlib.util
+import os
 import runpy
 import socket
 import sys
@@ -82,6 +83,22 @@ def test_the_served_app_through_gradio_client(served):
     assert table["data"] == want_table
 
 
+def test_a_bad_upload_is_a_readable_error_through_the_api(served, tmp_path):
+    """A file that is not an image, sent as the API sends uploads: the decoder's one-line reason reaches the
+    client (and so the page), not an opaque AppError."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("this is not a JPEG")
+    client = Client(served, verbose=False)
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(str(fake)), 5, 0.1, api_name="/analyze")
+    message = str(error.value)
+    assert message == "holiday.jpg: not an image file that Pillow can read", message
+    assert not list((REPO / "dseqjepa_hub").rglob("*.pyi"))  # Gradio writes stubs beside component subclasses
+
+
 def load_screenshot_script():
     spec = importlib.util.spec_from_file_location("demo_screenshot", REPO / "benchmarks" / "demo_screenshot.py")
     module = importlib.util.module_from_spec(spec)
@@ -121,7 +138,8 @@ def test_stage_space_writes_an_app_for_the_pushed_model(tmp_path, monkeypatch):
     card = SpaceCard.load(tmp_path / "space" / "README.md")
     assert card.data.sdk == "gradio" and card.data.app_file == "app.py" and card.data.models == ["me/tiny-dseqjepa"]
     assert card.data.sdk_version == gr.__version__ and card.data.license == "apache-2.0"
-    assert (tmp_path / "space" / "requirements.txt").read_text().startswith("dseqjepa-hub[demo]==")
+    requirements = (tmp_path / "space" / "requirements.txt").read_text().split()
+    assert "gradio<7,>=6" in requirements and not [line for line in requirements if line.startswith("dseqjepa")]
     # app.py builds the demo on the pushed model: here the repo id resolves to the bundled model.
     asked = []
 
@@ -139,6 +157,44 @@ def test_stage_space_writes_an_app_for_the_pushed_model(tmp_path, monkeypatch):
 
     with pytest.raises(FolderNotEmptyError):
         stage_space("me/tiny-dseqjepa", tmp_path / "space")
+
+
+def test_the_staged_space_runs_from_its_own_source_without_the_package_installed(tmp_path):
+    """As the Space's build does: its requirements.txt (every one installed here, none this package) and
+    app.py run from the Space folder, in a process that cannot import the installed package; the model comes
+    from an HF cache offline."""
+    import subprocess
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+    from test_hub import fill_cache
+
+    from dseqjepa_hub.application.space import stage_space
+
+    stage_space("me/tiny-dseqjepa", tmp_path / "space")
+    for line in (tmp_path / "space" / "requirements.txt").read_text().split():
+        requirement = Requirement(line)
+        assert requirement.specifier.contains(version(requirement.name), prereleases=True), line
+    fill_cache(default_model_path(), tmp_path / "hub", "me/tiny-dseqjepa")
+    script = (
+        "import sys\n"
+        "sys.meta_path[:] = [finder for finder in sys.meta_path if 'editable' not in repr(finder)]\n"
+        "sys.path[:] = [path for path in sys.path if 'dseqjepa' not in path]\n"
+        "import runpy\n"
+        "namespace = runpy.run_path('app.py')\n"
+        "import dseqjepa_hub\n"
+        "print('FILE', dseqjepa_hub.__file__)\n"
+        "print('DEMO', type(namespace['demo']).__name__)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "PYTHONPATH": "",
+           "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path / "space", env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("FILE", "DEMO")))
+    assert lines["FILE"] == str(tmp_path / "space" / "dseqjepa_hub" / "__init__.py")
+    assert lines["DEMO"] == "Blocks"
+    assert not (tmp_path / "space" / "dseqjepa_hub" / "default_model").exists()
 
 
 def test_push_space_stages_the_space_beside_the_model(tmp_path, capsys):

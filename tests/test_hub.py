@@ -3,12 +3,14 @@ process without dseqjepa_hub, the upload up to the HTTP boundary, refusals befor
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -421,3 +423,50 @@ def test_push_publishes_a_backbone_as_a_backbone(tmp_path):
     assert json.loads((tmp_path / "stage/config.json").read_text())["architectures"] == ["DSeqJEPABackbone"]
     assert DSeqJEPABackbone.from_pretrained(tmp_path / "stage")(torch.randn(1, 3, 32, 32)).feature_maps[-1].shape == (
         1, 32, 4, 4)
+
+
+class _RefusingHub(http.server.BaseHTTPRequestHandler):
+    """A Hub that refuses the token: 401 to every request."""
+
+    def _refuse(self):
+        body = b'{"error": "Invalid credentials in Authorization header"}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_HEAD = do_PUT = _refuse
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("failure", ["no network", "bad token"])
+def test_a_failed_upload_is_one_line_and_keeps_the_staged_folder(converted, failure, monkeypatch, capsys):
+    """Through huggingface_hub's own client (no HfApi stub): a dead endpoint, a refused token."""
+    import tempfile
+
+    server = None
+    if failure == "bad token":
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefusingHub)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    else:
+        endpoint = "http://127.0.0.1:9"  # nothing listens
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    before = set(Path(tempfile.gettempdir()).glob("dseqjepa-push-*"))
+    try:
+        assert main(["push", str(converted), "--repo-id", REPO_ID]) == 1
+    finally:
+        if server is not None:
+            server.shutdown()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"dseqjepa push: error: upload to {REPO_ID} failed: ")
+    assert ("no connection to http://127.0.0.1:9" if failure == "no network" else "authentication refused (HTTP 401)") in err
+    [kept] = set(Path(tempfile.gettempdir()).glob("dseqjepa-push-*")) - before
+    assert f"the staged folder is kept: {kept / 'staged'} " in err
+    assert set(path.name for path in (kept / "staged").iterdir()) == STAGED_FILES
+    shutil.rmtree(kept)

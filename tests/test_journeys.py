@@ -111,6 +111,8 @@ def test_every_snippet_of_the_staged_card_runs_as_written(published, tmp_path):
         assert repo_id in snippet
         done = run_python(WITHOUT_PACKAGE + snippet, tmp_path, offline_env(tmp_path, cache))
         assert done.returncode == 0, f"{snippet}\n{done.stderr[-3000:]}"
+        for noise in ("Loading weights", "LOAD REPORT", "pin_memory"):  # silent unless something is wrong
+            assert noise not in done.stderr, f"{snippet}\n{done.stderr[-3000:]}"
 
 
 # ----------------------------------------------------------------------------- (d) no prompt on a terminal

@@ -610,3 +610,30 @@ def test_predictor_saves_and_loads_with_automodel_and_remote_code(tmp_path):
     env.pop("PYTHONPATH", None)
     subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, timeout=300)
     assert torch.equal(torch.load(tmp_path / "out.pt", weights_only=True), expected)
+
+
+def test_library_calls_are_silent_and_a_dropped_head_is_one_line(tmp_path, capfd):
+    """No weight-loading or shard-writing bar, no LOAD REPORT: an encoder loaded from a classifier's folder
+    (AutoModel, the saliency pipeline) says in one line that the head was left out; the rest says nothing."""
+    from dseqjepa_hub import DSeqJEPAForImageClassification
+
+    config = DSeqJEPAConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, num_labels=3, classifier_batchnorm=True)
+    DSeqJEPAForImageClassification(config).save_pretrained(tmp_path / "classifier")
+    DSeqJEPAModel(config).save_pretrained(tmp_path / "encoder")
+    DSeqJEPAForImageClassification.from_pretrained(tmp_path / "classifier")
+    DSeqJEPAModel.from_pretrained(tmp_path / "encoder")
+    pipeline("saliency-ranking", model=tmp_path / "encoder")
+    quiet = capfd.readouterr()
+    assert quiet.err == "" and quiet.out == ""
+    from transformers.testing_utils import CaptureLogger
+
+    from dseqjepa_hub import modeling_dseqjepa
+
+    with CaptureLogger(modeling_dseqjepa.logger) as captured:
+        encoder = AutoModel.from_pretrained(tmp_path / "classifier")
+        pipeline("saliency-ranking", model=tmp_path / "classifier")
+    assert capfd.readouterr().err == ""
+    assert captured.out.splitlines() == [f"DSeqJEPAModel from {tmp_path / 'classifier'}: its classification head was left out (an encoder "
+                     "was asked for; DSeqJEPAForImageClassification loads the head)"] * 2
+    assert type(encoder) is DSeqJEPAModel

@@ -94,10 +94,10 @@ def test_a_failed_check_writes_nothing(tmp_path, monkeypatch):
     # A graph that computes something else (here: the torch side changed after export) is caught too.
     real_export = onnx_export._export
 
-    def export_then_break(encoder, staged, **kwargs):
-        real_export(encoder, staged, **kwargs)
+    def export_then_break(graph, staged, **kwargs):
+        real_export(graph, staged, **kwargs)
         with torch.no_grad():
-            encoder.norm.bias.add_(1e-3)
+            graph.model.norm.bias.add_(1e-3)
 
     monkeypatch.setattr(onnx_export, "_export", export_then_break)
     with pytest.raises(onnx_export.OnnxExportError, match="differs from the torch model"):
@@ -134,3 +134,28 @@ def test_cli_export_onnx(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["export", "onnx", str(tmp_path / "model"), "--out", str(tmp_path / "strict.onnx"), "--atol", "0"]) == 1
     assert "nothing was written" in capsys.readouterr().err and not (tmp_path / "strict.onnx").exists()
+
+
+def test_a_fine_tuned_classifier_keeps_its_logits(tmp_path, capsys):
+    """`export onnx` of a classifier folder: a fourth output, `logits`, checked by the exporter and here by
+    the test's own onnxruntime session against the classifier (linear probe's BatchNorm included)."""
+    from dseqjepa_cli import main
+    from dseqjepa_hub import DSeqJEPAForImageClassification
+
+    torch.manual_seed(2)
+    classifier = DSeqJEPAForImageClassification(DSeqJEPAConfig(**TINY, num_labels=4, classifier_batchnorm=True)).eval()
+    classifier.batchnorm.running_mean.normal_()
+    classifier.batchnorm.running_var.uniform_(0.5, 2.0)
+    classifier.save_pretrained(tmp_path / "classifier")
+    out = tmp_path / "classifier.onnx"
+    assert main(["export", "onnx", str(tmp_path / "classifier"), "--out", str(out), "--dynamic"]) == 0
+    assert "outputs pooler_output, last_hidden_state, saliency, logits" in capsys.readouterr().out
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["pooler_output", "last_hidden_state", "saliency", "logits"]
+    pixels = torch.randn(3, 3, 40, 56, generator=torch.Generator().manual_seed(7))
+    pooled, _, _, logits = session.run(None, {"pixel_values": pixels.numpy()})
+    with torch.no_grad():
+        expected = classifier(pixel_values=pixels).logits
+        encoder = classifier.dseqjepa(pixels)
+    np.testing.assert_allclose(logits, expected.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(pooled, encoder.pooler_output.numpy(), atol=1e-4, rtol=0)

@@ -298,7 +298,9 @@ def test_sequence_picture_tints_context_and_target_of_every_step():
     x = right[0]  # left edge of the second panel
     assert near(pixels_[top + 35, x + 35], context) and near(pixels_[top + 20, x + 20], target)  # R1 u R2 -> bg
     single = draw_sequence(image, [])
-    assert single.width > 40  # one dimmed panel saying there is no step
+    assert single.width == 40 and single.height > 40  # one dimmed panel, titled that there is no step; no key
+    shown = np.asarray(single).reshape(-1, 3)
+    assert not any(np.all(shown == color, axis=1).any() for color in (CONTEXT_COLOR, TARGET_COLOR))  # the key's swatches
 
 
 def test_regions_overlay_legend_outline_and_no_foreground_note():
@@ -326,13 +328,19 @@ def test_regions_overlay_legend_outline_and_no_foreground_note():
     assert NO_FOREGROUND == "no foreground region"
 
 
-def test_saliency_beside_the_overlay_carries_a_colour_bar():
+def test_saliency_beside_the_overlay_carries_a_colour_bar_beside_the_map():
+    """overlay | heat map | colour bar: the map is whole (its brightest cells included), the bar never over it."""
+    from dseqjepa_hub.application.drawing import saliency_heatmap
+
     image = Image.new("RGB", (300, 240), (128, 128, 128))
     saliency = np.arange(12, dtype=float)[::-1].reshape(3, 4)  # the largest value in the upper left patch
     canvas = np.asarray(draw_regions(image, [], show_saliency=True, saliency=saliency)).astype(int)
-    heatmap = canvas[:, -300:]
-    assert np.all(heatmap[:80, :75] == BRIGHTEST, axis=2).all()
-    bar = heatmap[:, 150:]  # the colour bar, inset in the upper right corner: the whole ramp, and its labels
+    gap = next(x for x in range(300, canvas.shape[1]) if not (canvas[:, x] == 255).all()) - 300
+    heatmap = canvas[:, 300 + gap : 600 + gap]
+    assert np.array_equal(heatmap, np.asarray(saliency_heatmap(saliency, (300, 240))).astype(int))
+    assert np.all(heatmap[:80, :75] == BRIGHTEST, axis=2).all() and np.all(heatmap[:, -75:] != BRIGHTEST, axis=2).all()
+    bar = canvas[:, 600 + gap :]  # the whole ramp, and its labels
+    assert bar.shape[1] > 0
     assert np.all(bar == BRIGHTEST, axis=2).any() and np.all(bar == DARKEST, axis=2).any()
     assert (bar < 40).all(axis=2).sum() > 20
 
@@ -345,6 +353,8 @@ EXAMPLE = "examples/images/coffee.jpg"
 
 KIND_ARGUMENTS = {"regions": [], "saliency": [], "attention": ["--layer", "-2"], "similarity": ["--query", "3,4"],
                   "clusters": ["--clusters", "3", "--method", "spectral"], "sequence": ["--min-region-fraction", "0.05"]}
+KIND_TAGS = {"regions": "regions", "saliency": "saliency", "attention": "attention-layer-2",  # the options in the names
+             "similarity": "similarity-query3,4", "clusters": "clusters-k3-spectral", "sequence": "sequence-min0.05"}
 
 
 @pytest.mark.parametrize("kind", VISUALIZE_KINDS)  # every value `visualize --kind` offers
@@ -356,12 +366,13 @@ def test_visualize_command_writes_a_picture_and_an_index(kind, tmp_path, monkeyp
     monkeypatch.chdir(default_model_dir_parent())
     out = tmp_path / "out"
     assert main(["visualize", EXAMPLE, "--kind", kind, "--out", str(out), *extra]) == 0
-    assert f"wrote 1 {kind} picture(s)" in capsys.readouterr().out
-    with Image.open(out / f"coffee.{kind}.png") as picture:
+    tag = KIND_TAGS[kind]
+    assert f"wrote 1 {kind} picture(s) and {tag}.json to {out}" in capsys.readouterr().out
+    with Image.open(out / f"coffee.{tag}.png") as picture:
         assert picture.format == "PNG" and picture.width >= 64
-    index = json.loads((out / f"{kind}.json").read_text())
+    index = json.loads((out / f"{tag}.json").read_text())
     [entry] = index["images"]
-    assert index["kind"] == kind and entry["image"] == EXAMPLE and entry["output"] == str(out / f"coffee.{kind}.png")
+    assert index["kind"] == kind and entry["image"] == EXAMPLE and entry["output"] == str(out / f"coffee.{tag}.png")
     if kind == "attention":
         assert entry["heads"] == 4 and entry["layer"] == -2
     if kind == "similarity":
@@ -372,6 +383,24 @@ def test_visualize_command_writes_a_picture_and_an_index(kind, tmp_path, monkeyp
         assert len(entry["steps"]) == len(entry["regions"]) - 1 and entry["steps"][0]["context_ranks"] == [1]
 
 
+def test_runs_with_other_options_never_overwrite_each_other(tmp_path, monkeypatch, capsys):
+    """--query 5,6 and --query cls (and other layers, cluster counts, fractions) write files of their own."""
+    from dseqjepa_cli import main
+
+    monkeypatch.chdir(default_model_dir_parent())
+    out = tmp_path / "out"
+    runs = [["similarity", "--query", "5,6"], ["similarity", "--query", "cls"], ["similarity", "--query", "cls",
+            "--layer", "2"], ["clusters"], ["clusters", "--clusters", "3"], ["regions"], ["regions", "--num-regions", "3"]]
+    for kind, *options in runs:
+        assert main(["visualize", EXAMPLE, "--kind", kind, "--out", str(out), *options]) == 0
+    pictures = sorted(path.name for path in out.glob("*.png"))
+    assert pictures == sorted(["coffee.similarity-query5,6.png", "coffee.similarity.png", "coffee.similarity-layer2.png",
+                               "coffee.clusters.png", "coffee.clusters-k3.png", "coffee.regions.png",
+                               "coffee.regions-regions3.png"])
+    assert len({path.read_bytes() for path in out.glob("coffee.similarity*.png")}) == 3
+    assert len(list(out.glob("*.json"))) == len(runs)
+
+
 def test_visualize_command_says_when_there_is_no_foreground_region(tmp_path, monkeypatch, capsys):
     from dseqjepa_cli import main
 
@@ -379,7 +408,7 @@ def test_visualize_command_says_when_there_is_no_foreground_region(tmp_path, mon
     out = tmp_path / "out"
     assert main(["visualize", EXAMPLE, "--kind", "regions", "--out", str(out), "--min-region-fraction", "1"]) == 0
     assert f"{EXAMPLE}: no foreground region, only the background" in capsys.readouterr().out
-    [entry] = json.loads((out / "regions.json").read_text())["images"]
+    [entry] = json.loads((out / "regions-min1.json").read_text())["images"]
     assert entry["no_foreground_region"] is True and [r["is_background"] for r in entry["regions"]] == [True]
     assert main(["visualize", EXAMPLE, "--kind", "similarity", "--query", "99,0", "--out", str(out)]) == 1
     assert "query patch (99, 0) is off the 12x12 patch grid" in capsys.readouterr().err

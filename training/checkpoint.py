@@ -18,7 +18,6 @@ one that loads, saying which were skipped.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pickle
@@ -31,7 +30,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
-from transformers.utils import logging as transformers_logging
 
 from dseqjepa_hub.application.atomic import OutputWriteError, atomic_directory, remove_stale_temporaries
 from dseqjepa_hub.application.loading import (
@@ -59,18 +57,6 @@ TRAINER_STATE = "trainer_state.pt"
 
 class CheckpointError(DSeqJEPAError):
     """A checkpoint folder whose files cannot be loaded."""
-
-
-@contextlib.contextmanager
-def _no_progress_bars():
-    """transformers draws a progress bar for every model it saves: three per checkpoint, under the training bar."""
-    enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            transformers_logging.enable_progress_bar()
 
 
 def rng_states() -> dict:
@@ -104,7 +90,7 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, networks: dict[str
     root = Path(output_dir) / RUN_CHECKPOINTS_DIR
     remove_stale_temporaries(root)  # a killed earlier write
     final = root / checkpoint_name(step)
-    with atomic_directory(final, replace=True) as folder, _no_progress_bars():  # replace: re-saving a step
+    with atomic_directory(final, replace=True) as folder:  # replace: re-saving a step
         try:
             for name in ENCODER_DIRS:
                 encoder = networks[name]

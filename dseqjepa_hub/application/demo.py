@@ -3,7 +3,8 @@
 Upload an image or pick an example, choose the number of regions and the minimum region fraction,
 and see the ranked regions, the saliency heatmap and the DSeq prediction sequence side by side with
 the region table. `analyze` is the app's function (also reachable as the API endpoint "/analyze",
-e.g. through `gradio_client`): the uploaded image goes through the one runner
+e.g. through `gradio_client`): the uploaded file is decoded by the one decoder (`image_io.load_image`,
+so a file that is not an image is its one-line reason, in the page and through the API) and goes through the one runner
 (`runner.infer_images`) with the forward pass of the region jobs; `build_demo` makes the app; `launch` serves it.
 
 Gradio is an optional extra (`pip install 'dseqjepa-hub[demo]'`) and is imported only here. Nothing
@@ -22,11 +23,12 @@ import torch
 from PIL import Image
 
 from ..errors import DSeqJEPAError
+from ..image_io import ImageLoadError, load_image
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import DSeqJEPAModel
 from .drawing import draw_regions, draw_saliency, draw_sequence
 from .feature_maps import prediction_steps
-from .loading import load_model
+from .loading import is_default_model, load_model
 from .regions_job import batch_regions, ranked_regions_forward
 from .runner import ImageBatch, infer_images
 
@@ -54,13 +56,19 @@ def _gradio():
 def analyze(
     model: DSeqJEPAModel,
     processor: DSeqJEPAImageProcessor,
-    image: Image.Image | np.ndarray | None,
+    image: Image.Image | np.ndarray | str | os.PathLike | None,
     num_regions: int = 5,
     min_region_fraction: float = 0.15,
 ) -> tuple[Image.Image, Image.Image, Image.Image, list[list]]:
-    """One image -> (ranked regions overlay, saliency heatmap, prediction sequence strip, region table rows)."""
+    """One image (or image file) -> (ranked regions overlay, saliency heatmap, prediction sequence strip, region
+    table rows)."""
     if image is None:
         raise DemoError("upload an image or pick an example first")
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            image = load_image(image)
+        except ImageLoadError as error:  # named by the upload's file name, not Gradio's cache path
+            raise ImageLoadError(Path(error.path).name, error.reason) from None
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     image = image.convert("RGB")
@@ -103,11 +111,11 @@ def build_demo(
     examples_dir: str | os.PathLike | None = None,
     title: str = "DSeq-JEPA: discriminative regions",
 ):
-    """The Gradio app (`gradio.Blocks`) for `model` (folder, Hub id, or None for the bundled model)."""
+    """The Gradio app (`gradio.Blocks`) for `model` (folder, Hub id, or None or `default` for the bundled model)."""
     gr = _gradio()
     loaded = load_model(model, device)
     config = loaded.model.config
-    name = "the bundled default model (not a useful feature extractor)" if model is None else f"`{loaded.description}`"
+    name = "the bundled default model (not a useful feature extractor)" if is_default_model(model) else f"`{loaded.description}`"
 
     def run(image, num_regions, min_region_fraction):
         try:
@@ -124,7 +132,8 @@ def build_demo(
         )
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="pil", label="image", sources=["upload", "clipboard"], elem_id="input-image")
+                image = _paths_of_uploads(gr.Image(type="filepath", label="image", sources=["upload", "clipboard"],
+                                                   elem_id="input-image"))
                 num_regions = gr.Slider(2, 10, value=config.num_regions, step=1, label="regions (background included)")
                 min_fraction = gr.Slider(0.0, 0.5, value=config.min_region_fraction, step=0.01,
                                          label="minimum region fraction", elem_id="min-fraction")
@@ -144,6 +153,22 @@ def build_demo(
         button.click(run, inputs=[image, num_regions, min_fraction], outputs=[overlay, saliency, sequence, table],
                      api_name="analyze")
     return demo
+
+
+def _paths_of_uploads(image_input):
+    """`image_input` (a gr.Image of type "filepath") hands an uploaded file's path to `analyze`, and so to the
+    package's decoder, instead of opening it with PIL first: Gradio's own failure there reaches an API client
+    as an AppError without its reason. Set on the instance: a gr.Image subclass would make Gradio write a
+    .pyi stub beside this module."""
+    preprocess = image_input.preprocess
+
+    def path_of(payload):
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return payload.path
+        return preprocess(payload)
+
+    image_input.preprocess = path_of
+    return image_input
 
 
 def theme():

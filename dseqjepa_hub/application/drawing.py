@@ -57,7 +57,8 @@ def draw_regions(
     alpha: opacity of the region fills.
     show_saliency: put a heatmap of `saliency` (h, w), min-max normalised, to the right of
         the overlay, covering `saliency_box` (x0, y0, x1, y1; default the whole image), the
-        part of the image the model saw, with a colour bar of the raw values inside it.
+        part of the image the model saw, and a colour bar of the raw values beside it (never over
+        the map; left out beside images under MIN_COLORBAR_HEIGHT px).
     legend: a legend of the regions ("rank: score"; "no foreground region" when only the
         background is left) in the corner of the overlay that hides the fewest region pixels.
     """
@@ -103,15 +104,15 @@ def draw_regions(
         raise ValueError("show_saliency=True needs the saliency map (h, w); ask the pipeline for return_saliency=True")
     heatmap = saliency_heatmap(saliency, (width, height), saliency_box)
     values = np.asarray(saliency, dtype=np.float64)
-    _draw_colorbar_inset(heatmap, float(values.min()), float(values.max()), saliency_box, font_size)
     gap = line_width * 4
-    canvas = Image.new("RGB", (2 * width + gap, height), (255, 255, 255))
-    canvas.paste(overlay, (0, 0))
-    canvas.paste(heatmap, (width + gap, 0))
-    return canvas
+    panels = [overlay, heatmap]
+    if height >= MIN_COLORBAR_HEIGHT:
+        panels.append(colorbar(height, float(values.min()), float(values.max()), font_size))
+    return _row(panels, gap=gap)
 
 
 NO_FOREGROUND = "no foreground region"
+MIN_COLORBAR_HEIGHT = 120  # px: beside a smaller overlay a colour bar's labels would not fit
 CONTEXT_COLOR = (0, 114, 178)  # the prediction sequence: context regions (Okabe-Ito blue)
 TARGET_COLOR = (213, 94, 0)  # and the target region (Okabe-Ito vermillion)
 
@@ -327,25 +328,6 @@ def colorbar(height: int, vmin: float, vmax: float, font_size: int, label: str |
     return strip
 
 
-def _draw_colorbar_inset(heatmap: Image.Image, vmin: float, vmax: float, box, font_size: int) -> bool:
-    """A colour bar inside a heatmap panel (a third of its height), in the corner it hides the least of the
-    map; left out on panels too small for it."""
-    height = heatmap.height // 3
-    if heatmap.height < 120 or heatmap.width < 120:
-        return False
-    strip = colorbar(height, vmin, vmax, max(10, font_size * 2 // 3))
-    if strip.width > heatmap.width // 3:
-        return False
-    map_area = np.zeros((heatmap.height, heatmap.width), dtype=bool)
-    x0, y0, x1, y1 = box if box is not None else (0, 0, heatmap.width, heatmap.height)
-    map_area[max(y0, 0) : y1, max(x0, 0) : x1] = True
-    margin = max(2, font_size // 4)
-    x, y = _least_covering(_corner_boxes(heatmap.size, strip.size, margin), strip.size, map_area)
-    heatmap.paste(strip, (x, y))
-    ImageDraw.Draw(heatmap).rectangle((x - 1, y - 1, x + strip.width, y + strip.height), outline=(40, 40, 40))
-    return True
-
-
 def heatmap_overlay(
     image: Image.Image,
     values: np.ndarray,
@@ -527,13 +509,14 @@ def draw_sequence(
     image: Image.Image,
     steps: Sequence[dict],
     *,
-    panel_side: int = 320,
+    panel_side: int = 480,
     dim: float = 0.6,
     alpha: float = 0.55,
 ) -> Image.Image:
     """The DSeq prediction sequence as a strip of panels, one per step (`maps.prediction_steps`): the
     context R1..Rk tinted blue, the target R(k+1) vermillion, the rest of the image dimmed; titled
-    "step k: R1..Rk -> R(k+1)". An image with a single region (no step) gives one panel saying so."""
+    "step k: R1..Rk -> R(k+1)", with a context/target key. An image with a single region (no step) gives one
+    panel saying so, and no key (nothing is drawn in those colours)."""
     image = image.convert("RGB")
     thumbnail, _ = _thumbnail(image, None, panel_side)
     size = font_size_for(*thumbnail.size)
@@ -551,7 +534,7 @@ def draw_sequence(
         target_text = "background" if step["target_is_background"] else f"R{step['target_rank']}"
         panels.append(_titled(panel, f"step {step['step']}: {context_text} -> {target_text}", size))
     if not panels:
-        panels.append(_titled(dimmed, "one region only: no prediction step", size))
+        return _titled(dimmed, "one region only: no prediction step", size)
     strip = _row(panels, gap=size // 2)
     legend = _legend_image([(CONTEXT_COLOR, "context"), (TARGET_COLOR, "target")], size)
     return _row([strip, _key(legend, strip.height, _title_height(size))], gap=size // 2)

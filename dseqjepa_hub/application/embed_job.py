@@ -88,7 +88,7 @@ def embed_files(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_side: int | None = None,
     num_workers: int | None = None,
-    progress: bool = True,
+    progress: bool = False,
 ) -> tuple[list[Path], dict[str, np.ndarray], list[tuple[Path, str]]]:
     """Embed readable images -> (their paths in row order, arrays, failures).
 
@@ -148,6 +148,7 @@ class EmbeddingRun:
     total: int
     first: str
     row_shape: tuple[int, ...]
+    others: dict[str, tuple[int, ...]]  # the row shape of every other array written (--regions)
     failures: list[tuple[Path, str]]
     written: Path | str  # the file, or "STEM.index.json and K shards"
 
@@ -165,6 +166,7 @@ def embed_to_file(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_side: int | None = None,
     num_workers: int | None = None,
+    progress: bool = False,
 ) -> EmbeddingRun:
     """`dseqjepa embed`: load `model` and embed `paths` into `out` (+ its sidecar). Under
     torchrun (`sharding`), rank r of K embeds paths[r::K] into its shard and rank 0 writes the
@@ -179,11 +181,12 @@ def embed_to_file(
         files, arrays, failures = embed_files(
             paths[shard.rank :: shard.world_size], loaded.model, loaded.processor, regions=regions, pool=pool,
             batch_size=batch_size, max_pixels=max_pixels, max_side=max_side, num_workers=num_workers,
-            progress=shard.rank == 0,
+            progress=progress and shard.rank == 0,
         )
         total = sum_over_ranks(len(files), shard)  # every rank decides alike whether to write
         first = next(iter(arrays))
-        run = EmbeddingRun(shard.rank, shard.world_size, total, first, arrays[first].shape[1:], failures, out)
+        others = {name: array.shape[1:] for name, array in arrays.items() if name != first}
+        run = EmbeddingRun(shard.rank, shard.world_size, total, first, arrays[first].shape[1:], others, failures, out)
         if total == 0:
             return run
         if shard.world_size == 1:

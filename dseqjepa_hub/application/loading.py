@@ -2,8 +2,11 @@
 torch.hub (hubconf.py) load, always with this package's code (never remote code).
 
 A model is named by a folder, a training run or one of its checkpoints, a Hub repo id (its files
-from the HF cache; fetched unless offline), a size preset (random weights) or nothing (the bundled
-model). Every named folder is checked once, before anything is allocated: config.json (a readable,
+from the HF cache; fetched unless offline), a size preset (random weights), or `default` or nothing
+(the bundled model, never looked up on the Hub; a local folder named `default` is `./default`).
+Without a network (the Hub does not answer within HUB_PROBE_TIMEOUT seconds, one try) or with
+HF_HUB_OFFLINE=1, a repo id comes from the HF cache with no further network call, or is refused at
+once in one line naming the id, the cache folder and HF_HUB_OFFLINE. Every named folder is checked once, before anything is allocated: config.json (a readable,
 valid DSeq-JEPA config naming a known class in `architectures`), the image processor
 (preprocessor_config.json, or one made from the config where the folder has none: the channels and
 the patch size must fit the config) and the weights (safetensors headers, or a weights-only
@@ -19,12 +22,13 @@ import logging
 import os
 import pickle
 import re
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import StrictDataclassError
+from huggingface_hub import constants, get_session, snapshot_download
+from huggingface_hub.errors import RepositoryNotFoundError, StrictDataclassError
 from safetensors import SafetensorError, safe_open
 
 from ..configuration_dseqjepa import PRESETS, DSeqJEPAConfig
@@ -44,6 +48,8 @@ SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"  # a sharded model: tensor name -> shard file
 PICKLE_FILE = "pytorch_model.bin"  # only ever read with torch.load(weights_only=True)
 HUB_FILES = [CONFIG_FILE, PROCESSOR_FILE, SAFETENSORS_FILE, SAFETENSORS_INDEX, "model-*-of-*.safetensors"]
+DEFAULT_MODEL = "default"  # names the bundled model (= dseqjepa_options.DEFAULT_MODEL; hubconf.py imports no options)
+HUB_PROBE_TIMEOUT = 2.0  # seconds: one request, no retries, before a repo id is taken from the HF cache alone
 MODEL_CLASSES = {cls.__name__: cls for cls in (DSeqJEPAModel, DSeqJEPAForImageClassification, DSeqJEPABackbone)}
 
 # The layout of a training run (written by dseqjepa_train.checkpoint, read here and by every command):
@@ -134,13 +140,57 @@ def checkpoint_encoder(folder: Path) -> tuple[Path, str] | None:
     return encoder, str(folder) if step is None else f"{folder} (step {step})"
 
 
+def is_default_model(model) -> bool:
+    """`model` names the bundled model: None or `default`."""
+    return model is None or (isinstance(model, (str, os.PathLike)) and os.fspath(model) == DEFAULT_MODEL)
+
+
+def hub_answers(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """The Hub (HF_ENDPOINT) answers one request within `timeout` seconds (name resolution included): the
+    network is there. huggingface_hub itself retries a dead connection for about half a minute."""
+    answered = []
+
+    def probe():
+        try:
+            answered.append(get_session().head(constants.ENDPOINT, timeout=timeout).status_code < 500)
+        except Exception:  # noqa: BLE001 - any failure to get an answer means: no network
+            answered.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # a hung name lookup cannot hold the caller
+    thread.start()
+    thread.join(timeout)
+    return bool(answered and answered[0])
+
+
+def hub_snapshot(repo_id: str, hub_files: list[str]) -> Path:
+    """The folder of `repo_id`'s `hub_files` in the HF cache, fetched where the Hub answers; offline (or
+    HF_HUB_OFFLINE=1) the cached copy with no network call, or one line naming the id and the cache."""
+    offline = constants.HF_HUB_OFFLINE
+    if offline or not hub_answers():
+        try:
+            return Path(snapshot_download(repo_id, allow_patterns=hub_files, local_files_only=True))
+        except (OSError, ValueError):  # not in the cache, or not a valid repo id
+            why = "HF_HUB_OFFLINE=1 is set" if offline else \
+                f"the Hub ({constants.ENDPOINT}) does not answer, and HF_HUB_OFFLINE is not set"
+            raise ModelLoadError(f"cannot load the model {repo_id!r}: not in the HF cache ({constants.HF_HUB_CACHE}) "
+                                 f"and {why}; download it where there is a network (`hf download {repo_id}`) or "
+                                 "name a local folder") from None
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=hub_files))
+    except RepositoryNotFoundError:
+        raise ModelLoadError(f"cannot load the model {repo_id!r}: no such repository on {constants.ENDPOINT} (or a "
+                             "private one: set HF_TOKEN), and no such local folder") from None
+    except (OSError, ValueError) as error:  # not a valid repo id, a file missing, the network lost meanwhile
+        raise ModelLoadError(f"cannot load the model {repo_id!r}: {_one_line(error)}") from None
+
+
 def locate_model(model: str | os.PathLike | None, hub_files: list[str] = HUB_FILES) -> tuple[Path, str]:
-    """The local folder holding `model` (a folder, a training run or checkpoint, a Hub repo id, or None
-    for the bundled model) and how outputs name it. A path that is plainly local (absolute, or
-    starting with ".", "~" or holding a backslash) but missing is refused at once, not looked up on
-    the Hub; a repo id is its snapshot in the HF cache, holding `hub_files` (default: the config, the
-    image processor and the safetensors weights)."""
-    if model is None:
+    """The local folder holding `model` (a folder, a training run or checkpoint, a Hub repo id, or
+    None or `default` for the bundled model) and how outputs name it. A path that is plainly local
+    (absolute, or starting with ".", "~" or holding a backslash) but missing is refused at once, not
+    looked up on the Hub; a repo id is its snapshot in the HF cache, holding `hub_files` (default: the
+    config, the image processor and the safetensors weights)."""
+    if is_default_model(model):
         return default_model_path(), str(default_model_path())
     text = str(model)
     path = Path(text).expanduser()
@@ -150,10 +200,7 @@ def locate_model(model: str | os.PathLike | None, hub_files: list[str] = HUB_FIL
         raise ModelLoadError(f"{text}: a file, not a model folder")
     if path.is_absolute() or text.startswith((".", "~")) or "\\" in text or text.count("/") > 1:
         raise ModelLoadError(f"{text}: no such model folder")
-    try:
-        return Path(snapshot_download(text, allow_patterns=hub_files)), text
-    except (OSError, ValueError) as error:  # not found, offline and not cached, not a valid repo id
-        raise ModelLoadError(f"cannot load the model {text!r}: {_one_line(error)}") from None
+    return hub_snapshot(text, hub_files), text
 
 
 # ----------------------------------------------------------------------------- what a folder holds
@@ -285,7 +332,8 @@ def preset_encoder(preset: str, **overrides) -> DSeqJEPAModel:
     return encoder.eval()
 
 
-def _is_preset(model) -> bool:
+def is_preset(model) -> bool:
+    """`model` names a size preset (random weights), not a folder of that name."""
     return isinstance(model, str) and model in PRESETS and not Path(model).exists()
 
 
@@ -298,7 +346,7 @@ def load_model(
     **from_pretrained_options,
 ) -> LoadedModel:
     """`model`: a local folder, a training run or checkpoint, a Hub repo id (from the cache when
-    offline), a size preset (random weights, with a warning); None: the bundled model.
+    offline), a size preset (random weights, with a warning); None or `default`: the bundled model.
 
     image_size: run at this square input size instead of the model's (the encoder regenerates its
     positions for any grid; a multiple of the patch size): the processor resizes to it.
@@ -306,7 +354,7 @@ def load_model(
     from_pretrained_options: passed on (e.g. attn_implementation="eager").
     """
     check_device(device)
-    if _is_preset(model):
+    if is_preset(model):
         if as_saved:
             raise ModelLoadError(f"{model}: a size preset, not a model folder")
         logger.warning(
@@ -349,7 +397,7 @@ def load_encoder(model: str | os.PathLike | None = None, device: str = "cpu", **
 
 def model_config(model: str | os.PathLike) -> DSeqJEPAConfig:
     """The configuration of a preset, folder, run, checkpoint or repo id (only its config.json fetched)."""
-    if _is_preset(model):
+    if is_preset(model):
         return DSeqJEPAConfig.from_preset(model)
     return read_config(locate_model(model, hub_files=[CONFIG_FILE])[0])
 

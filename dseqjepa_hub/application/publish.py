@@ -32,13 +32,18 @@ import torch
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
+
+try:  # the HTTP library of huggingface_hub: httpx2 from version 2, httpx before
+    from httpx2 import HTTPError as TransportError
+except ImportError:
+    from httpx import HTTPError as TransportError
 from safetensors.torch import load_file
 
 from .. import __version__
 from ..errors import DSeqJEPAError
 from ..pipeline_saliency_ranking import rank_regions, save_pretrained_with_pipeline
 from .atomic import atomic_directory, check_empty_folder
-from .loading import ModelLoadError, load_model, locate_model
+from .loading import ModelLoadError, is_default_model, load_model, locate_model
 
 CARD_TEMPLATE = files("dseqjepa_hub") / "model_card.md"
 EVAL_FILE = "eval_results.json"
@@ -75,7 +80,7 @@ def load_checked(model_dir: Path):
     """The folder (a model folder, or a training run or checkpoint: its target encoder) as the class it
     was saved as, through the one loader, and the folder it came from; its encoder must rank the
     regions of an image and the whole model run, to finite outputs: a folder that fails here is refused."""
-    if not model_dir.is_dir():
+    if not is_default_model(model_dir) and not model_dir.is_dir():
         raise ModelLoadError(f"{model_dir}: no such model folder")
     folder, _ = locate_model(model_dir)
     loaded = load_model(folder, as_saved=True)
@@ -271,6 +276,17 @@ def stage(
     return sorted(str(path.relative_to(stage_dir)) for path in stage_dir.rglob("*") if path.is_file())
 
 
+def upload_failure(error: Exception) -> str:
+    """What went wrong in an upload, in one line."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if status in (401, 403):
+        return f"authentication refused (HTTP {status}): set HF_TOKEN to a token with write access, or `hf auth login`"
+    if isinstance(error, TransportError):
+        reason = " ".join(str(error).split()) or type(error).__name__
+        return f"no connection to {os.environ.get('HF_ENDPOINT') or 'the Hub'} ({reason})"
+    return " ".join(str(error).split())
+
+
 def push(
     model_dir: str | os.PathLike,
     repo_id: str,
@@ -311,8 +327,10 @@ def push(
                 repo_id=repo_id, repo_type="model", operations=operations, commit_message=message,
                 revision=revision, create_pr=create_pr,
             )
-        except HfHubHTTPError as error:
-            raise HubError(f"upload to {repo_id} failed: {error}") from None
+        except (HfHubHTTPError, OSError, TransportError) as error:  # network, authentication, refusal by the Hub
+            kept, temporary = folder, None  # the staged folder outlives the failure: upload it later
+            raise HubError(f"upload to {repo_id} failed: {upload_failure(error)}; the staged folder is kept: {kept} "
+                           f"(upload it later with `hf upload {repo_id} {kept}`)") from None
         log(f"uploaded to {getattr(commit, 'pr_url', None) or getattr(commit, 'commit_url', repo_id)}")
         return commit
     finally:

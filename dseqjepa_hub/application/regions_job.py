@@ -162,7 +162,7 @@ def rank_regions_in_files(
     max_side: int | None = DEFAULT_MAX_SIDE,
     num_workers: int | None = None,
     write_threads: int | None = None,
-    progress: bool = True,
+    progress: bool = False,
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
     """Rank regions of every image, write its overlay PNG (and JSON) -> (results, failures).
 

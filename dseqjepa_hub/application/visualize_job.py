@@ -1,7 +1,10 @@
 """Pictures of image files for `dseqjepa visualize`: one PNG per image and kind, and an index JSON.
 
 For an input image `DIR/sub/cat.jpg` given as `DIR` and `kind` K, the picture is
-`OUT/sub/cat.K.png`; `OUT/K.json` lists every image written:
+`OUT/sub/cat.T.png`, where the tag T is K followed by every option that differs from its default
+(`similarity-query5,6`, `attention-layer-2`, `clusters-k3-spectral`, `sequence-min0.05`; K alone with
+the defaults), so that runs with other options never overwrite each other; `OUT/T.json` lists every
+image written:
   {"kind": K, "model": ..., "options": {...}, "images": [{"image", "output", "size": [H, W], ...}]}
 with, per kind: regions and sequence: "no_foreground_region" and the regions (rank, score,
 is_background, area_fraction, box), sequence also its "steps" (step, context_ranks, target_rank);
@@ -54,6 +57,40 @@ def parse_query(text: str) -> tuple[int, int] | str:
     return row, col
 
 
+OPTION_TAGS = {"num_regions": "regions", "min_region_fraction": "min", "layer": "layer", "query": "query",
+               "num_clusters": "k", "method": "", "seed": "seed"}  # option -> its prefix in an output's tag
+
+
+def kind_options(kind: str, model: DSeqJEPAModel, *, num_regions: int | None = None,
+                 min_region_fraction: float | None = None, layer: int = -1, query: tuple[int, int] | str = "cls",
+                 num_clusters: int = 4, method: str = "kmeans", seed: int = 0) -> dict:
+    """The options that `kind` draws with (recorded in its index), the model's defaults filled in."""
+    if kind in ("regions", "sequence"):
+        return {
+            "num_regions": model.config.num_regions if num_regions is None else num_regions,
+            "min_region_fraction": model.config.min_region_fraction if min_region_fraction is None else min_region_fraction,
+        }
+    options = {"layer": layer} if kind in ("attention", "similarity", "clusters") else {}
+    if kind == "similarity":
+        options["query"] = query if isinstance(query, str) else list(query)
+    elif kind == "clusters":
+        options.update(num_clusters=num_clusters, method=method, seed=seed)
+    return options
+
+
+def output_tag(kind: str, model: DSeqJEPAModel, **chosen) -> str:
+    """`kind`, then each option (`kind_options`'s) that differs from its default: what distinguishes a run's
+    file names, `OUT/<image>.TAG.png` and `OUT/TAG.json`."""
+    options, defaults = kind_options(kind, model, **chosen), kind_options(kind, model)
+    parts = [kind]
+    for name, value in options.items():
+        if value != defaults[name]:
+            text = ",".join(str(v) for v in value) if isinstance(value, list) else f"{value:g}" if isinstance(
+                value, float) else str(value)
+            parts.append(OPTION_TAGS[name] + text)
+    return "-".join(parts)
+
+
 def visualize_files(
     paths: Sequence[Path],
     model: DSeqJEPAModel,
@@ -87,16 +124,10 @@ def visualize_files(
     out_dir = Path(out_dir)
     remove_stale_temporaries(out_dir, recursive=True)
     stems = list(stems) if stems is not None else [Path(Path(path).stem) for path in paths]
-    options = {"layer": layer} if kind in ("attention", "similarity", "clusters") else {}
-    if kind in ("regions", "sequence"):
-        options = {
-            "num_regions": model.config.num_regions if num_regions is None else num_regions,
-            "min_region_fraction": model.config.min_region_fraction if min_region_fraction is None else min_region_fraction,
-        }
-    elif kind == "similarity":
-        options["query"] = query if isinstance(query, str) else list(query)
-    elif kind == "clusters":
-        options.update(num_clusters=num_clusters, method=method, seed=seed)
+    options = kind_options(kind, model, num_regions=num_regions, min_region_fraction=min_region_fraction, layer=layer,
+                           query=query, num_clusters=num_clusters, method=method, seed=seed)
+    tag = output_tag(kind, model, num_regions=num_regions, min_region_fraction=min_region_fraction, layer=layer,
+                     query=query, num_clusters=num_clusters, method=method, seed=seed)
     forward, what = _forward(kind, model, options)
 
     def jobs(batch: ImageBatch, outputs: dict[str, torch.Tensor]):
@@ -104,7 +135,7 @@ def visualize_files(
             check_finite(outputs, f"the model {model.name_or_path} gives non-finite {what}",
                          then="nothing was written for this batch")
         for row, position in enumerate(batch.indices):
-            output = out_dir / f"{stems[position]}.{kind}.png"
+            output = out_dir / f"{stems[position]}.{tag}.png"
             box = processor.crop_box(original_size=batch.sizes[row])
             yield partial(_draw_one, kind, batch.paths[row], batch.images[row], outputs, row, box, options, output)
 
@@ -117,7 +148,7 @@ def visualize_files(
         if entry.get("no_foreground_region"):
             log(f"{entry['image']}: no foreground region, only the background (try a lower --min-region-fraction)")
     index = {"kind": kind, "model": model_description, "options": options, "images": entries}
-    atomic_write_text(out_dir / f"{kind}.json", json.dumps(index, indent=1) + "\n")
+    atomic_write_text(out_dir / f"{tag}.json", json.dumps(index, indent=1) + "\n")
     return entries, failures
 
 

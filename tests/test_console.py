@@ -1,0 +1,85 @@
+"""The console of the commands: nothing but a one-line summary in a log file, one progress bar on a
+terminal, --quiet and --verbose on every command."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import pytest
+
+from dseqjepa_cli import COMMANDS, build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES = REPO / "examples" / "images"
+DSEQJEPA = [sys.executable, "-m", "dseqjepa_cli"]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_takes_quiet_and_verbose(command):
+    parser = build_parser(command)
+    sub = parser._subparsers._group_actions[0].choices[command]
+    options = {option for action in sub._actions for option in action.option_strings}
+    assert {"-q", "--quiet", "-v", "--verbose"} <= options
+
+
+def test_a_log_file_gets_the_summary_line_and_nothing_else(tmp_path):
+    """stdout and stderr are files here, as in a log: no bar (each update would be a line), no weight-loading
+    bar, no warning; the summary names the count and the folder."""
+    out = tmp_path / "regions_out"
+    done = subprocess.run([*DSEQJEPA, "regions", str(IMAGES), "--out", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout == f"wrote 4 overlay(s) to {out}\n"
+
+
+def test_quiet_prints_nothing_and_verbose_draws_the_bar(tmp_path, capsys):
+    assert main(["regions", str(IMAGES / "coffee.jpg"), "--out", str(tmp_path / "q"), "--quiet"]) == 0
+    assert capsys.readouterr() == ("", "")
+    assert (tmp_path / "q" / "coffee.regions.png").is_file()
+    assert main(["embed", str(IMAGES / "coffee.jpg"), "--out", str(tmp_path / "e.npy"), "--regions", "-v"]) == 0
+    captured = capsys.readouterr()
+    assert "embed: 100%" in captured.err
+    assert captured.out.splitlines()[-1] == (f"wrote {tmp_path / 'e.npy'}: 1 image(s), pooled (1, 128), regions (1, 5, "
+                                             "128), region_valid (1, 5), region_scores (1, 5)")
+
+
+def run_on_a_terminal(command: list[str], columns: int = 120) -> str:
+    """What a person sees: the command with stdout and stderr on a pseudo-terminal."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    process = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, cwd=REPO)
+    os.close(slave)
+    seen = b""
+    while select.select([master], [], [], 300)[0]:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the command ended and closed the terminal
+            break
+        if not data:
+            break
+        seen += data
+    os.close(master)
+    assert process.wait(timeout=60) == 0, seen.decode(errors="replace")
+    return seen.decode()
+
+
+def test_a_terminal_shows_one_progress_bar_then_the_summary(tmp_path):
+    seen = run_on_a_terminal([*DSEQJEPA, "regions", str(IMAGES), "--out", str(tmp_path / "out")])
+    lines = seen.replace("\r\n", "\n").split("\n")
+    assert lines[-2:] == [f"wrote 4 overlay(s) to {tmp_path / 'out'}", ""]
+    bar = lines[0]  # one line, redrawn in place with carriage returns
+    assert len(lines) == 3 and "Loading weights" not in seen
+    states = [state for state in bar.split("\r") if state]
+    assert all(state.startswith("regions: ") for state in states)
+    done = [int(re.search(r"(\d+)/4", state).group(1)) for state in states]  # redrawn in place, never backwards
+    assert done == sorted(done) and done[-1] == 4 and states[-1].startswith("regions: 100%")
