@@ -88,6 +88,10 @@ def _preset_name(value: str | None) -> None:
 @strict
 @dataclass
 class TrainConfig:
+    # Continued pretraining: the model both encoders (and, when it has one, the predictor) start from,
+    # anything `load_model` takes ("default": the bundled model); null: random weights. Its architecture
+    # is the run's: model_preset and model may only repeat it (dseqjepa_train.init_from).
+    init_from: str | None = None
     # Encoder (and predictor) sizes: a DSeqJEPAConfig preset, then field overrides.
     model_preset: str | None = _preset_name(default="vit_base_patch16_224")
     model: dict[str, Any] = field(default_factory=dict)
@@ -137,7 +141,10 @@ class TrainConfig:
             )
 
     def validate_model(self) -> None:
-        """The encoder's own checks, at load time, and the CLS token that DSeq steps rank regions by."""
+        """The encoder's own checks, at load time, and the CLS token that DSeq steps rank regions by
+        (with init_from, checked against the model's own config when it is loaded)."""
+        if self.init_from is not None:
+            return
         use_cls_token = self.model_config().use_cls_token
         if self.method != "ijepa" and not use_cls_token:
             raise ValueError(f"method {self.method!r} ranks regions by the CLS token: set model.use_cls_token: true")

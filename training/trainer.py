@@ -24,15 +24,13 @@ from tqdm.auto import tqdm
 
 from dseqjepa_hub.application.atomic import atomic_write_text
 from dseqjepa_hub.application.loading import CONTEXT_ENCODER_DIR, PREDICTOR_DIR, TARGET_ENCODER_DIR
-from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAPredictorConfig
 from dseqjepa_hub.errors import DSeqJEPAError
-from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
-from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, DSeqJEPAPredictor
 from dseqjepa_hub.regions import extract_regions
 
 from .checkpoint import load_latest_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from .config import ConfigError, TrainConfig, config_from_dict, save_config
 from .distributed import DistributedContext, all_reduce_mean, gather_digests, init_distributed, shutdown_distributed
+from .init_from import starting_point
 from .masks import multiblock_masks
 from .objective import JEPAStudent, dseq_task, ijepa_task, jepa_loss, target_features
 from .pretraining_data import build_loader, derive_seed, list_image_files
@@ -81,8 +79,10 @@ class Pretrainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if device.type == "cuda" and config.precision == "bf16" else contextlib.nullcontext())
 
-        model_config = config.model_config()
-        processor = DSeqJEPAImageProcessor.from_model_config(model_config)  # the training statistics
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        start = starting_point(config)
+        model_config, processor = start.encoder.config, start.processor
+        self.processor = processor  # the training statistics, saved with every checkpoint
         self.loader, self.sampler = build_loader(
             list_image_files(data), image_size=model_config.image_size, crop_scale=config.crop_scale,
             mean=list(processor.image_mean), std=list(processor.image_std), seed=config.seed,
@@ -92,11 +92,10 @@ class Pretrainer:
         self.steps_per_epoch = self.sampler.num_samples // config.batch_size
         self.schedules = Schedules.for_run(config, self.steps_per_epoch)
 
-        torch.manual_seed(config.seed)  # the same initial weights on every rank
-        self.context_encoder = DSeqJEPAModel(model_config).to(device)
+        self.context_encoder = start.encoder.to(device)
         self.model_config = self.context_encoder.config
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
-        self.predictor = DSeqJEPAPredictor(DSeqJEPAPredictorConfig.from_encoder_config(self.model_config)).to(device)
+        self.predictor = start.predictor.to(device)
         if config.release_compat:  # its predictor has no mask token: never trained there, frozen here
             self.predictor.mask_token.requires_grad_(False)  # (no gradient, no optimizer state, no unused DDP parameter)
         self.student = JEPAStudent(self.context_encoder, self.predictor, config.context_mode, config.release_compat)
@@ -135,7 +134,8 @@ class Pretrainer:
             self.diverged(f"the weights updated by step {self.step} are not finite")
         if self.dist.is_main:
             self.last_checkpoint = save_checkpoint(self.output, self.step, self.networks(), self.trainer_state(),
-                                                   self.config, keep=self.config.keep_checkpoints)
+                                                   self.config, keep=self.config.keep_checkpoints,
+                                                   processor=self.processor)
         if self.dist.enabled:
             torch.distributed.barrier()
 

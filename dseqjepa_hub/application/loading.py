@@ -27,13 +27,14 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 
-from ..configuration_dseqjepa import PRESETS, DSeqJEPAConfig
+from ..configuration_dseqjepa import PRESETS, DSeqJEPAConfig, DSeqJEPAPredictorConfig
 from ..errors import DSeqJEPAError
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import (
     DSeqJEPABackbone,
     DSeqJEPAForImageClassification,
     DSeqJEPAModel,
+    DSeqJEPAPredictor,
     DSeqJEPAPreTrainedModel,
 )
 
@@ -328,6 +329,38 @@ def load_model(
         resize_processor(loaded.processor, image_size, loaded.model.config.patch_size)
     loaded.model.to(device).eval()
     return loaded
+
+
+def load_predictor(model: str | os.PathLike | None, encoder_config: DSeqJEPAConfig,
+                   device: str = "cpu") -> tuple[DSeqJEPAPredictor, str] | None:
+    """The pretraining predictor that travels with `model` (named as in `load_model`): the predictor/
+    beside a training run's or checkpoint's target encoder, or a model folder's predictor/ subfolder;
+    None where there is none. Checked as an encoder folder is (config, weights' shapes) and against
+    `encoder_config`, the encoder it reads (width and patch grid). Returns (predictor, its folder)."""
+    if _is_preset(model):
+        return None
+    path, _ = locate_model(model, hub_files=[f"{PREDICTOR_DIR}/*"])
+    folder = path.parent / PREDICTOR_DIR if path.name == TARGET_ENCODER_DIR else path / PREDICTOR_DIR
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        return None
+    try:
+        model_type = json.loads(config_path.read_text()).get("model_type")
+        if model_type != DSeqJEPAPredictorConfig.model_type:
+            raise ValueError(f"model_type {model_type!r}, expected {DSeqJEPAPredictorConfig.model_type!r}")
+        config = DSeqJEPAPredictorConfig.from_pretrained(folder)
+    except (OSError, ValueError, TypeError, AttributeError, StrictDataclassError) as error:
+        raise ModelLoadError(f"{config_path}: {_one_line(error)}") from None
+    for name, expected in (("encoder_hidden_size", encoder_config.hidden_size), ("grid_size", encoder_config.grid_size)):
+        if getattr(config, name) != expected:
+            raise ModelLoadError(f"{config_path}: {name} {getattr(config, name)}, but the encoder it goes with has "
+                                 f"{expected}")
+    check_weights(folder, config, DSeqJEPAPredictor)
+    try:
+        predictor = DSeqJEPAPredictor.from_pretrained(folder, config=config)
+    except (OSError, ValueError, SafetensorError, pickle.UnpicklingError) as error:
+        raise ModelLoadError(f"cannot load the predictor {folder}: {_one_line(error)}") from None
+    return predictor.to(device), str(folder)
 
 
 def resize_processor(processor: DSeqJEPAImageProcessor, image_size: int, patch_size: int) -> None:
