@@ -145,4 +145,4 @@ def test_a_config_yaml_written_by_a_run_still_loads_and_saves_the_same(tmp_path)
     config = load_config(path)
     assert config == load_config("tiny-cpu", ["method=mixed", "grad_clip=null"])
     save_config(config, tmp_path / "saved.yaml")
-    assert (tmp_path / "saved.yaml").read_text() == RUN_CONFIG_YAML
+    assert (tmp_path / "saved.yaml").read_text() == "init_from: null\n" + RUN_CONFIG_YAML  # a key added since
