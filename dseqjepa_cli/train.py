@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "id, or 'default', the bundled model): both encoders start from it, the predictor from its "
                              "own when it has one; the config's architecture must be the model's (the config key "
                              "init_from; see --config domain-adapt)")
+    parser.add_argument("--stop-on-collapse", action="store_true",
+                        help="stop (exit 1) when the target embeddings collapse: effective rank or normalised std below "
+                             "collapse_rank / collapse_std for collapse_patience logs in a row (the config key "
+                             "stop_on_collapse; without it, a warning line)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in OUTPUT")
 
 
@@ -39,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides = args.overrides + ([f"init_from={args.init_from}"] if args.init_from is not None else [])
+    overrides += ["stop_on_collapse=true"] if args.stop_on_collapse else []
     config = load_config(args.config, overrides)
     result = train(config, args.data, args.output, max_steps=args.max_steps, resume=args.resume)
     if result.loss is None:

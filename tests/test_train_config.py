@@ -145,4 +145,6 @@ def test_a_config_yaml_written_by_a_run_still_loads_and_saves_the_same(tmp_path)
     config = load_config(path)
     assert config == load_config("tiny-cpu", ["method=mixed", "grad_clip=null"])
     save_config(config, tmp_path / "saved.yaml")
-    assert (tmp_path / "saved.yaml").read_text() == "init_from: null\n" + RUN_CONFIG_YAML  # a key added since
+    added = ("init_from: null\n", "log_every: 10\neval_every: 0\neval_data: null\neval_images: 1000\ncollapse_rank: 1.5\n"
+             "collapse_std: 0.05\ncollapse_patience: 3\nstop_on_collapse: false\n")  # the keys added since, at their places
+    assert (tmp_path / "saved.yaml").read_text() == added[0] + RUN_CONFIG_YAML + added[1]

@@ -131,6 +131,19 @@ class TrainConfig:
     checkpoint_every: int = _positive(default=1000)  # steps; a checkpoint is also written at the end
     keep_checkpoints: int = _count(default=3)  # newest complete checkpoints kept; 0 keeps all
     tensorboard: bool = False
+    # Monitoring (dseqjepa_train.monitoring), into metrics.jsonl and TensorBoard: every log_every steps
+    # (0: never) the effective rank and normalised std of the target embeddings and the saliency's
+    # entropy; every eval_every steps (0: never) a k-NN top-1 on eval_data's labelled train / val splits
+    # (at most eval_images each). A collapse: rank below collapse_rank or std x sqrt(D) below
+    # collapse_std for collapse_patience logs in a row; a warning, and with stop_on_collapse the end.
+    log_every: int = _count(default=10)
+    eval_every: int = _count(default=0)
+    eval_data: str | None = None
+    eval_images: int = _positive(default=1000)
+    collapse_rank: Number = _non_negative(default=1.5)
+    collapse_std: Number = _non_negative(default=0.05)
+    collapse_patience: int = _positive(default=3)
+    stop_on_collapse: bool = False
 
     def validate_release_compat(self) -> None:
         """Part of `@strict`-powered validation, as the class validators below."""
@@ -139,6 +152,12 @@ class TrainConfig:
                 "release_compat: true needs context_mode: masked (the release's predictor reads the "
                 "full-length context encoder output)"
             )
+
+    def validate_monitoring(self) -> None:
+        if self.eval_every and self.eval_data is None:
+            raise ValueError("eval_every > 0 needs eval_data: a folder with labelled train/ and val/ splits")
+        if self.stop_on_collapse and not self.log_every:
+            raise ValueError("stop_on_collapse: true needs log_every > 0 (collapse is read from the logged statistics)")
 
     def validate_model(self) -> None:
         """The encoder's own checks, at load time, and the CLS token that DSeq steps rank regions by
