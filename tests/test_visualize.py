@@ -344,7 +344,8 @@ EXAMPLE = "examples/images/coffee.jpg"
 
 
 KIND_ARGUMENTS = {"regions": [], "saliency": [], "attention": ["--layer", "-2"], "similarity": ["--query", "3,4"],
-                  "clusters": ["--clusters", "3", "--method", "spectral"], "sequence": ["--min-region-fraction", "0.05"]}
+                  "clusters": ["--clusters", "3", "--method", "spectral"], "sequence": ["--min-region-fraction", "0.05"],
+                  "pca": ["--foreground", "--layer", "-2"]}
 
 
 @pytest.mark.parametrize("kind", VISUALIZE_KINDS)  # every value `visualize --kind` offers

@@ -6,7 +6,9 @@ For an input image `DIR/sub/cat.jpg` given as `DIR` and `kind` K, the picture is
 with, per kind: regions and sequence: "no_foreground_region" and the regions (rank, score,
 is_background, area_fraction, box), sequence also its "steps" (step, context_ranks, target_rank);
 attention: "layer", "heads"; similarity: "layer", "query"; clusters: "layer", "method",
-"cluster_sizes" (patches per cluster). Images are decoded and run a batch at a time; every file
+"cluster_sizes" (patches per cluster); pca: "layer", "foreground" and, with it, "foreground_fraction" (the
+share of patches drawn). A pca run fits its basis on the first batch and colours every image with it,
+so that a colour means the same direction of the features in every picture. Images are decoded and run a batch at a time; every file
 is written atomically, through the one runner (`runner.infer_files`).
 """
 
@@ -34,6 +36,7 @@ from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from .drawing import (
     draw_attention,
     draw_clusters,
+    draw_pca,
     draw_regions,
     draw_saliency,
     draw_sequence,
@@ -68,6 +71,7 @@ def visualize_files(
     layer: int = -1,
     query: tuple[int, int] | str = "cls",
     num_clusters: int = 4,
+    foreground: bool = False,
     method: str = "kmeans",
     seed: int = 0,
     model_description: str = "",
@@ -87,7 +91,7 @@ def visualize_files(
     out_dir = Path(out_dir)
     remove_stale_temporaries(out_dir, recursive=True)
     stems = list(stems) if stems is not None else [Path(Path(path).stem) for path in paths]
-    options = {"layer": layer} if kind in ("attention", "similarity", "clusters") else {}
+    options = {"layer": layer} if kind in ("attention", "similarity", "clusters", "pca") else {}
     if kind in ("regions", "sequence"):
         options = {
             "num_regions": model.config.num_regions if num_regions is None else num_regions,
@@ -97,6 +101,8 @@ def visualize_files(
         options["query"] = query if isinstance(query, str) else list(query)
     elif kind == "clusters":
         options.update(num_clusters=num_clusters, method=method, seed=seed)
+    elif kind == "pca":
+        options["foreground"] = foreground
     forward, what = _forward(kind, model, options)
 
     def jobs(batch: ImageBatch, outputs: dict[str, torch.Tensor]):
@@ -130,6 +136,8 @@ def _forward(kind: str, model: DSeqJEPAModel, options: dict) -> tuple[Forward, s
         return (lambda pixel_values: {"labels": maps.cluster_patches(
             model, pixel_values, options["num_clusters"], method=options["method"], layer=options["layer"],
             seed=options["seed"])}), None
+    if kind == "pca":
+        return _pca_forward(model, options), None
     if kind == "saliency":
         values, what = (lambda pixel_values: model(pixel_values, output_saliency=True).saliency), "saliency"
     elif kind == "attention":
@@ -143,6 +151,18 @@ def _forward(kind: str, model: DSeqJEPAModel, options: dict) -> tuple[Forward, s
         return {"values": result, "finite": torch.isfinite(result).all()}
 
     return forward, what
+
+
+def _pca_forward(model: DSeqJEPAModel, options: dict) -> Forward:
+    """PCA maps, the basis fitted on the first batch (the runner forwards the batches in order) and kept."""
+    fitted = {}
+
+    def forward(pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        colors, mask, fitted["basis"] = maps.pca_tensors(model, pixel_values, layer=options["layer"],
+                                                         foreground=options["foreground"], basis=fitted.get("basis"))
+        return {"values": colors} if mask is None else {"values": colors, "foreground": mask}
+
+    return forward
 
 
 def _draw_one(kind, path: Path, pixels: torch.Tensor, outputs: dict, row: int, box, options: dict, output: Path) -> dict:
@@ -163,6 +183,11 @@ def _draw_one(kind, path: Path, pixels: torch.Tensor, outputs: dict, row: int, b
             steps = maps.prediction_steps(regions)
             details["steps"] = [{key: step[key] for key in ("step", "context_ranks", "target_rank")} for step in steps]
             picture = draw_sequence(image, steps)
+    elif kind == "pca":
+        picture = draw_pca(image, outputs["values"][row].numpy(), box)
+        details = {"layer": options["layer"], "foreground": options["foreground"]}
+        if options["foreground"]:
+            details["foreground_fraction"] = float(outputs["foreground"][row].float().mean())
     elif kind == "clusters":
         labels = outputs["labels"][row].numpy()
         picture = draw_clusters(image, labels, box)
