@@ -18,6 +18,7 @@ ONNX_TOLERANCE = 1e-4  # fp32 max abs difference per output, ONNX Runtime vs tor
 EMBED_POOLS = ("mean", "cls", "tokens")
 EVAL_TASKS = ("linear", "knn", "regions")
 EVAL_LAYERS = ("last", "last4")
+QUANTIZATIONS = ("int8",)  # dseqjepa_hub.application.loading.quantize_model
 VISUALIZE_KINDS = ("regions", "saliency", "attention", "similarity", "clusters", "sequence", "pca")
 CLUSTER_METHODS = ("kmeans", "spectral")
 DRAWING_MAX_SIDE = 2048  # regions and visualize decode larger photos at this many pixels a side

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dseqjepa_options import DEFAULT_MAX_PIXELS, DEVICES
+from dseqjepa_options import DEFAULT_MAX_PIXELS, DEVICES, QUANTIZATIONS
 
 
 def positive_int(text: str) -> int:
@@ -39,6 +39,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_batch_size: int
                         help=f"refuse images with more pixels, a guard against decompression bombs (default: {DEFAULT_MAX_PIXELS})")
     parser.add_argument("--size", type=positive_int, default=None,
                         help="model input size in pixels, a multiple of the patch size (default: the model's)")
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
+                        help="int8: dynamic int8 quantization of every linear layer (torch's own; CPU only; "
+                             "speed and agreement with fp32 in benchmarks/RESULTS.md)")
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     paths = image_inputs(args.inputs)
     run = embed_to_file(
-        paths, out, model=args.model, device=args.device, image_size=args.size, pool=args.pool, regions=args.regions,
+        paths, out, model=args.model, device=args.device, image_size=args.size, quantize=args.quantize, pool=args.pool, regions=args.regions,
         batch_size=args.batch_size, max_pixels=args.max_pixels, max_side=args.max_side, num_workers=args.num_workers,
     )
     if run.total == 0:  # no rank wrote anything

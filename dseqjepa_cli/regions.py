@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     paths = image_inputs(args.inputs)
-    loaded = load_model(args.model, args.device, image_size=args.size)
+    loaded = load_model(args.model, args.device, image_size=args.size, quantize=args.quantize)
     results, failures = rank_regions_in_files(
         paths,
         loaded.model,

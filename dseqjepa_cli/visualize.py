@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     paths = image_inputs(args.inputs)
-    loaded = load_model(args.model, args.device, image_size=args.size)
+    loaded = load_model(args.model, args.device, image_size=args.size, quantize=args.quantize)
     entries, failures = visualize_files(
         paths, loaded.model, loaded.processor, args.kind, out_dir=args.out, stems=output_stems(paths, args.inputs),
         batch_size=args.batch_size, num_regions=args.num_regions, min_region_fraction=args.min_region_fraction,

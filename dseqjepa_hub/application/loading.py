@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -296,6 +297,7 @@ def load_model(
     image_size: int | None = None,
     *,
     as_saved: bool = False,
+    quantize: str | None = None,
     **from_pretrained_options,
 ) -> LoadedModel:
     """`model`: a local folder, a training run or checkpoint, a Hub repo id (from the cache when
@@ -304,6 +306,7 @@ def load_model(
     image_size: run at this square input size instead of the model's (the encoder regenerates its
     positions for any grid; a multiple of the patch size): the processor resizes to it.
     as_saved: the class the folder was saved as (a classifier, a backbone), not only its encoder.
+    quantize: "int8" (`quantize_model`), on the CPU.
     from_pretrained_options: passed on (e.g. attn_implementation="eager").
     """
     check_device(device)
@@ -328,7 +331,26 @@ def load_model(
     if image_size is not None:
         resize_processor(loaded.processor, image_size, loaded.model.config.patch_size)
     loaded.model.to(device).eval()
+    if quantize is not None:
+        quantize_model(loaded.model, quantize, device)
     return loaded
+
+
+def quantize_model(model: DSeqJEPAPreTrainedModel, quantize: str, device: str = "cpu") -> DSeqJEPAPreTrainedModel:
+    """Quantize `model` in place for inference. "int8": torch's dynamic quantization of every nn.Linear
+    (int8 weights per tensor, activations quantized per batch as it runs; the patch embedding, norms and
+    tokens stay float32). Chosen by measurement (benchmarks/RESULTS.md); CPU only, refused elsewhere."""
+    if quantize != "int8":
+        raise ModelLoadError(f"--quantize {quantize}: expected int8")
+    if torch.device(device).type != "cpu":
+        raise ModelLoadError(f"--quantize int8 runs on the CPU only (dynamic int8 kernels); found --device {device}")
+    if not {"x86", "fbgemm", "qnnpack"} & set(torch.backends.quantized.supported_engines):
+        raise ModelLoadError(f"--quantize int8: this torch build has no quantized CPU engine "
+                             f"({torch.backends.quantized.supported_engines})")
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao on every call
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    return model
 
 
 def load_predictor(model: str | os.PathLike | None, encoder_config: DSeqJEPAConfig,
