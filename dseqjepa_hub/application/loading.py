@@ -28,6 +28,8 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 
+from dseqjepa_options import QUANTIZATIONS
+
 from ..configuration_dseqjepa import PRESETS, DSeqJEPAConfig, DSeqJEPAPredictorConfig
 from ..errors import DSeqJEPAError
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
@@ -340,8 +342,8 @@ def quantize_model(model: DSeqJEPAPreTrainedModel, quantize: str, device: str = 
     """Quantize `model` in place for inference. "int8": torch's dynamic quantization of every nn.Linear
     (int8 weights per tensor, activations quantized per batch as it runs; the patch embedding, norms and
     tokens stay float32). Chosen by measurement (benchmarks/RESULTS.md); CPU only, refused elsewhere."""
-    if quantize != "int8":
-        raise ModelLoadError(f"--quantize {quantize}: expected int8")
+    if quantize not in QUANTIZATIONS:
+        raise ModelLoadError(f"--quantize {quantize}: expected one of {QUANTIZATIONS}")
     if torch.device(device).type != "cpu":
         raise ModelLoadError(f"--quantize int8 runs on the CPU only (dynamic int8 kernels); found --device {device}")
     if not {"x86", "fbgemm", "qnnpack"} & set(torch.backends.quantized.supported_engines):
