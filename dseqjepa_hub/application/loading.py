@@ -289,7 +289,8 @@ def preset_encoder(preset: str, **overrides) -> DSeqJEPAModel:
     return encoder.eval()
 
 
-def _is_preset(model) -> bool:
+def is_preset(model) -> bool:
+    """`model` names a size preset (random weights), not a folder of that name."""
     return isinstance(model, str) and model in PRESETS and not Path(model).exists()
 
 
@@ -312,7 +313,7 @@ def load_model(
     from_pretrained_options: passed on (e.g. attn_implementation="eager").
     """
     check_device(device)
-    if _is_preset(model):
+    if is_preset(model):
         if as_saved:
             raise ModelLoadError(f"{model}: a size preset, not a model folder")
         logger.warning(
@@ -361,7 +362,7 @@ def load_predictor(model: str | os.PathLike | None, encoder_config: DSeqJEPAConf
     beside a training run's or checkpoint's target encoder, or a model folder's predictor/ subfolder;
     None where there is none. Checked as an encoder folder is (config, weights' shapes) and against
     `encoder_config`, the encoder it reads (width and patch grid). Returns (predictor, its folder)."""
-    if _is_preset(model):
+    if is_preset(model):
         return None
     path, _ = locate_model(model, hub_files=[f"{PREDICTOR_DIR}/*"])
     folder = path.parent / PREDICTOR_DIR if path.name == TARGET_ENCODER_DIR else path / PREDICTOR_DIR
@@ -406,7 +407,7 @@ def load_encoder(model: str | os.PathLike | None = None, device: str = "cpu", **
 
 def model_config(model: str | os.PathLike) -> DSeqJEPAConfig:
     """The configuration of a preset, folder, run, checkpoint or repo id (only its config.json fetched)."""
-    if _is_preset(model):
+    if is_preset(model):
         return DSeqJEPAConfig.from_preset(model)
     return read_config(locate_model(model, hub_files=[CONFIG_FILE])[0])
 
