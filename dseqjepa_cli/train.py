@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True,
                         help="a YAML file or a shipped config name (tiny-cpu, scenes-cpu, domain-adapt, vit_tiny, vit_small, vit_base, "
                              "vit_huge14, vit_giant)")
-    parser.add_argument("--data", required=True, help="an image folder (recursive) or a text file listing images")
+    parser.add_argument("--data", required=True, help="an image folder (recursive), a text file listing images, or a Hugging Face data set (a save_to_disk "
+                             "folder, a Parquet or Arrow file; its column image_column, --set image_column=NAME)")
     parser.add_argument("--output", required=True, help="the run's folder")
     parser.add_argument("--max-steps", type=positive_int, default=None,
                         help="stop after this step; schedules still follow the config's training length")

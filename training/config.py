@@ -110,6 +110,7 @@ class TrainConfig:
     min_keep: int = _positive(default=10)
     # Data.
     crop_scale: Pair = _scale_range(default=(0.3, 1.0))
+    image_column: str = "image"  # --data a Hugging Face data set: the column holding the images
     batch_size: int = _positive(default=256)  # per process
     num_workers: int = _count(default=8)
     # Optimisation (docs/METHOD.md section 6).

@@ -89,7 +89,7 @@ class Pretrainer:
         model_config, processor = start.encoder.config, start.processor
         self.processor = processor  # the training statistics, saved with every checkpoint
         self.loader, self.sampler = build_loader(
-            list_image_files(data), image_size=model_config.image_size, crop_scale=config.crop_scale,
+            list_image_files(data, config.image_column), image_size=model_config.image_size, crop_scale=config.crop_scale,
             mean=list(processor.image_mean), std=list(processor.image_std), seed=config.seed,
             batch_size=config.batch_size, num_workers=config.num_workers, world_size=dist_context.world_size,
             rank=dist_context.rank,
