@@ -69,11 +69,18 @@ def report_paths(paths, what: str, limit: int = 10) -> None:
             print(f"  ... and {len(paths) - limit} more")
 
 
-def image_inputs(inputs: list[str]) -> list:
+def image_inputs(inputs: list[str], image_column: str | None = None) -> list:
     """The image files named by `inputs` (files, folders walked), what the walk skipped reported;
-    an error when there is none."""
+    an error when there is none. With `image_column`, one input that is a Hugging Face data set gives
+    its rows (`hf_datasets.ImageRows`, named SOURCE#ROW)."""
     from dseqjepa_hub.errors import DSeqJEPAError
     from dseqjepa_hub.image_io import find_images
+
+    if image_column is not None and len(inputs) == 1:
+        from dseqjepa_hub.application.hf_datasets import ImageRows, is_dataset
+
+        if is_dataset(inputs[0]):
+            return ImageRows(inputs[0], image_column)
 
     paths, skipped = find_images(inputs)
     report_failures(skipped, "skipped while walking the input folders")

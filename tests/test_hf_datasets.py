@@ -47,8 +47,18 @@ def dataset(tmp_path_factory) -> datasets.Dataset:
 def test_readme_trains_on_a_saved_data_set(dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     datasets.DatasetDict({"train": dataset}).save_to_disk("my_dataset")
-    for command in readme_commands("Pretrain on a Hugging Face data set"):
-        assert main(command) == 0, command
+    for command in readme_commands("Hugging Face data sets: `train --data` and `embed`"):
+        # embed exits 1 for the damaged row, as for a damaged file; training skips and counts it
+        assert main(command) == (1 if command[0] == "embed" else 0), command
+    sidecar = json.loads(Path("dataset_embeddings.npy.json").read_text())
+    assert sidecar["files"] == [f"my_dataset#{row}" for row in (0, 1, 2, 4, 5, 6, 7)]
+    assert [failure["file"] for failure in sidecar["failures"]] == ["my_dataset#3"]
+    embeddings = np.load("dataset_embeddings.npy")
+    rows = dataset.cast_column("img", datasets.Image(decode=False))
+    for row in (0, 5):  # the same image saved as a file embeds to the same row
+        Path(f"row{row}.png").write_bytes(rows[row]["img"]["bytes"])
+    assert main(["embed", "row0.png", "row5.png", "--out", "files.npy"]) == 0
+    np.testing.assert_allclose(np.load("files.npy"), embeddings[[0, 4]], rtol=1e-5, atol=1e-6)
     summary = json.loads(Path("dataset_run/summary.json").read_text())
     assert summary["step"] == 2 and summary["skipped_images"] >= 1  # the damaged row
     records = [json.loads(line) for line in Path("dataset_run/metrics.jsonl").read_text().splitlines()]
@@ -63,6 +73,9 @@ def test_the_rows_are_the_images_in_order(dataset, tmp_path):
     assert np.array_equal(np.asarray(rows.load(5)), np.asarray(expected.convert("RGB")))
     with pytest.raises(Exception, match=r"images.parquet#3"):
         rows.load(3)
+    shard = rows[1::2]  # a torchrun rank's rows keep their indices
+    assert len(shard) == 4 and str(shard.name(1)) == f"{tmp_path / 'images.parquet'}#3"
+    assert np.array_equal(np.asarray(shard.load(2)), np.asarray(rows.load(5)))
     config = load_config("tiny-cpu", ["image_column=img", "batch_size=4", "num_workers=1"])
     assert train(config, tmp_path / "images.parquet", tmp_path / "run", max_steps=2).step == 2
 

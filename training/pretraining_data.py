@@ -88,7 +88,7 @@ class PretrainingImages(Dataset):
             position = (index + skipped) % len(self.paths)
             try:
                 if isinstance(self.paths, ImageRows):
-                    image = self.paths.load(position)
+                    image = self.paths.load(position)  # as load_image: the default pixel limit
                 else:
                     image = load_image(self.paths[position])
             except ImageLoadError as error:

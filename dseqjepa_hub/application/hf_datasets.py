@@ -3,11 +3,13 @@
 
 The rows are read from the memory-mapped Arrow files, never all at once; each image is decoded by the
 one decoder (`image_io.load_image_bytes`, or `load_image` for rows that hold a path) when it is used,
-and named `SOURCE#ROW` in errors, ROW being the data set's own row index.
+and named `SOURCE#ROW` (in errors and in outputs), ROW being the data set's own row index, which a
+slice (`rows[rank::world_size]`, a torchrun shard) keeps.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -35,8 +37,7 @@ def is_dataset(source: str | os.PathLike) -> bool:
 class ImageRows:
     """The images of one column of a data set, by row index (picklable: DataLoader workers reopen the mapped files)."""
 
-    def __init__(self, source: str | os.PathLike, image_column: str = "image", *,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    def __init__(self, source: str | os.PathLike, image_column: str = "image"):
         try:
             import datasets
         except ImportError:
@@ -63,22 +64,30 @@ class ImageRows:
         self.source = str(source)
         self.column = dataset.select_columns([image_column])
         self.image_column = image_column
-        self.max_pixels = max_pixels
+        self.rows: range = range(len(dataset))  # the data set's row index of each position
 
     def __len__(self) -> int:
-        return len(self.column)
+        return len(self.rows)
 
-    def name(self, row: int) -> Path:
-        return Path(f"{self.source}#{row}")
+    def __getitem__(self, positions: slice) -> ImageRows:
+        """A subset (e.g. a torchrun shard, rows[rank::world_size]) that keeps the rows' indices."""
+        subset = copy.copy(self)
+        subset.rows = self.rows[positions]
+        return subset
 
-    def load(self, row: int) -> Image.Image:
-        """Row `row`'s image, decoded (ImageLoadError naming SOURCE#ROW when it cannot be)."""
-        value = self.column[row][self.image_column]
+    def name(self, position: int) -> Path:
+        return Path(f"{self.source}#{self.rows[position]}")
+
+    def load(self, position: int, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+             max_side: int | None = None) -> Image.Image:
+        """The image at `position`, decoded as `image_io.load_image` says (ImageLoadError naming SOURCE#ROW)."""
+        value = self.column[self.rows[position]][self.image_column]
+        options = {"max_pixels": max_pixels, "max_side": max_side}
         if isinstance(value, dict) and value.get("bytes"):
-            return load_image_bytes(value["bytes"], self.name(row), max_pixels=self.max_pixels)
+            return load_image_bytes(value["bytes"], self.name(position), **options)
         if isinstance(value, dict) and value.get("path"):
-            return load_image(value["path"], max_pixels=self.max_pixels)
+            return load_image(value["path"], **options)
         if isinstance(value, bytes):
-            return load_image_bytes(value, self.name(row), max_pixels=self.max_pixels)
-        raise ImageLoadError(self.name(row), f"the {self.image_column!r} value is not an encoded image "
-                                             f"({type(value).__name__})")
+            return load_image_bytes(value, self.name(position), **options)
+        raise ImageLoadError(self.name(position), f"the {self.image_column!r} value is not an encoded image "
+                                                  f"({type(value).__name__})")
