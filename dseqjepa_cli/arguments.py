@@ -44,6 +44,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_batch_size: int
                              "speed and agreement with fp32 in benchmarks/RESULTS.md)")
 
 
+def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-column", default="image",
+                        help="when the input is a Hugging Face data set (a save_to_disk folder, a Parquet or Arrow file): "
+                             "its image column; outputs name each row SOURCE#ROW, its row index (default: image)")
+
+
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=non_negative_int, default=None,
                         help="processes that decode and preprocess images while the model runs (0: all in this "

@@ -6,7 +6,14 @@ import argparse
 
 from dseqjepa_options import EMBED_POOLS
 
-from .arguments import add_model_arguments, add_worker_arguments, image_inputs, positive_int, report_failures
+from .arguments import (
+    add_dataset_argument,
+    add_model_arguments,
+    add_worker_arguments,
+    image_inputs,
+    positive_int,
+    report_failures,
+)
 
 DESCRIPTION = ("Embed images (pooled patch features, the CLS output or every token: --pool; ranked region "
                "embeddings with --regions) into FILE plus the sidecar FILE.json. Under torchrun, inputs are split "
@@ -18,9 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, default_batch_size=32)
     add_worker_arguments(parser)
     parser.add_argument("--out", required=True, help="output file, .safetensors or .npy")
-    parser.add_argument("--image-column", default="image",
-                        help="when the input is a Hugging Face data set (a save_to_disk folder, a Parquet or Arrow file): "
-                             "its image column; the sidecar names each row SOURCE#ROW (default: image)")
+    add_dataset_argument(parser)
     parser.add_argument("--pool", choices=EMBED_POOLS, default="mean",
                         help="mean: the mean of the last-layer patch tokens, array `pooled` (N, D) (default); cls: the "
                              "CLS token's output, `pooled` (N, D); tokens: every last-layer token, `tokens` (N, T, D), "

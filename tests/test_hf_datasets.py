@@ -47,9 +47,16 @@ def dataset(tmp_path_factory) -> datasets.Dataset:
 def test_readme_trains_on_a_saved_data_set(dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     datasets.DatasetDict({"train": dataset}).save_to_disk("my_dataset")
-    for command in readme_commands("Hugging Face data sets: `train --data` and `embed`"):
-        # embed exits 1 for the damaged row, as for a damaged file; training skips and counts it
-        assert main(command) == (1 if command[0] == "embed" else 0), command
+    for command in readme_commands("Hugging Face data sets: `train --data`, `embed`, `regions`"):
+        # embed and regions exit 1 for the damaged row, as for a damaged file; training skips and counts it
+        assert main(command) == (0 if command[0] == "train" else 1), command
+    written = sorted(path.name for path in Path("dataset_regions").glob("*.regions.json"))
+    assert written == [f"my_dataset#{row}.regions.json" for row in (0, 1, 2, 4, 5, 6, 7)]
+    assert json.loads(Path("dataset_regions/my_dataset#6.regions.json").read_text())["image"] == "my_dataset#6"
+    Path("dataset_regions/my_dataset#5.regions.png").unlink()  # --skip-existing redoes row 5 alone
+    assert main(["regions", "my_dataset", "--image-column", "img", "--json", "--out", "dataset_regions",
+                 "--skip-existing"]) == 1
+    assert Path("dataset_regions/my_dataset#5.regions.png").is_file()
     sidecar = json.loads(Path("dataset_embeddings.npy.json").read_text())
     assert sidecar["files"] == [f"my_dataset#{row}" for row in (0, 1, 2, 4, 5, 6, 7)]
     assert [failure["file"] for failure in sidecar["failures"]] == ["my_dataset#3"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -64,16 +65,19 @@ class ImageRows:
         self.source = str(source)
         self.column = dataset.select_columns([image_column])
         self.image_column = image_column
-        self.rows: range = range(len(dataset))  # the data set's row index of each position
+        self.rows: Sequence[int] = range(len(dataset))  # the data set's row index of each position
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, positions: slice) -> ImageRows:
-        """A subset (e.g. a torchrun shard, rows[rank::world_size]) that keeps the rows' indices."""
+    def __getitem__(self, positions: slice | Sequence[int]) -> ImageRows:
+        """A subset (a torchrun shard, rows[rank::world_size], or a list of positions) keeping the rows' indices."""
         subset = copy.copy(self)
-        subset.rows = self.rows[positions]
+        subset.rows = self.rows[positions] if isinstance(positions, slice) else [self.rows[i] for i in positions]
         return subset
+
+    def names(self) -> list[Path]:
+        return [self.name(position) for position in range(len(self))]
 
     def name(self, position: int) -> Path:
         return Path(f"{self.source}#{self.rows[position]}")
