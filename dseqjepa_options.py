@@ -18,7 +18,8 @@ ONNX_TOLERANCE = 1e-4  # fp32 max abs difference per output, ONNX Runtime vs tor
 EMBED_POOLS = ("mean", "cls", "tokens")
 EVAL_TASKS = ("linear", "knn", "regions")
 EVAL_LAYERS = ("last", "last4")
-VISUALIZE_KINDS = ("regions", "saliency", "attention", "similarity", "clusters", "sequence")
+QUANTIZATIONS = ("int8",)  # dseqjepa_hub.application.loading.quantize_model
+VISUALIZE_KINDS = ("regions", "saliency", "attention", "similarity", "clusters", "sequence", "pca")
 CLUSTER_METHODS = ("kmeans", "spectral")
 DRAWING_MAX_SIDE = 2048  # regions and visualize decode larger photos at this many pixels a side
 DEFAULT_MAX_PIXELS = 250_000_000  # = dseqjepa_hub.image_io.DEFAULT_MAX_PIXELS (remote code: not imported there)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dseqjepa_options import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEVICES
+from dseqjepa_options import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEVICES, QUANTIZATIONS
 
 
 def positive_int(text: str) -> int:
@@ -46,6 +46,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_batch_size: int
                         help=f"refuse images with more pixels, a guard against decompression bombs (default: {DEFAULT_MAX_PIXELS})")
     parser.add_argument("--size", type=positive_int, default=None,
                         help="model input size in pixels, a multiple of the patch size (default: the model's)")
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
+                        help="int8: dynamic int8 quantization of every linear layer (torch's own; CPU only; "
+                             "speed and agreement with fp32 in benchmarks/RESULTS.md)")
+
+
+def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-column", default="image",
+                        help="when the input is a Hugging Face data set (a save_to_disk folder, a Parquet or Arrow file): "
+                             "its image column; outputs name each row SOURCE#ROW, its row index (default: image)")
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,11 +82,18 @@ def report_paths(paths, what: str, limit: int = 10) -> None:
             print(f"  ... and {len(paths) - limit} more")
 
 
-def image_inputs(inputs: list[str]) -> list:
+def image_inputs(inputs: list[str], image_column: str | None = None) -> list:
     """The image files named by `inputs` (files, folders walked), what the walk skipped reported;
-    an error when there is none."""
+    an error when there is none. With `image_column`, one input that is a Hugging Face data set gives
+    its rows (`hf_datasets.ImageRows`, named SOURCE#ROW)."""
     from dseqjepa_hub.errors import DSeqJEPAError
     from dseqjepa_hub.image_io import find_images
+
+    if image_column is not None and len(inputs) == 1:
+        from dseqjepa_hub.application.hf_datasets import ImageRows, is_dataset
+
+        if is_dataset(inputs[0]):
+            return ImageRows(inputs[0], image_column)
 
     paths, skipped = find_images(inputs)
     report_failures(skipped, "skipped while walking the input folders")

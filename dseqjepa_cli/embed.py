@@ -6,7 +6,14 @@ import argparse
 
 from dseqjepa_options import EMBED_POOLS
 
-from .arguments import add_model_arguments, add_worker_arguments, image_inputs, positive_int, report_failures
+from .arguments import (
+    add_dataset_argument,
+    add_model_arguments,
+    add_worker_arguments,
+    image_inputs,
+    positive_int,
+    report_failures,
+)
 from .console import say, show_progress
 
 DESCRIPTION = ("Embed images (pooled patch features, the CLS output or every token: --pool; ranked region "
@@ -15,10 +22,11 @@ DESCRIPTION = ("Embed images (pooled patch features, the CLS output or every tok
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (walked recursively)")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (walked recursively), or one Hugging Face data set (--image-column)")
     add_model_arguments(parser, default_batch_size=32)
     add_worker_arguments(parser)
     parser.add_argument("--out", required=True, help="output file, .safetensors or .npy")
+    add_dataset_argument(parser)
     parser.add_argument("--pool", choices=EMBED_POOLS, default="mean",
                         help="mean: the mean of the last-layer patch tokens, array `pooled` (N, D) (default); cls: the "
                              "CLS token's output, `pooled` (N, D); tokens: every last-layer token, `tokens` (N, T, D), "
@@ -34,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
     out = check_embedding_path(args.out)
     check_device(args.device)
-    paths = image_inputs(args.inputs)
+    paths = image_inputs(args.inputs, args.image_column)
     run = embed_to_file(
-        paths, out, model=args.model, device=args.device, image_size=args.size, pool=args.pool, regions=args.regions,
+        paths, out, model=args.model, device=args.device, image_size=args.size, quantize=args.quantize, pool=args.pool, regions=args.regions,
         batch_size=args.batch_size, max_pixels=args.max_pixels, max_side=args.max_side, num_workers=args.num_workers,
         progress=show_progress(args),
     )

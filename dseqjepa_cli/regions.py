@@ -7,6 +7,7 @@ import argparse
 from dseqjepa_options import DRAWING_MAX_SIDE
 
 from .arguments import (
+    add_dataset_argument,
     add_model_arguments,
     add_worker_arguments,
     fraction,
@@ -23,7 +24,9 @@ DEFAULT_OUT = "regions_out"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (walked recursively)")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                        help="image files or folders (walked recursively), or one Hugging Face data set (--image-column)")
+    add_dataset_argument(parser)
     add_model_arguments(parser, default_batch_size=8)
     add_worker_arguments(parser)
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
@@ -40,18 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dseqjepa_hub.application.hf_datasets import ImageRows
     from dseqjepa_hub.application.loading import check_device, load_model
     from dseqjepa_hub.application.regions_job import output_stems, rank_regions_in_files
 
     check_device(args.device)
-    paths = image_inputs(args.inputs)
-    loaded = load_model(args.model, args.device, image_size=args.size)
+    paths = image_inputs(args.inputs, args.image_column)
+    loaded = load_model(args.model, args.device, image_size=args.size, quantize=args.quantize)
     results, failures = rank_regions_in_files(
         paths,
         loaded.model,
         loaded.processor,
         out_dir=args.out,
-        stems=output_stems(paths, args.inputs),
+        stems=None if isinstance(paths, ImageRows) else output_stems(paths, args.inputs),  # rows: SOURCE#ROW
         write_json=args.json,
         min_region_fraction=args.min_region_fraction,
         num_regions=args.num_regions,

@@ -21,7 +21,9 @@ DESCRIPTION = (
     "regions (ranked regions with a legend, beside the saliency heatmap), saliency (heatmap with a colour bar), "
     "attention (CLS attention of one block, the mean and every head), similarity (cosine similarity of one patch, "
     "or the CLS token, to every patch), clusters (k-means or spectral clusters of the patch features) and sequence "
-    "(the DSeq prediction sequence: context R1..Rk and target R(k+1) for every step)."
+    "(the DSeq prediction sequence: context R1..Rk and target R(k+1) for every step) and pca (the first three "
+    "principal components of the patch features as RGB, one basis for every image of the run, fitted on the first "
+    "batch; --foreground: fitted on and drawn for the ranked regions only)."
 )
 DEFAULT_OUT = "visualize_out"
 
@@ -48,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="slots, background included (default: the model's)")
     group.add_argument("--min-region-fraction", type=fraction, default=None,
                        help="area filter in [0, 1] (default: the model's)")
-    group = parser.add_argument_group("attention, similarity and clusters")
+    group = parser.add_argument_group("attention, similarity, clusters and pca")
     group.add_argument("--layer", type=int, default=-1,
                        help="block whose output is shown, 0-based or negative from the end (default: -1, the last)")
     group.add_argument("--query", type=query, default="cls",
@@ -56,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--clusters", type=positive_int, default=4, help="clusters: how many (default: 4)")
     group.add_argument("--method", choices=CLUSTER_METHODS, default="kmeans", help="clusters: algorithm")
     group.add_argument("--seed", type=int, default=0, help="clusters: random seed (default: 0)")
+    group.add_argument("--foreground", action="store_true",
+                       help="pca: fit the basis on the patches of the ranked regions (the saliency) and black out the rest")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     paths = image_inputs(args.inputs)
-    loaded = load_model(args.model, args.device, image_size=args.size)
+    loaded = load_model(args.model, args.device, image_size=args.size, quantize=args.quantize)
     options = dict(num_regions=args.num_regions, min_region_fraction=args.min_region_fraction, layer=args.layer,
-                   query=parse_query(args.query), num_clusters=args.clusters, method=args.method, seed=args.seed)
+                   query=parse_query(args.query), num_clusters=args.clusters, foreground=args.foreground,
+                   method=args.method, seed=args.seed)
     entries, failures = visualize_files(
         paths, loaded.model, loaded.processor, args.kind, out_dir=args.out, stems=output_stems(paths, args.inputs),
         batch_size=args.batch_size, model_description=loaded.description, max_pixels=args.max_pixels,

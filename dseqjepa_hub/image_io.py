@@ -24,6 +24,7 @@ was skipped (dangling links, special files, photo formats Pillow has no plugin f
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import threading
@@ -71,11 +72,25 @@ def load_image(
         raise ImageLoadError(path, "not a regular file")
     if path.stat().st_size == 0:
         raise ImageLoadError(path, "empty file (0 bytes)")
+    return _decode(path, path, max_pixels, max_side)
+
+
+def load_image_bytes(
+    data: bytes, name: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_side: int | None = None
+) -> Image.Image:
+    """`load_image` for an encoded image held in memory (a data set's row), named `name` in errors."""
+    if not data:
+        raise ImageLoadError(Path(name), "empty image data (0 bytes)")
+    return _decode(io.BytesIO(data), Path(name), max_pixels, max_side)
+
+
+def _decode(source, path: Path, max_pixels: int | None, max_side: int | None) -> Image.Image:
+    """Decode `source` (a path or a binary file object) as `load_image` says; errors name `path`."""
     try:
         with _MAX_PIXELS_LOCK:
             previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own limit, below
             try:
-                image = Image.open(path)
+                image = Image.open(source)
             finally:
                 Image.MAX_IMAGE_PIXELS = previous
         with image:

@@ -352,9 +352,11 @@ EXAMPLE = "examples/images/coffee.jpg"
 
 
 KIND_ARGUMENTS = {"regions": [], "saliency": [], "attention": ["--layer", "-2"], "similarity": ["--query", "3,4"],
-                  "clusters": ["--clusters", "3", "--method", "spectral"], "sequence": ["--min-region-fraction", "0.05"]}
+                  "clusters": ["--clusters", "3", "--method", "spectral"], "sequence": ["--min-region-fraction", "0.05"],
+                  "pca": ["--foreground", "--layer", "-2"]}
 KIND_TAGS = {"regions": "regions", "saliency": "saliency", "attention": "attention-layer-2",  # the options in the names
-             "similarity": "similarity-query3,4", "clusters": "clusters-k3-spectral", "sequence": "sequence-min0.05"}
+             "similarity": "similarity-query3,4", "clusters": "clusters-k3-spectral", "sequence": "sequence-min0.05",
+             "pca": "pca-layer-2-foreground"}
 
 
 @pytest.mark.parametrize("kind", VISUALIZE_KINDS)  # every value `visualize --kind` offers

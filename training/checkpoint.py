@@ -82,10 +82,12 @@ def restore_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(output_dir: str | os.PathLike, step: int, networks: dict[str, nn.Module],
-                    trainer_state: dict, config: TrainConfig, keep: int = 0) -> Path:
+                    trainer_state: dict, config: TrainConfig, keep: int = 0,
+                    processor: DSeqJEPAImageProcessor | None = None) -> Path:
     """Write checkpoint `step` atomically and keep only the newest `keep` (0: all). Returns its folder.
 
-    networks: the DSeqJEPAModel encoders under `ENCODER_DIRS` and the DSeqJEPAPredictor under `PREDICTOR_DIR`.
+    networks: the DSeqJEPAModel encoders under `ENCODER_DIRS` and the DSeqJEPAPredictor under `PREDICTOR_DIR`;
+    processor: saved with each encoder (default: one made from the encoder's config).
     """
     root = Path(output_dir) / RUN_CHECKPOINTS_DIR
     remove_stale_temporaries(root)  # a killed earlier write
@@ -94,7 +96,7 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, networks: dict[str
         try:
             for name in ENCODER_DIRS:
                 encoder = networks[name]
-                save_pretrained_with_pipeline(encoder, DSeqJEPAImageProcessor.from_model_config(encoder.config),
+                save_pretrained_with_pipeline(encoder, processor or DSeqJEPAImageProcessor.from_model_config(encoder.config),
                                               folder / name)
             networks[PREDICTOR_DIR].save_pretrained(folder / PREDICTOR_DIR)
             torch.save(trainer_state, folder / TRAINER_STATE)

@@ -88,6 +88,10 @@ def _preset_name(value: str | None) -> None:
 @strict
 @dataclass
 class TrainConfig:
+    # Continued pretraining: the model both encoders (and, when it has one, the predictor) start from,
+    # anything `load_model` takes ("default": the bundled model); null: random weights. Its architecture
+    # is the run's: model_preset and model may only repeat it (dseqjepa_train.init_from).
+    init_from: str | None = None
     # Encoder (and predictor) sizes: a DSeqJEPAConfig preset, then field overrides.
     model_preset: str | None = _preset_name(default="vit_base_patch16_224")
     model: dict[str, Any] = field(default_factory=dict)
@@ -106,6 +110,7 @@ class TrainConfig:
     min_keep: int = _positive(default=10)
     # Data.
     crop_scale: Pair = _scale_range(default=(0.3, 1.0))
+    image_column: str = "image"  # --data a Hugging Face data set: the column holding the images
     batch_size: int = _positive(default=256)  # per process
     num_workers: int = _count(default=8)
     # Optimisation (docs/METHOD.md section 6).
@@ -127,6 +132,19 @@ class TrainConfig:
     checkpoint_every: int = _positive(default=1000)  # steps; a checkpoint is also written at the end
     keep_checkpoints: int = _count(default=3)  # newest complete checkpoints kept; 0 keeps all
     tensorboard: bool = False
+    # Monitoring (dseqjepa_train.monitoring), into metrics.jsonl and TensorBoard: every log_every steps
+    # (0: never) the effective rank and normalised std of the target embeddings and the saliency's
+    # entropy; every eval_every steps (0: never) a k-NN top-1 on eval_data's labelled train / val splits
+    # (at most eval_images each). A collapse: rank below collapse_rank or std x sqrt(D) below
+    # collapse_std for collapse_patience logs in a row; a warning, and with stop_on_collapse the end.
+    log_every: int = _count(default=10)
+    eval_every: int = _count(default=0)
+    eval_data: str | None = None
+    eval_images: int = _positive(default=1000)
+    collapse_rank: Number = _non_negative(default=1.5)
+    collapse_std: Number = _non_negative(default=0.05)
+    collapse_patience: int = _positive(default=3)
+    stop_on_collapse: bool = False
 
     def validate_release_compat(self) -> None:
         """Part of `@strict`-powered validation, as the class validators below."""
@@ -136,8 +154,17 @@ class TrainConfig:
                 "full-length context encoder output)"
             )
 
+    def validate_monitoring(self) -> None:
+        if self.eval_every and self.eval_data is None:
+            raise ValueError("eval_every > 0 needs eval_data: a folder with labelled train/ and val/ splits")
+        if self.stop_on_collapse and not self.log_every:
+            raise ValueError("stop_on_collapse: true needs log_every > 0 (collapse is read from the logged statistics)")
+
     def validate_model(self) -> None:
-        """The encoder's own checks, at load time, and the CLS token that DSeq steps rank regions by."""
+        """The encoder's own checks, at load time, and the CLS token that DSeq steps rank regions by
+        (with init_from, checked against the model's own config when it is loaded)."""
+        if self.init_from is not None:
+            return
         use_cls_token = self.model_config().use_cls_token
         if self.method != "ijepa" and not use_cls_token:
             raise ValueError(f"method {self.method!r} ranks regions by the CLS token: set model.use_cls_token: true")

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms import functional as TF
 
+from dseqjepa_hub.application.hf_datasets import ImageRows, is_dataset
 from dseqjepa_hub.errors import DSeqJEPAError
 from dseqjepa_hub.image_io import ImageLoadError, find_images, load_image
 
@@ -33,9 +34,15 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def list_image_files(source: str | os.PathLike) -> list[Path]:
-    """Images under a folder (recursive, sorted; class sub-folders are just folders) or in a
-    text file listing one path per line (relative paths are relative to the list's folder)."""
+def list_image_files(source: str | os.PathLike, image_column: str = "image") -> list[Path] | ImageRows:
+    """Images under a folder (recursive, sorted; class sub-folders are just folders), in a
+    text file listing one path per line (relative paths are relative to the list's folder), or the
+    `image_column` of a Hugging Face data set (a save_to_disk folder, a Parquet or Arrow file)."""
+    if is_dataset(source):
+        rows = ImageRows(source, image_column)
+        if not len(rows):
+            raise TrainingDataError(f"--data {source}: the data set has no rows")
+        return rows
     source = Path(source)
     if source.is_dir():
         paths, skipped = find_images([source])
@@ -63,7 +70,7 @@ class PretrainingImages(Dataset):
     were skipped to produce it, for the trainer's count.
     """
 
-    def __init__(self, paths: list[Path], image_size: int, crop_scale: tuple[float, float],
+    def __init__(self, paths: list[Path] | ImageRows, image_size: int, crop_scale: tuple[float, float],
                  mean: list[float], std: list[float], seed: int):
         self.paths = paths
         self.image_size = image_size
@@ -78,9 +85,12 @@ class PretrainingImages(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
         epoch, index = key
         for skipped in range(len(self.paths)):
-            path = self.paths[(index + skipped) % len(self.paths)]
+            position = (index + skipped) % len(self.paths)
             try:
-                image = load_image(path)
+                if isinstance(self.paths, ImageRows):
+                    image = self.paths.load(position)  # as load_image: the default pixel limit
+                else:
+                    image = load_image(self.paths[position])
             except ImageLoadError as error:
                 logger.warning("skipping unreadable image %s", error)
                 continue
@@ -118,7 +128,7 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.start
 
 
-def build_loader(paths: list[Path], *, image_size: int, crop_scale, mean, std, seed: int, batch_size: int,
+def build_loader(paths: list[Path] | ImageRows, *, image_size: int, crop_scale, mean, std, seed: int, batch_size: int,
                  num_workers: int, world_size: int, rank: int) -> tuple[DataLoader, ResumableSampler]:
     dataset = PretrainingImages(paths, image_size, crop_scale, mean, std, seed)
     sampler = ResumableSampler(dataset, world_size, rank, seed)

@@ -24,16 +24,15 @@ from tqdm.auto import tqdm
 
 from dseqjepa_hub.application.atomic import atomic_write_text
 from dseqjepa_hub.application.loading import CONTEXT_ENCODER_DIR, PREDICTOR_DIR, TARGET_ENCODER_DIR
-from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAPredictorConfig
 from dseqjepa_hub.errors import DSeqJEPAError
-from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
-from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, DSeqJEPAPredictor
 from dseqjepa_hub.regions import extract_regions
 
 from .checkpoint import load_latest_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from .config import ConfigError, TrainConfig, config_from_dict, save_config
 from .distributed import DistributedContext, all_reduce_mean, gather_digests, init_distributed, shutdown_distributed
+from .init_from import starting_point
 from .masks import multiblock_masks
+from .monitoring import STATISTICS, CollapseWatch, KNNMonitor, embedding_statistics
 from .objective import JEPAStudent, dseq_task, ijepa_task, jepa_loss, target_features
 from .pretraining_data import build_loader, derive_seed, list_image_files
 from .schedules import Schedules
@@ -43,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 class TrainingDiverged(DSeqJEPAError, RuntimeError):
     """The loss became NaN or Inf; the message names the step and the last good checkpoint."""
+
+
+class TrainingCollapsed(DSeqJEPAError, RuntimeError):
+    """The target embeddings collapsed and `stop_on_collapse` is set; the message names the step and the last checkpoint."""
 
 
 @dataclass
@@ -81,10 +84,12 @@ class Pretrainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if device.type == "cuda" and config.precision == "bf16" else contextlib.nullcontext())
 
-        model_config = config.model_config()
-        processor = DSeqJEPAImageProcessor.from_model_config(model_config)  # the training statistics
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        start = starting_point(config)
+        model_config, processor = start.encoder.config, start.processor
+        self.processor = processor  # the training statistics, saved with every checkpoint
         self.loader, self.sampler = build_loader(
-            list_image_files(data), image_size=model_config.image_size, crop_scale=config.crop_scale,
+            list_image_files(data, config.image_column), image_size=model_config.image_size, crop_scale=config.crop_scale,
             mean=list(processor.image_mean), std=list(processor.image_std), seed=config.seed,
             batch_size=config.batch_size, num_workers=config.num_workers, world_size=dist_context.world_size,
             rank=dist_context.rank,
@@ -92,11 +97,10 @@ class Pretrainer:
         self.steps_per_epoch = self.sampler.num_samples // config.batch_size
         self.schedules = Schedules.for_run(config, self.steps_per_epoch)
 
-        torch.manual_seed(config.seed)  # the same initial weights on every rank
-        self.context_encoder = DSeqJEPAModel(model_config).to(device)
+        self.context_encoder = start.encoder.to(device)
         self.model_config = self.context_encoder.config
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
-        self.predictor = DSeqJEPAPredictor(DSeqJEPAPredictorConfig.from_encoder_config(self.model_config)).to(device)
+        self.predictor = start.predictor.to(device)
         if config.release_compat:  # its predictor has no mask token: never trained there, frozen here
             self.predictor.mask_token.requires_grad_(False)  # (no gradient, no optimizer state, no unused DDP parameter)
         self.student = JEPAStudent(self.context_encoder, self.predictor, config.context_mode, config.release_compat)
@@ -104,6 +108,8 @@ class Pretrainer:
         # Inputs are moved to the device by the loop, so DDP needs no device_ids.
         model = DistributedDataParallel(self.student) if dist_context.enabled else self.student
         self.model = torch.compile(model, dynamic=True) if config.compile else model
+        self.collapse = CollapseWatch(config.collapse_rank, config.collapse_std, config.collapse_patience)
+        self.knn = KNNMonitor(config.eval_data, config.eval_images, config.seed) if config.eval_every else None
         self.step = 0
         self.skipped_images = 0
         self.last_checkpoint: Path | None = None
@@ -135,7 +141,8 @@ class Pretrainer:
             self.diverged(f"the weights updated by step {self.step} are not finite")
         if self.dist.is_main:
             self.last_checkpoint = save_checkpoint(self.output, self.step, self.networks(), self.trainer_state(),
-                                                   self.config, keep=self.config.keep_checkpoints)
+                                                   self.config, keep=self.config.keep_checkpoints,
+                                                   processor=self.processor)
         if self.dist.enabled:
             torch.distributed.barrier()
 
@@ -189,37 +196,42 @@ class Pretrainer:
                 group["weight_decay"] = values["weight_decay"]
         return values
 
-    def prediction_task(self, images: torch.Tensor, use_dseq: bool, generator: torch.Generator):
-        """The target features (B, N, D) and the step's PredictionTask."""
+    def prediction_task(self, images: torch.Tensor, use_dseq: bool, generator: torch.Generator,
+                        monitor: bool = False):
+        """The target features (B, N, D), the step's PredictionTask and, with `monitor` (a logging step),
+        the embedding statistics (a (3,) tensor of monitoring.STATISTICS, else None)."""
         config, model_config = self.config, self.model_config
         with torch.no_grad(), self.autocast:
-            output = self.target_encoder(images, output_saliency=use_dseq)
+            output = self.target_encoder(images, output_saliency=use_dseq or monitor)
             targets = target_features(output.last_hidden_state, self.target_encoder.config)
         if not bool(torch.isfinite(output.last_hidden_state).all()):  # diverged weights: no regions to draw
             self.diverged(f"the target encoder's output is not finite at step {self.step + 1}")
+        statistics = embedding_statistics(targets, output.saliency) if monitor else None
         if use_dseq:
             regions = extract_regions(output.saliency, min_region_fraction=model_config.min_region_fraction,
                                       num_regions=model_config.num_regions)
-            return targets, dseq_task(regions.masks, config.release_compat)
+            return targets, dseq_task(regions.masks, config.release_compat), statistics
         context, blocks = multiblock_masks(
             generator, images.shape[0], model_config.grid_size, context_scale=config.context_scale,
             target_scale=config.target_scale, target_aspect_ratio=config.target_aspect_ratio,
             num_targets=config.num_targets, min_keep=config.min_keep,
         )
-        return targets, ijepa_task(context.to(images.device), blocks.to(images.device))
+        return targets, ijepa_task(context.to(images.device), blocks.to(images.device)), statistics
 
     def train_step(self, images: torch.Tensor, skipped: torch.Tensor | None = None) -> dict:
         """One optimisation step; `skipped` counts the unreadable files behind this rank's batch."""
         values = self.set_hyperparameters()
         generator = torch.Generator().manual_seed(derive_seed(self.config.seed, self.step))
         use_dseq = torch.rand(1, generator=generator).item() < values["lambda"]
-        targets, task = self.prediction_task(images, use_dseq, generator)
+        monitor = self.config.log_every > 0 and (self.step + 1) % self.config.log_every == 0
+        targets, task, statistics = self.prediction_task(images, use_dseq, generator, monitor)
         with self.autocast:
             predictions, positions, keep = self.model(images, task)
         loss = jepa_loss(predictions, targets, task, positions, keep)
         skipped = torch.zeros(1) if skipped is None else skipped
-        reported = torch.stack([loss.detach().float(), skipped.sum().float().to(loss.device)])
-        loss_value, skipped_mean = all_reduce_mean(reported, self.dist).tolist()  # one synchronisation
+        reported = torch.cat([loss.detach().float()[None], skipped.sum().float().to(loss.device)[None],
+                              *([] if statistics is None else [statistics])])
+        loss_value, skipped_mean, *monitored = all_reduce_mean(reported, self.dist).tolist()  # one synchronisation
         self.skipped_images += round(skipped_mean * self.dist.world_size)
         if not math.isfinite(loss_value):
             self.diverged(f"the loss is {loss_value} at step {self.step + 1}")
@@ -233,7 +245,26 @@ class Pretrainer:
                                  1.0 - values["ema"])
         self.step += 1
         return {"step": self.step, "loss": loss_value, "method": "dseq" if use_dseq else "ijepa",
-                "predictions": task.target_masks.shape[0], **values}
+                "predictions": task.target_masks.shape[0], **values, **dict(zip(STATISTICS, monitored))}
+
+    def watch(self, record: dict) -> None:
+        """The monitoring of a step after its update: the k-NN every eval_every steps (added to `record`),
+        the collapse watch on a logging step (a warning; with stop_on_collapse, TrainingCollapsed)."""
+        if self.knn is not None and self.step % self.config.eval_every == 0:
+            if self.dist.is_main:
+                record["knn_top1"] = self.knn(self.target_encoder, self.processor, self.config.batch_size)
+            if self.dist.enabled:
+                torch.distributed.barrier()
+        if STATISTICS[0] not in record:
+            return
+        warning = self.collapse.update(record, self.model_config.hidden_size)  # the same on every rank (all-reduced)
+        if warning is None:
+            return
+        if not self.config.stop_on_collapse:
+            logger.warning("%s (stop_on_collapse: true or --stop-on-collapse stops the run)", warning)
+            return
+        where = self.last_checkpoint or "none (no checkpoint was written yet)"
+        raise TrainingCollapsed(f"{warning}: training stopped (stop_on_collapse). The last checkpoint is {where}.")
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, last_step: int) -> TrainResult:
@@ -243,34 +274,45 @@ class Pretrainer:
                         dynamic_ncols=True)
         record: dict = {"loss": float("nan")}
         global_batch = self.config.batch_size * self.dist.world_size
-        while self.step < last_step:
-            epoch, offset = divmod(self.step, self.steps_per_epoch)
-            self.sampler.set_position(epoch, offset * self.config.batch_size)
-            for images, skipped in self.loader:
-                started = time.perf_counter()
-                record = self.train_step(images.to(self.dist.device, non_blocking=True), skipped)
-                record.update(epoch=epoch, images_per_s=global_batch / (time.perf_counter() - started),
-                              skipped_images=self.skipped_images)
-                if self.dist.is_main:
-                    with open(metrics_path, "a") as stream:
-                        stream.write(json.dumps(record) + "\n")
-                    if writer is not None:
-                        for key in ("loss", "lr", "weight_decay", "ema", "lambda", "images_per_s"):
-                            writer.add_scalar(f"train/{key}", record[key], self.step)
-                progress.update(1)
-                progress.set_postfix(loss=f"{record['loss']:.4f}", lam=f"{record['lambda']:.2f}",
-                                     img_s=f"{record['images_per_s']:.1f}")
-                if self.step % self.config.checkpoint_every == 0 or self.step == last_step:
-                    self.save()
-                if self.step >= last_step:
-                    break
-        progress.close()
-        if writer is not None:
-            writer.close()
+        try:
+            while self.step < last_step:
+                epoch, offset = divmod(self.step, self.steps_per_epoch)
+                self.sampler.set_position(epoch, offset * self.config.batch_size)
+                for images, skipped in self.loader:
+                    started = time.perf_counter()
+                    record = self.train_step(images.to(self.dist.device, non_blocking=True), skipped)
+                    record.update(epoch=epoch, images_per_s=global_batch / (time.perf_counter() - started),
+                                  skipped_images=self.skipped_images)
+                    try:
+                        self.watch(record)
+                    finally:  # a collapse that stops the run still leaves its step's line
+                        self.write_record(record, metrics_path, writer)
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{record['loss']:.4f}", lam=f"{record['lambda']:.2f}",
+                                         img_s=f"{record['images_per_s']:.1f}")
+                    if self.step % self.config.checkpoint_every == 0 or self.step == last_step:
+                        self.save()
+                    if self.step >= last_step:
+                        break
+        finally:  # also when a step raises (divergence, collapse): the bar ends before the error line
+            progress.close()
+            if writer is not None:
+                writer.close()
         digests = gather_digests(self.student, self.dist)
         if len(set(digests)) != 1:
             raise RuntimeError(f"the ranks ended with different weights: {digests}")
         return TrainResult(self.step, record["loss"], self.last_checkpoint, digests)
+
+    def write_record(self, record: dict, metrics_path: Path, writer) -> None:
+        if not self.dist.is_main:
+            return
+        with open(metrics_path, "a") as stream:
+            stream.write(json.dumps(record) + "\n")
+        if writer is not None:
+            for key in ("loss", "lr", "weight_decay", "ema", "lambda", "images_per_s", *STATISTICS, "knn_top1"):
+                if key in record:
+                    writer.add_scalar(f"{'monitor' if key in (*STATISTICS, 'knn_top1') else 'train'}/{key}",
+                                      record[key], self.step)
 
     def _tensorboard(self):
         if not (self.config.tensorboard and self.dist.is_main):

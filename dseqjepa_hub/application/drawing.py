@@ -497,6 +497,19 @@ def draw_clusters(
     return _row([titled, _key(legend, titled.height, _title_height(size))], gap=size // 2)
 
 
+def draw_pca(image: Image.Image, colors: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Image.Image:
+    """The image beside its PCA feature map: (h, w, 3) colours in [0, 1], patches upsampled over `box`."""
+    colors = _check_map(colors, "colors", 3)
+    image = image.convert("RGB")
+    x0, y0, x1, y1 = box if box is not None else (0, 0, image.width, image.height)
+    pixels = (np.clip(colors, 0.0, 1.0) * 255).round().astype(np.uint8)
+    panel = image.copy()
+    panel.paste(Image.fromarray(pixels).resize((x1 - x0, y1 - y0), Image.Resampling.NEAREST), (x0, y0))
+    size = font_size_for(*panel.size)
+    return _row([_titled(image, "image", size), _titled(panel, "first 3 principal components as RGB", size)],
+                gap=size // 2)
+
+
 def _legend_image(entries: list[tuple], font_size: int) -> Image.Image:
     """A legend of (colour or None, text) entries as an image of its own."""
     width, height, pad, _, _ = _legend_layout(entries, font_size)

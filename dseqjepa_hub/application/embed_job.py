@@ -160,6 +160,7 @@ def embed_to_file(
     model: str | None,
     device: str,
     image_size: int | None = None,
+    quantize: str | None = None,
     pool: str = "mean",
     regions: bool = False,
     batch_size: int = 32,
@@ -174,7 +175,7 @@ def embed_to_file(
     comes back with `total` 0 (the caller reports the failures and refuses)."""
     out = check_embedding_path(out)
     with torchrun_shard(device) as shard:
-        loaded = load_model(model, shard.device, image_size=image_size)
+        loaded = load_model(model, shard.device, image_size=image_size, quantize=quantize)
         check_pool(loaded.model, pool)
         if num_workers is None:
             num_workers = default_num_workers(shard.device, shard.local_world_size)

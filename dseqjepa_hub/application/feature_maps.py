@@ -5,6 +5,8 @@ patch similarity, clusters, the region sequence) for any model, batched and on t
 - `patch_similarity`: cosine similarity of one patch's feature (or the CLS token's) to every patch's.
 - `cluster_patches`: k-means or spectral clusters of the patch features, seeded.
 - `prediction_steps`: the DSeq prediction sequence of one image's ranked regions (docs/METHOD.md section 3).
+- `pca_maps`: the first three principal components of the patch features as RGB, with one basis for a whole
+  batch (or one given), optionally fitted on and drawn for the foreground (the ranked regions) only.
 Drawing them is `visualization.py`'s job.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,6 +24,7 @@ from dseqjepa_options import CLUSTER_METHODS
 
 from ..errors import DSeqJEPAError, NonFiniteOutputError
 from ..modeling_dseqjepa import DSeqJEPAModel
+from ..regions import extract_regions
 
 
 class MapError(DSeqJEPAError):
@@ -215,3 +219,73 @@ def prediction_steps(regions: Sequence[dict]) -> list[dict]:
             "target": np.asarray(target["mask"], dtype=bool),
         })
     return steps
+
+
+class PCABasis(NamedTuple):
+    """Three principal directions of patch features and the range of each projection that maps to 0..1."""
+
+    mean: torch.Tensor  # (D,)
+    components: torch.Tensor  # (3, D) unit rows, largest variance first, each signed so its largest loading is positive
+    low: torch.Tensor  # (3,) 1st percentile of the fitted patches' projections: colour value 0
+    high: torch.Tensor  # (3,) 99th percentile: colour value 1
+
+
+class PCAMaps(NamedTuple):
+    colors: np.ndarray  # (B, h, w, 3) float32 in [0, 1]; 0 outside the foreground with `foreground`
+    foreground: np.ndarray | None  # (B, h, w) bool, the patches the basis was fitted on and drawn; None: all
+    basis: PCABasis  # pass it to the next batch for the same colours
+
+
+def fit_pca(features: torch.Tensor) -> PCABasis:
+    """The PCA basis of (M, D) features (float64 covariance), M >= 2, D >= 3."""
+    if features.shape[0] < 2 or features.shape[1] < 3:
+        raise MapError(f"a PCA map needs at least 2 patches of at least 3 dimensions, found {tuple(features.shape)}")
+    points = features.double()
+    mean = points.mean(dim=0)
+    centred = points - mean
+    _, vectors = torch.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+    components = vectors[:, -3:].flip(-1).T  # (3, D)
+    components = components * components.gather(1, components.abs().argmax(dim=1, keepdim=True)).sign()
+    projections = centred @ components.T  # (M, 3)
+    low, high = torch.quantile(projections, 0.01, dim=0), torch.quantile(projections, 0.99, dim=0)
+    return PCABasis(mean.float(), components.float(), low.float(), high.float())
+
+
+def pca_colors(features: torch.Tensor, basis: PCABasis) -> torch.Tensor:
+    """(..., D) features -> (..., 3) float32 colours in [0, 1] on `basis`."""
+    projections = (features.float() - basis.mean.to(features.device)) @ basis.components.to(features.device).T
+    low, high = basis.low.to(features.device), basis.high.to(features.device)
+    return ((projections - low) / (high - low).clamp(min=1e-12)).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def pca_tensors(model: DSeqJEPAModel, pixel_values: torch.Tensor, *, layer: int = -1, foreground: bool = False,
+                basis: PCABasis | None = None) -> tuple[torch.Tensor, torch.Tensor | None, PCABasis]:
+    """`pca_maps` on the model's device: colours (B, h, w, 3), foreground (B, h, w) or None, the basis."""
+    features, _ = layer_features(model, pixel_values, layer)  # (B, h, w, D)
+    if not torch.isfinite(features).all():
+        raise NonFiniteOutputError(f"the model {model.name_or_path} gives non-finite features: its weights hold NaN or inf")
+    mask = None
+    if foreground:
+        saliency = model(pixel_values, output_saliency=True).saliency
+        regions = extract_regions(saliency, min_region_fraction=model.config.min_region_fraction,
+                                  num_regions=model.config.num_regions)
+        mask = (regions.masks[:, :-1] & regions.valid[:, :-1, None, None]).any(dim=1)  # the ranked regions
+    if basis is None:
+        fitted = features[mask] if mask is not None else features.flatten(0, 2)
+        basis = fit_pca(fitted.cpu())
+    colors = pca_colors(features, basis)
+    if mask is not None:
+        colors = colors * mask[..., None]
+    return colors, mask, basis
+
+
+def pca_maps(model: DSeqJEPAModel, pixel_values: torch.Tensor, *, layer: int = -1, foreground: bool = False,
+             basis: PCABasis | None = None) -> PCAMaps:
+    """PCA feature maps of a batch (B, C, H, W) at any size that is a multiple of the patch size: the patch
+    tokens of block `layer` (final-normed) projected on their first three principal components, one basis
+    for the whole batch (or `basis`, from an earlier call), each component's 1st..99th percentile mapped to
+    0..1 as R, G, B. `foreground`: the basis is fitted on the patches of the ranked regions only (the
+    model's saliency) and the rest is black. Returns numpy arrays and the basis."""
+    colors, mask, basis = pca_tensors(model, pixel_values, layer=layer, foreground=foreground, basis=basis)
+    return PCAMaps(colors.cpu().numpy(), None if mask is None else mask.cpu().numpy(), basis)

@@ -23,6 +23,7 @@ import os
 import pickle
 import re
 import threading
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,13 +32,16 @@ from huggingface_hub import constants, get_session, snapshot_download
 from huggingface_hub.errors import RepositoryNotFoundError, StrictDataclassError
 from safetensors import SafetensorError, safe_open
 
-from ..configuration_dseqjepa import PRESETS, DSeqJEPAConfig
+from dseqjepa_options import QUANTIZATIONS
+
+from ..configuration_dseqjepa import PRESETS, DSeqJEPAConfig, DSeqJEPAPredictorConfig
 from ..errors import DSeqJEPAError
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import (
     DSeqJEPABackbone,
     DSeqJEPAForImageClassification,
     DSeqJEPAModel,
+    DSeqJEPAPredictor,
     DSeqJEPAPreTrainedModel,
 )
 
@@ -343,6 +347,7 @@ def load_model(
     image_size: int | None = None,
     *,
     as_saved: bool = False,
+    quantize: str | None = None,
     **from_pretrained_options,
 ) -> LoadedModel:
     """`model`: a local folder, a training run or checkpoint, a Hub repo id (from the cache when
@@ -351,6 +356,7 @@ def load_model(
     image_size: run at this square input size instead of the model's (the encoder regenerates its
     positions for any grid; a multiple of the patch size): the processor resizes to it.
     as_saved: the class the folder was saved as (a classifier, a backbone), not only its encoder.
+    quantize: "int8" (`quantize_model`), on the CPU.
     from_pretrained_options: passed on (e.g. attn_implementation="eager").
     """
     check_device(device)
@@ -375,7 +381,58 @@ def load_model(
     if image_size is not None:
         resize_processor(loaded.processor, image_size, loaded.model.config.patch_size)
     loaded.model.to(device).eval()
+    if quantize is not None:
+        quantize_model(loaded.model, quantize, device)
     return loaded
+
+
+def quantize_model(model: DSeqJEPAPreTrainedModel, quantize: str, device: str = "cpu") -> DSeqJEPAPreTrainedModel:
+    """Quantize `model` in place for inference. "int8": torch's dynamic quantization of every nn.Linear
+    (int8 weights per tensor, activations quantized per batch as it runs; the patch embedding, norms and
+    tokens stay float32). Chosen by measurement (benchmarks/RESULTS.md); CPU only, refused elsewhere."""
+    if quantize not in QUANTIZATIONS:
+        raise ModelLoadError(f"--quantize {quantize}: expected one of {QUANTIZATIONS}")
+    if torch.device(device).type != "cpu":
+        raise ModelLoadError(f"--quantize int8 runs on the CPU only (dynamic int8 kernels); found --device {device}")
+    if not {"x86", "fbgemm", "qnnpack"} & set(torch.backends.quantized.supported_engines):
+        raise ModelLoadError(f"--quantize int8: this torch build has no quantized CPU engine "
+                             f"({torch.backends.quantized.supported_engines})")
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao on every call
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    return model
+
+
+def load_predictor(model: str | os.PathLike | None, encoder_config: DSeqJEPAConfig,
+                   device: str = "cpu") -> tuple[DSeqJEPAPredictor, str] | None:
+    """The pretraining predictor that travels with `model` (named as in `load_model`): the predictor/
+    beside a training run's or checkpoint's target encoder, or a model folder's predictor/ subfolder;
+    None where there is none. Checked as an encoder folder is (config, weights' shapes) and against
+    `encoder_config`, the encoder it reads (width and patch grid). Returns (predictor, its folder)."""
+    if is_preset(model):
+        return None
+    path, _ = locate_model(model, hub_files=[f"{PREDICTOR_DIR}/*"])
+    folder = path.parent / PREDICTOR_DIR if path.name == TARGET_ENCODER_DIR else path / PREDICTOR_DIR
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        return None
+    try:
+        model_type = json.loads(config_path.read_text()).get("model_type")
+        if model_type != DSeqJEPAPredictorConfig.model_type:
+            raise ValueError(f"model_type {model_type!r}, expected {DSeqJEPAPredictorConfig.model_type!r}")
+        config = DSeqJEPAPredictorConfig.from_pretrained(folder)
+    except (OSError, ValueError, TypeError, AttributeError, StrictDataclassError) as error:
+        raise ModelLoadError(f"{config_path}: {_one_line(error)}") from None
+    for name, expected in (("encoder_hidden_size", encoder_config.hidden_size), ("grid_size", encoder_config.grid_size)):
+        if getattr(config, name) != expected:
+            raise ModelLoadError(f"{config_path}: {name} {getattr(config, name)}, but the encoder it goes with has "
+                                 f"{expected}")
+    check_weights(folder, config, DSeqJEPAPredictor)
+    try:
+        predictor = DSeqJEPAPredictor.from_pretrained(folder, config=config)
+    except (OSError, ValueError, SafetensorError, pickle.UnpicklingError) as error:
+        raise ModelLoadError(f"cannot load the predictor {folder}: {_one_line(error)}") from None
+    return predictor.to(device), str(folder)
 
 
 def resize_processor(processor: DSeqJEPAImageProcessor, image_size: int, patch_size: int) -> None:

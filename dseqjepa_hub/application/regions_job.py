@@ -40,6 +40,7 @@ from ..pipeline_saliency_ranking import rank_regions
 from ..regions import region_dicts
 from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from .drawing import draw_regions
+from .hf_datasets import ImageRows
 from .region_json import regions_to_json
 from .runner import ImageBatch, check_finite, infer_files
 
@@ -178,6 +179,8 @@ def rank_regions_in_files(
     """
     out_dir = Path(out_dir)
     remove_stale_temporaries(out_dir, recursive=True)  # left by a killed run; never outputs
+    rows = paths if isinstance(paths, ImageRows) else None  # a data set's rows, named SOURCE#ROW
+    paths = rows.names() if rows is not None else paths
     stems = list(stems) if stems is not None else output_stems([Path(path) for path in paths], ())  # names, deduplicated
     results: list[dict] = []
     todo: list[tuple[int, Path, Path, Path | None]] = []
@@ -209,8 +212,9 @@ def rank_regions_in_files(
             )
             yield partial(_write_regions, job)
 
+    inputs = [path for _, path, _, _ in todo] if rows is None else rows[[index for index, _, _, _ in todo]]
     written, failures = infer_files(
-        [path for _, path, _, _ in todo], processor, forward, jobs, device=model.device, dtype=model.dtype,
+        inputs, processor, forward, jobs, device=model.device, dtype=model.dtype,
         batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels, max_side=max_side, keep_images=True,
         write_threads=write_threads, progress=progress, desc="regions", skipped=len(paths) - len(todo),
     )

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from ..errors import NonFiniteOutputError
 from ..image_io import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from .hf_datasets import ImageRows
 
 MAX_DEFAULT_WORKERS = 4
 
@@ -101,18 +102,19 @@ class ImageBatch:
 
 
 class ImageFiles(Dataset):
-    """Image files -> one dict per file: decoded, preprocessed, or the reason it could not be read."""
+    """Image files (or a data set's `ImageRows`, named SOURCE#ROW) -> one dict per image: decoded,
+    preprocessed, or the reason it could not be read."""
 
     def __init__(
         self,
-        paths: Sequence[str | os.PathLike],
+        paths: Sequence[str | os.PathLike] | ImageRows,
         processor,
         *,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_side: int | None = None,
         keep_images: bool = False,
     ):
-        self.paths = [Path(path) for path in paths]
+        self.paths = paths if isinstance(paths, ImageRows) else [Path(path) for path in paths]
         self.processor = processor
         self.max_pixels = max_pixels
         self.max_side = max_side
@@ -122,9 +124,13 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        path = self.paths[index]
+        rows = self.paths if isinstance(self.paths, ImageRows) else None
+        path = self.paths[index] if rows is None else rows.name(index)
         try:
-            image = load_image(path, max_pixels=self.max_pixels, max_side=self.max_side)
+            if rows is None:
+                image = load_image(path, max_pixels=self.max_pixels, max_side=self.max_side)
+            else:
+                image = rows.load(index, max_pixels=self.max_pixels, max_side=self.max_side)
         except ImageLoadError as error:
             return {"index": index, "path": error.path, "reason": error.reason}
         return prepare_image(index, path, image, self.processor, keep_image=self.keep_images)

@@ -9,7 +9,9 @@ image written:
 with, per kind: regions and sequence: "no_foreground_region" and the regions (rank, score,
 is_background, area_fraction, box), sequence also its "steps" (step, context_ranks, target_rank);
 attention: "layer", "heads"; similarity: "layer", "query"; clusters: "layer", "method",
-"cluster_sizes" (patches per cluster). Images are decoded and run a batch at a time; every file
+"cluster_sizes" (patches per cluster); pca: "layer", "foreground" and, with it, "foreground_fraction" (the
+share of patches drawn). A pca run fits its basis on the first batch and colours every image with it,
+so that a colour means the same direction of the features in every picture. Images are decoded and run a batch at a time; every file
 is written atomically, through the one runner (`runner.infer_files`).
 """
 
@@ -37,6 +39,7 @@ from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from .drawing import (
     draw_attention,
     draw_clusters,
+    draw_pca,
     draw_regions,
     draw_saliency,
     draw_sequence,
@@ -58,23 +61,25 @@ def parse_query(text: str) -> tuple[int, int] | str:
 
 
 OPTION_TAGS = {"num_regions": "regions", "min_region_fraction": "min", "layer": "layer", "query": "query",
-               "num_clusters": "k", "method": "", "seed": "seed"}  # option -> its prefix in an output's tag
+               "num_clusters": "k", "method": "", "seed": "seed", "foreground": "foreground"}  # option -> its prefix in an output's tag
 
 
 def kind_options(kind: str, model: DSeqJEPAModel, *, num_regions: int | None = None,
                  min_region_fraction: float | None = None, layer: int = -1, query: tuple[int, int] | str = "cls",
-                 num_clusters: int = 4, method: str = "kmeans", seed: int = 0) -> dict:
+                 num_clusters: int = 4, foreground: bool = False, method: str = "kmeans", seed: int = 0) -> dict:
     """The options that `kind` draws with (recorded in its index), the model's defaults filled in."""
     if kind in ("regions", "sequence"):
         return {
             "num_regions": model.config.num_regions if num_regions is None else num_regions,
             "min_region_fraction": model.config.min_region_fraction if min_region_fraction is None else min_region_fraction,
         }
-    options = {"layer": layer} if kind in ("attention", "similarity", "clusters") else {}
+    options = {"layer": layer} if kind in ("attention", "similarity", "clusters", "pca") else {}
     if kind == "similarity":
         options["query"] = query if isinstance(query, str) else list(query)
     elif kind == "clusters":
         options.update(num_clusters=num_clusters, method=method, seed=seed)
+    elif kind == "pca":
+        options["foreground"] = foreground
     return options
 
 
@@ -85,8 +90,8 @@ def output_tag(kind: str, model: DSeqJEPAModel, **chosen) -> str:
     parts = [kind]
     for name, value in options.items():
         if value != defaults[name]:
-            text = ",".join(str(v) for v in value) if isinstance(value, list) else f"{value:g}" if isinstance(
-                value, float) else str(value)
+            text = ("" if isinstance(value, bool) else ",".join(str(v) for v in value) if isinstance(value, list)
+                    else f"{value:g}" if isinstance(value, float) else str(value))
             parts.append(OPTION_TAGS[name] + text)
     return "-".join(parts)
 
@@ -105,6 +110,7 @@ def visualize_files(
     layer: int = -1,
     query: tuple[int, int] | str = "cls",
     num_clusters: int = 4,
+    foreground: bool = False,
     method: str = "kmeans",
     seed: int = 0,
     model_description: str = "",
@@ -125,9 +131,9 @@ def visualize_files(
     remove_stale_temporaries(out_dir, recursive=True)
     stems = list(stems) if stems is not None else [Path(Path(path).stem) for path in paths]
     options = kind_options(kind, model, num_regions=num_regions, min_region_fraction=min_region_fraction, layer=layer,
-                           query=query, num_clusters=num_clusters, method=method, seed=seed)
+                           query=query, num_clusters=num_clusters, foreground=foreground, method=method, seed=seed)
     tag = output_tag(kind, model, num_regions=num_regions, min_region_fraction=min_region_fraction, layer=layer,
-                     query=query, num_clusters=num_clusters, method=method, seed=seed)
+                     query=query, num_clusters=num_clusters, foreground=foreground, method=method, seed=seed)
     forward, what = _forward(kind, model, options)
 
     def jobs(batch: ImageBatch, outputs: dict[str, torch.Tensor]):
@@ -161,6 +167,8 @@ def _forward(kind: str, model: DSeqJEPAModel, options: dict) -> tuple[Forward, s
         return (lambda pixel_values: {"labels": maps.cluster_patches(
             model, pixel_values, options["num_clusters"], method=options["method"], layer=options["layer"],
             seed=options["seed"])}), None
+    if kind == "pca":
+        return _pca_forward(model, options), None
     if kind == "saliency":
         values, what = (lambda pixel_values: model(pixel_values, output_saliency=True).saliency), "saliency"
     elif kind == "attention":
@@ -174,6 +182,18 @@ def _forward(kind: str, model: DSeqJEPAModel, options: dict) -> tuple[Forward, s
         return {"values": result, "finite": torch.isfinite(result).all()}
 
     return forward, what
+
+
+def _pca_forward(model: DSeqJEPAModel, options: dict) -> Forward:
+    """PCA maps, the basis fitted on the first batch (the runner forwards the batches in order) and kept."""
+    fitted = {}
+
+    def forward(pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        colors, mask, fitted["basis"] = maps.pca_tensors(model, pixel_values, layer=options["layer"],
+                                                         foreground=options["foreground"], basis=fitted.get("basis"))
+        return {"values": colors} if mask is None else {"values": colors, "foreground": mask}
+
+    return forward
 
 
 def _draw_one(kind, path: Path, pixels: torch.Tensor, outputs: dict, row: int, box, options: dict, output: Path) -> dict:
@@ -194,6 +214,11 @@ def _draw_one(kind, path: Path, pixels: torch.Tensor, outputs: dict, row: int, b
             steps = maps.prediction_steps(regions)
             details["steps"] = [{key: step[key] for key in ("step", "context_ranks", "target_rank")} for step in steps]
             picture = draw_sequence(image, steps)
+    elif kind == "pca":
+        picture = draw_pca(image, outputs["values"][row].numpy(), box)
+        details = {"layer": options["layer"], "foreground": options["foreground"]}
+        if options["foreground"]:
+            details["foreground_fraction"] = float(outputs["foreground"][row].float().mean())
     elif kind == "clusters":
         labels = outputs["labels"][row].numpy()
         picture = draw_clusters(image, labels, box)
