@@ -25,3 +25,15 @@ DRAWING_MAX_SIDE = 2048  # regions and visualize decode larger photos at this ma
 DEFAULT_MAX_PIXELS = 250_000_000  # = dseqjepa_hub.image_io.DEFAULT_MAX_PIXELS (remote code: not imported there)
 DEVICES = ("cpu", "cuda")
 DEFAULT_MODEL = "default"  # = dseqjepa_hub.application.loading.DEFAULT_MODEL: the bundled model, wherever a model is named
+
+# Ranges of the numeric options (checked when the arguments are parsed, before anything loads; each shown in --help).
+BATCH_SIZES = (1, 4096)
+MAX_PIXELS = (1, 10_000_000_000)
+INPUT_SIZES = (1, 8192)  # = dseqjepa_hub.image_processing_dseqjepa.MAX_SIDE; the model's patch size is checked at load
+MAX_SIDES = (1, 65_535)
+WORKERS = (0, 256)
+NUM_REGIONS = (1, 1024)  # = dseqjepa_hub.regions.MAX_REGIONS
+CLUSTERS = (1, 1024)
+LAYERS = (-1024, 1023)
+SEEDS = (0, 2**32 - 1)
+OPSETS = (18, 23)

@@ -11,7 +11,6 @@ import json
 import math
 import pickle
 import re
-import zipfile
 from pathlib import Path
 
 import torch
@@ -50,8 +49,9 @@ def load_tensor_file(path: str | Path) -> object:
                 "(torch.save({'target_encoder': ...}, ...)) in a trusted environment."
             ) from None
         raise ConversionError(f"{path}: not a readable checkpoint (truncated or corrupt: {error})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        raise ConversionError(f"{path}: not a readable checkpoint (truncated or corrupt: {error})") from None
+    except Exception as error:  # noqa: BLE001 -- the unpickler on garbage raises anything (IndexError, KeyError, ...)
+        raise ConversionError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(error).__name__}: "
+                              f"{error})") from error
 
 
 def load_hf_folder_state(folder: str | Path) -> dict[str, torch.Tensor]:
@@ -65,8 +65,12 @@ def load_hf_folder_state(folder: str | Path) -> dict[str, torch.Tensor]:
         if index_path.is_file():
             try:
                 shards = sorted(set(json.loads(index_path.read_text())["weight_map"].values()))
-            except (json.JSONDecodeError, KeyError, AttributeError) as error:
-                raise ConversionError(f"{index_path}: not a valid shard index ({error})") from None
+            except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as error:
+                raise ConversionError(f"{index_path}: not a valid shard index ({error})") from error
+            outside = [shard for shard in shards if not isinstance(shard, str) or Path(shard).name != shard
+                       or shard in ("", ".", "..")]
+            if outside:  # "../../etc/passwd": shards are files of this folder, nothing else is opened
+                raise ConversionError(f"{index_path}: names shard files outside its folder: {outside[:3]}")
             state: dict[str, torch.Tensor] = {}
             for shard in shards:
                 state.update(as_state_dict(load_tensor_file(folder / shard), folder / shard))

@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from dseqjepa_hub.application.atomic import atomic_directory, check_empty_folder
-from dseqjepa_hub.application.loading import load_model
+from dseqjepa_hub.application.loading import check_input_size, load_model, model_config
 from dseqjepa_hub.configuration_dseqjepa import PRESETS
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAForImageClassification, DSeqJEPAModel, sincos_pos_embed_2d
 
@@ -199,6 +199,8 @@ def export_timm(
             f"found a file name ending in {out_dir.suffix}"
         )
     check_empty_folder(out_dir)
+    if image_size is not None:  # before the weights load
+        check_input_size(image_size, model_config(model_dir).patch_size, "--image-size")
     loaded = load_model(model_dir, as_saved=True)  # a folder, run or repo id; damaged: one ModelLoadError naming the file
     saved = loaded.model.float()
     model, config = saved.base_model, saved.config
@@ -208,8 +210,6 @@ def export_timm(
         log(f"note: {left_out}")
     state = {key: tensor.contiguous() for key, tensor in model.state_dict().items()}
     side = image_size or config.image_size
-    if side % config.patch_size:
-        raise ConversionError(f"--image-size {side}: expected a multiple of the patch size {config.patch_size}")
     if side != config.image_size:
         grid = side // config.patch_size
         state["pos_embed"] = sincos_pos_embed_2d(config.hidden_size, grid, grid)[None].to(state["pos_embed"].dtype)

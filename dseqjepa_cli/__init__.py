@@ -58,7 +58,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         module.add_arguments(sub)
         add_console_options(sub)
         sub.set_defaults(run=module.run)
+        _show_ranges(sub)
     return parser
+
+
+def _show_ranges(parser: argparse.ArgumentParser) -> None:
+    """Append each numeric option's range (its type's `bounds`, dseqjepa_cli.arguments) to its --help line."""
+    for action in parser._actions:  # argparse offers no public walk over a parser's arguments
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                _show_ranges(child)
+        elif getattr(action.type, "bounds", None) and action.help is not argparse.SUPPRESS:
+            action.help = f"{action.help or ''}{'; ' if action.help else ''}{action.type.bounds}"
 
 
 def main(argv: list[str] | None = None) -> int:

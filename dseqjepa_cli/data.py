@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from dseqjepa_options import SEEDS
+
+from .arguments import integer, output_folder
+
 DESCRIPTION = "Build an offline data set from Debian packages (installed with apt-get when missing)."
 
 
@@ -17,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     kinds = build.add_subparsers(dest="dataset", metavar="DATASET", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--out", required=True, help="destination folder (built beside it in <out>.partial)")
+    common.add_argument("--out", type=output_folder, required=True, help="destination folder (built beside it in <out>.partial)")
     common.add_argument(
         "--source-root",
         default="/",
@@ -29,16 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     scenes = kinds.add_parser(
         "scenes", parents=[common], help="photo cut-outs (tuxpaint stamps) on photo backgrounds, with object masks"
     )
-    scenes.add_argument("--seed", type=int, default=0)
-    scenes.add_argument("--num-train", type=int, default=4000)
-    scenes.add_argument("--num-val", type=int, default=500)
-    scenes.add_argument("--image-size", type=int, default=128, help="side of the square images in pixels")
-    scenes.add_argument("--jpeg-quality", type=int, default=95)
+    scenes.add_argument("--seed", type=integer(*SEEDS), default=0)
+    scenes.add_argument("--num-train", type=integer(1, 10_000_000), default=4000)
+    scenes.add_argument("--num-val", type=integer(1, 10_000_000), default=500)
+    scenes.add_argument("--image-size", type=integer(16, 4096), default=128, help="side of the square images in pixels")
+    scenes.add_argument("--jpeg-quality", type=integer(1, 100), default=95)
     scenes.set_defaults(build=_build_scenes)
 
     fashion = kinds.add_parser("fashion-mnist", parents=[common], help="Fashion-MNIST as train/<class>/*.png, test/<class>/*.png")
-    fashion.add_argument("--num-train", type=int, default=None, help="keep the first N training images (default all 60000)")
-    fashion.add_argument("--num-test", type=int, default=None, help="keep the first N test images (default all 10000)")
+    fashion.add_argument("--num-train", type=integer(1, 60_000), default=None, help="keep the first N training images (default all 60000)")
+    fashion.add_argument("--num-test", type=integer(1, 10_000), default=None, help="keep the first N test images (default all 10000)")
     fashion.set_defaults(build=_build_fashion_mnist)
 
 

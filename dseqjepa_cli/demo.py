@@ -6,7 +6,7 @@ import argparse
 
 from dseqjepa_options import DEVICES
 
-from .arguments import add_model_option, positive_int
+from .arguments import add_model_option, integer
 from .console import say
 
 DESCRIPTION = ("Serve a Gradio app in the browser: upload an image (or pick an example), choose the number of regions "
@@ -16,7 +16,7 @@ DESCRIPTION = ("Serve a Gradio app in the browser: upload an image (or pick an e
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_option(parser)
-    parser.add_argument("--port", type=positive_int, default=7860, help="port to serve on (default: 7860)")
+    parser.add_argument("--port", type=integer(1, 65_535), default=7860, help="port to serve on (default: 7860)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for the network)")
     parser.add_argument("--device", default="cpu", choices=DEVICES, help="device (default: cpu)")

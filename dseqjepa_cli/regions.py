@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dseqjepa_options import DRAWING_MAX_SIDE
+from dseqjepa_options import DRAWING_MAX_SIDE, MAX_SIDES, NUM_REGIONS
 
 from .arguments import (
     add_dataset_argument,
@@ -12,7 +12,8 @@ from .arguments import (
     add_worker_arguments,
     fraction,
     image_inputs,
-    positive_int,
+    integer,
+    output_folder,
     report_failures,
     report_paths,
 )
@@ -29,15 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_argument(parser)
     add_model_arguments(parser, default_batch_size=8)
     add_worker_arguments(parser)
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    parser.add_argument("--out", type=output_folder, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--json", action="store_true", help="also write the regions of each image as JSON")
     parser.add_argument("--min-region-fraction", type=fraction, default=None,
                         help="area filter in [0, 1] (default: the model's)")
-    parser.add_argument("--num-regions", type=positive_int, default=None,
+    parser.add_argument("--num-regions", type=integer(*NUM_REGIONS), default=None,
                         help="slots, background included (default: the model's)")
     parser.add_argument("--show-saliency", action="store_true", help="put the saliency heatmap beside each overlay")
     parser.add_argument("--skip-existing", action="store_true", help="resume: skip images whose outputs exist")
-    parser.add_argument("--max-side", type=positive_int, default=DRAWING_MAX_SIDE,
+    parser.add_argument("--max-side", type=integer(*MAX_SIDES), default=DRAWING_MAX_SIDE,
                         help="decode larger photos at this many pixels a side; overlays and masks are drawn at that size "
                              f"(default: {DRAWING_MAX_SIDE})")
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from dseqjepa_hub.application.regions_job import output_stems, rank_regions_in_files
 
     check_device(args.device)
-    paths = image_inputs(args.inputs, args.image_column)
+    paths, skipped = image_inputs(args.inputs, args.image_column)
     loaded = load_model(args.model, args.device, image_size=args.size, quantize=args.quantize)
     results, failures = rank_regions_in_files(
         paths,
@@ -82,4 +83,4 @@ def run(args: argparse.Namespace) -> int:
     if failures:
         summary += f", {len(failures)} file(s) could not be read (listed above)"
     say(args, summary)
-    return 1 if failures else 0
+    return 1 if failures or skipped else 0

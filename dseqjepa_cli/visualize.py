@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from dseqjepa_options import CLUSTER_METHODS, DRAWING_MAX_SIDE, VISUALIZE_KINDS
+from dseqjepa_options import CLUSTER_METHODS, CLUSTERS, DRAWING_MAX_SIDE, LAYERS, MAX_SIDES, NUM_REGIONS, SEEDS, VISUALIZE_KINDS
 
 from .arguments import (
     add_model_arguments,
     add_worker_arguments,
     fraction,
     image_inputs,
-    positive_int,
+    integer,
+    output_folder,
     report_failures,
 )
 from .console import say, show_progress
@@ -42,22 +43,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", required=True, choices=VISUALIZE_KINDS, help="what to draw")
     add_model_arguments(parser, default_batch_size=8)
     add_worker_arguments(parser)
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    parser.add_argument("--max-side", type=positive_int, default=DRAWING_MAX_SIDE,
+    parser.add_argument("--out", type=output_folder, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    parser.add_argument("--max-side", type=integer(*MAX_SIDES), default=DRAWING_MAX_SIDE,
                         help=f"decode larger photos at this many pixels a side (default: {DRAWING_MAX_SIDE})")
     group = parser.add_argument_group("regions and sequence")
-    group.add_argument("--num-regions", type=positive_int, default=None,
+    group.add_argument("--num-regions", type=integer(*NUM_REGIONS), default=None,
                        help="slots, background included (default: the model's)")
     group.add_argument("--min-region-fraction", type=fraction, default=None,
                        help="area filter in [0, 1] (default: the model's)")
     group = parser.add_argument_group("attention, similarity, clusters and pca")
-    group.add_argument("--layer", type=int, default=-1,
+    group.add_argument("--layer", type=integer(*LAYERS), default=-1,
                        help="block whose output is shown, 0-based or negative from the end (default: -1, the last)")
     group.add_argument("--query", type=query, default="cls",
                        help="similarity: 'cls' (the CLS token) or ROW,COL, a patch of the grid (default: cls)")
-    group.add_argument("--clusters", type=positive_int, default=4, help="clusters: how many (default: 4)")
+    group.add_argument("--clusters", type=integer(*CLUSTERS), default=4, help="clusters: how many (default: 4)")
     group.add_argument("--method", choices=CLUSTER_METHODS, default="kmeans", help="clusters: algorithm")
-    group.add_argument("--seed", type=int, default=0, help="clusters: random seed (default: 0)")
+    group.add_argument("--seed", type=integer(*SEEDS), default=0, help="clusters: random seed (default: 0)")
     group.add_argument("--foreground", action="store_true",
                        help="pca: fit the basis on the patches of the ranked regions (the saliency) and black out the rest")
 
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from dseqjepa_hub.application.visualize_job import output_tag, parse_query, visualize_files
 
     check_device(args.device)
-    paths = image_inputs(args.inputs)
+    paths, skipped = image_inputs(args.inputs)
     loaded = load_model(args.model, args.device, image_size=args.size, quantize=args.quantize)
     options = dict(num_regions=args.num_regions, min_region_fraction=args.min_region_fraction, layer=args.layer,
                    query=parse_query(args.query), num_clusters=args.clusters, foreground=args.foreground,
@@ -82,4 +83,4 @@ def run(args: argparse.Namespace) -> int:
     failed = f", {len(failures)} file(s) could not be read (listed above)" if failures else ""
     index = f"{output_tag(args.kind, loaded.model, **options)}.json"
     say(args, f"wrote {len(entries)} {args.kind} picture(s) and {index} to {args.out}{failed}")
-    return 1 if failures else 0
+    return 1 if failures or skipped else 0

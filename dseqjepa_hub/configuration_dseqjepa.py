@@ -7,11 +7,18 @@ whenever it is set, the relations between fields when the config is built and wh
 
 import dataclasses
 import math
+import os
 import sys
 
 from huggingface_hub.dataclasses import as_validated_field, strict  # transformers' own config machinery
 from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
+
+from .errors import load_errors_as
+from .regions import MAX_REGIONS
+
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")  # `dtype` in config.json (or "auto", or none)
+MAX_TOKENS = 16_384  # patches of one input (a 2048 x 2048 image at patch 16): attention grows with their square
 
 # Encoder and predictor sizes as I-JEPA's presets; the predictor keeps the encoder's head count
 # (paper, arXiv 2511.17354; docs/METHOD.md of dseqjepa-hub, section 3) and is 192 wide and 6 deep
@@ -59,6 +66,36 @@ def _fraction(value: float) -> None:
 def _epsilon(value: float) -> None:
     if not 0.0 < value < math.inf:
         raise ValueError(f"expected a finite number > 0, found {value!r}")
+
+
+def physical_memory() -> int | None:
+    """This machine's RAM in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_dtype(dtype) -> None:
+    if dtype is not None and str(dtype).removeprefix("torch.") not in ("auto", *FLOAT_DTYPES):
+        raise ValueError(f"DSeqJEPAConfig.dtype: expected one of {('auto', *FLOAT_DTYPES)} or none, found {dtype!r}")
+
+
+def check_memory(parameters: int, what: str) -> None:
+    """Refuse, before anything is built, a model whose float32 weights alone exceed this machine's memory."""
+    needed, available = 4 * parameters, physical_memory()
+    if available is not None and needed > available:
+        raise ValueError(f"{what}: {parameters:,} parameters need {needed / 2**30:,.1f} GiB in float32, more than "
+                         f"this machine's {available / 2**30:,.1f} GiB of memory (a damaged config.json?)")
+
+
+def check_tokens(image_size: int, patch_size: int, what: str) -> None:
+    """Refuse inputs of more than MAX_TOKENS patches, with the attention cost that would have taken."""
+    tokens = (image_size // patch_size) ** 2
+    if tokens > MAX_TOKENS:
+        raise ValueError(f"{what}: {image_size} pixels at patch {patch_size} is {tokens:,} tokens an image, whose "
+                         f"attention scores take {tokens**2 * 4 / 2**30:,.0f} GiB a head; at most {MAX_TOKENS:,} tokens "
+                         f"(a side of {int(MAX_TOKENS**0.5) * patch_size} pixels) are accepted")
 
 
 def _served_in_this_process(custom_pipelines: dict) -> bool:
@@ -125,6 +162,9 @@ class DSeqJEPAConfig(BackboneConfigMixin, PreTrainedConfig):
     reshape_hidden_states: bool = True
 
     def __post_init__(self, **kwargs):
+        check_dtype(kwargs.get("dtype", getattr(self, "dtype", None)))  # before transformers reads it as torch.<dtype>
+        check_tokens(self.image_size, self.patch_size, "DSeqJEPAConfig.image_size")  # before a list of the layers
+        check_memory(self.parameter_count(), "DSeqJEPAConfig")
         if self.saliency_layer is None:
             self.saliency_layer = self.num_hidden_layers - 2
         if self.saliency_query is None:
@@ -162,6 +202,19 @@ class DSeqJEPAConfig(BackboneConfigMixin, PreTrainedConfig):
                 f"DSeqJEPAConfig: hidden_size ({self.hidden_size}) must be divisible by "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
+        if self.hidden_size % 4:
+            raise ValueError(f"DSeqJEPAConfig: hidden_size ({self.hidden_size}) must be divisible by 4 (the 2-D "
+                             "sin-cos position embedding)")
+        check_dtype(getattr(self, "dtype", None))
+        architectures = getattr(self, "architectures", None)
+        if architectures is not None and not (
+            isinstance(architectures, list) and architectures and all(isinstance(name, str) for name in architectures)
+        ):
+            raise ValueError(f"DSeqJEPAConfig.architectures: expected a list of class names, found {architectures!r}")
+        if self.num_regions > MAX_REGIONS:
+            raise ValueError(f"DSeqJEPAConfig.num_regions: expected at most {MAX_REGIONS}, found {self.num_regions}")
+        check_tokens(self.image_size, self.patch_size, "DSeqJEPAConfig.image_size")
+        check_memory(self.parameter_count(), "DSeqJEPAConfig")
         if self.predictor_num_attention_heads < 1:
             raise ValueError(
                 "DSeqJEPAConfig.predictor_num_attention_heads: expected a positive int, "
@@ -186,10 +239,26 @@ class DSeqJEPAConfig(BackboneConfigMixin, PreTrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
-        missing = [name for name in REQUIRED_FIELDS if name not in config_dict]
-        if missing:
-            raise ValueError(f"DSeqJEPAConfig: the saved config is missing required field(s) {missing}")
-        return super().from_dict(config_dict, **kwargs)
+        """A saved config, every field checked: anything wrong raises ModelLoadError."""
+        with load_errors_as(cls.__name__):
+            missing = [name for name in REQUIRED_FIELDS if name not in config_dict]
+            if missing:
+                raise ValueError(f"the saved config is missing required field(s) {missing}")
+            return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loading; an unreadable or invalid config.json raises ModelLoadError naming it."""
+        with load_errors_as(f"cannot load a {cls.__name__} from {pretrained_model_name_or_path}"):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def parameter_count(self) -> int:
+        """Parameters and buffers of the encoder this config describes, counted from the fields alone,
+        before anything is built."""
+        d, inner, tokens = self.hidden_size, self.intermediate_size, (self.image_size // self.patch_size) ** 2
+        block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (2 * d * inner + inner + d)  # norms, qkv, proj, MLP
+        embeddings = self.num_channels * self.patch_size**2 * d + d + d + tokens * d  # patches, CLS, sin-cos
+        return embeddings + self.num_hidden_layers * block + 2 * d
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "DSeqJEPAConfig":
@@ -278,10 +347,18 @@ class DSeqJEPAPredictorConfig(PreTrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
-        missing = [name for name in PREDICTOR_REQUIRED_FIELDS if name not in config_dict]
-        if missing:
-            raise ValueError(f"DSeqJEPAPredictorConfig: the saved config is missing required field(s) {missing}")
-        return super().from_dict(config_dict, **kwargs)
+        """A saved config, every field checked: anything wrong raises ModelLoadError."""
+        with load_errors_as(cls.__name__):
+            missing = [name for name in PREDICTOR_REQUIRED_FIELDS if name not in config_dict]
+            if missing:
+                raise ValueError(f"the saved config is missing required field(s) {missing}")
+            return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loading; an unreadable or invalid config.json raises ModelLoadError naming it."""
+        with load_errors_as(f"cannot load a {cls.__name__} from {pretrained_model_name_or_path}"):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod
     def from_encoder_config(cls, config: DSeqJEPAConfig) -> "DSeqJEPAPredictorConfig":

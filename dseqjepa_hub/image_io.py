@@ -66,11 +66,13 @@ def load_image(
     pixels a side, keeping the aspect ratio (None: full size).
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageLoadError(path, "file not found")
-    if not path.is_file():
+    try:
+        status = path.stat()
+    except (OSError, ValueError) as error:  # missing, a dangling link, a name too long or holding a NUL byte
+        raise ImageLoadError(path, "file not found" if isinstance(error, FileNotFoundError) else str(error)) from error
+    if not stat.S_ISREG(status.st_mode):
         raise ImageLoadError(path, "not a regular file")
-    if path.stat().st_size == 0:
+    if status.st_size == 0:
         raise ImageLoadError(path, "empty file (0 bytes)")
     return _decode(path, path, max_pixels, max_side)
 
@@ -98,8 +100,8 @@ def _decode(source, path: Path, max_pixels: int | None, max_side: int | None) ->
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageLoadError(
                     path,
-                    f"{width} x {height} = {width * height / 1e6:.0f} MP is above the limit of "
-                    f"{max_pixels / 1e6:.0f} MP (a guard against decompression bombs); if you trust "
+                    f"{width} x {height} = {_pixels(width * height)} is above the limit of "
+                    f"{_pixels(max_pixels)} (a guard against decompression bombs); if you trust "
                     "this file, raise it (--max-pixels)",
                 )
             if max_side is not None and max(width, height) > max_side:
@@ -108,15 +110,25 @@ def _decode(source, path: Path, max_pixels: int | None, max_side: int | None) ->
             if max_side is not None and max(image.size) > max_side:
                 image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
             rgb = to_rgb(ImageOps.exif_transpose(image))
-    except UnidentifiedImageError:
-        raise ImageLoadError(path, "not an image file that Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        # Pillow reports truncated or corrupt data as OSError ("image file is truncated"),
-        # some plugins as SyntaxError or ValueError.
-        raise ImageLoadError(path, f"truncated or corrupt image data ({error})") from None
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError as error:
+        raise ImageLoadError(path, "not an image file that Pillow can read") from error
+    except MemoryError as error:
+        raise ImageLoadError(path, "decoding it needs more memory than this machine has") from error
+    except Exception as error:  # noqa: BLE001 -- the decoding boundary: nothing a plugin raises escapes it
+        # Pillow reports truncated or corrupt data as OSError ("image file is truncated"); its plugins
+        # also raise SyntaxError, ValueError, IndexError (a truncated QOI), NotImplementedError (a DDS
+        # pixel format it has no decoder for), struct.error, ZeroDivisionError...
+        raise ImageLoadError(path, f"truncated or corrupt image data ({type(error).__name__}: {error})") from error
     rotated = rgb.size != image.size
     rgb.info["original_size"] = (width, height) if rotated else (height, width)  # (H, W) as displayed
     return rgb
+
+
+def _pixels(count: int) -> str:
+    """A pixel count in words: whole megapixels from 10 MP up, else exactly (1 pixel is not "0 MP")."""
+    return f"{count / 1e6:.0f} MP" if count >= 10_000_000 else f"{count:,} pixels"
 
 
 def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -161,7 +173,8 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
 def image_extensions() -> frozenset[str]:
     """File extensions (lower case, with the dot) of every format Pillow can open here."""
     Image.init()
-    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+    # MPO (multi-picture JPEG, .mpo) has no reader of its own: the JPEG reader opens it.
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN or fmt == "MPO")
 
 
 class FoundImages(NamedTuple):

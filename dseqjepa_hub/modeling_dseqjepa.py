@@ -36,6 +36,7 @@ from transformers.utils.hub import cached_file
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_dseqjepa import DSeqJEPAConfig, DSeqJEPAPredictorConfig
+from .errors import ModelLoadError, load_errors_as
 from .regions import saliency_map
 
 logger = logging.get_logger(__name__)
@@ -251,8 +252,41 @@ def no_progress_bars():
 HEAD_TENSORS = (r"^classifier\.", r"^batchnorm\.")  # DSeqJEPAForImageClassification's own tensors
 
 
-class DSeqJEPAPreTrainedModel(PreTrainedModel):
+class WholeWeightsLoading:
+    """`from_pretrained` as one door: whatever stops a folder or repo from loading (a damaged config,
+    safetensors file or index, a missing file...) raises `ModelLoadError` naming it, the original
+    exception chained; and weights that do not cover the model are refused instead of initialised at
+    random (transformers' "newly initialized" note): a tensor missing, one the model has no place for,
+    or one of another shape. Only a head the folder was not trained with (`_optional_weights`, e.g. a
+    classifier over an encoder folder) may be missing or ignored."""
+
+    _optional_weights: tuple[str, ...] = ()  # name prefixes of tensors a folder may lack or hold unused
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, output_loading_info: bool = False, **kwargs):
+        source = pretrained_model_name_or_path
+        if torch.get_default_device().type == "meta":  # a programming error: transformers' own RuntimeError says so
+            return super().from_pretrained(source, *args, output_loading_info=output_loading_info, **kwargs)
+        with load_errors_as(f"cannot load a {cls.__name__} from {source}"):
+            model, info = super().from_pretrained(source, *args, output_loading_info=True, **kwargs)
+        wrong = {
+            "lacks": sorted(name for name in info["missing_keys"] if not name.startswith(cls._optional_weights)),
+            "holds tensors it has no place for:": sorted(
+                name for name in info["unexpected_keys"] if not name.startswith(cls._optional_weights)),
+            "holds tensors of other shapes:": sorted(  # (name, shape in the file, shape in the model)
+                key[0] for key in info["mismatched_keys"] if not key[0].startswith(cls._optional_weights)),
+        }
+        for what, names in wrong.items():
+            if names:
+                listed = ", ".join(names[:3]) + (f" (and {len(names) - 3} more)" if len(names) > 3 else "")
+                raise ModelLoadError(f"{source}: the weights do not fit the {cls.__name__} its config.json describes: "
+                                     f"the checkpoint {what} {listed}")
+        return (model, info) if output_loading_info else model
+
+
+class DSeqJEPAPreTrainedModel(WholeWeightsLoading, PreTrainedModel):
     config: DSeqJEPAConfig
+    _optional_weights = ("classifier.", "batchnorm.")  # a classifier head over an encoder folder, or the reverse
     base_model_prefix = "dseqjepa"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
@@ -663,7 +697,7 @@ class DSeqJEPAForImageClassification(DSeqJEPAPreTrainedModel):
         )
 
 
-class DSeqJEPAPredictor(PreTrainedModel):
+class DSeqJEPAPredictor(WholeWeightsLoading, PreTrainedModel):
     """The JEPA pretraining predictor: a narrow ViT that predicts target-patch embeddings from context
     tokens (docs/METHOD.md of dseqjepa-hub, section 5), kept beside the encoder as transformers keeps
     `VJEPA2Predictor`. Its tensor names are the release's (section 7): `predictor_embed`, `mask_token`,

@@ -3,6 +3,10 @@
 Remote code: this file travels inside saved model folders (see `save_pretrained_with_pipeline`)
 so that `pipeline("saliency-ranking", model=repo_or_folder, trust_remote_code=True)` runs from
 the folder alone. It imports only torch / transformers / numpy / PIL and its sibling core files.
+
+transformers' own image pipelines ("image-feature-extraction", "image-classification") get the same
+door for DSeq-JEPA models (`PackageDecoding`): files decoded by the package's decoder with its pixel
+limit, non-finite outputs refused; for every other model they are transformers' unchanged.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ import torch
 from PIL import Image, ImageOps
 from transformers import AutoModel, Pipeline
 from transformers.image_utils import load_image as load_image_url
-from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.pipelines import PIPELINE_REGISTRY, ImageClassificationPipeline, ImageFeatureExtractionPipeline
 
-from .errors import DSeqJEPAError
-from .image_io import load_image, to_rgb, to_uint8
+from .errors import DSeqJEPAError, ModelLoadError, NonFiniteOutputError
+from .image_io import ImageLoadError, load_image, to_rgb, to_uint8
 from .modeling_dseqjepa import PIPELINE_TASK as TASK
 from .modeling_dseqjepa import patch_tokens
 from .regions import extract_regions, region_dicts
@@ -65,6 +69,60 @@ def regions_from_outputs(
     }
 
 
+def is_dseqjepa(model) -> bool:
+    return getattr(getattr(model, "config", None), "model_type", None) == "dseqjepa"
+
+
+def check_processor(pipeline) -> None:
+    """ModelLoadError unless the pipeline's image processor gives inputs its DSeq-JEPA model takes (as the
+    loader checks a folder): found when the pipeline is made, not by a failing forward."""
+    check_fits = getattr(pipeline.image_processor, "check_fits", None)
+    if check_fits is not None:
+        try:
+            check_fits(pipeline.model.config)
+        except ValueError as error:
+            raise ModelLoadError(f"{pipeline.model.name_or_path}: preprocessor_config.json {error}") from error
+
+
+def refuse_non_finite(outputs, model) -> None:
+    """NonFiniteOutputError when any float output is NaN or infinite (NaN or inf weights, a zero or NaN
+    `image_std`): a pipeline never returns such numbers as a result."""
+    values = outputs.values() if isinstance(outputs, dict) else outputs
+    if any(isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(v.isfinite().all()) for v in values):
+        raise NonFiniteOutputError(f"the model {getattr(model, 'name_or_path', '')!s} gives non-finite outputs: its "
+                                   "weights or preprocessor_config.json hold NaN, inf or a zero image_std")
+
+
+class PackageDecoding:
+    """A transformers image pipeline that, for DSeq-JEPA models, checks its image processor against the model,
+    decodes its inputs with the package's decoder (`_to_pil`: files through `image_io.load_image`, its pixel
+    limit and `ImageLoadError`) and refuses non-finite outputs; other models are served exactly as before."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if is_dseqjepa(self.model):
+            check_processor(self)
+
+    def preprocess(self, image, *args, timeout=None, **kwargs):
+        if is_dseqjepa(self.model):
+            image = _to_pil(image, timeout)
+        return super().preprocess(image, *args, timeout=timeout, **kwargs)
+
+    def _forward(self, model_inputs, *args, **kwargs):
+        outputs = super()._forward(model_inputs, *args, **kwargs)
+        if is_dseqjepa(self.model):
+            refuse_non_finite(outputs, self.model)
+        return outputs
+
+
+PACKAGE_DECODED_PIPELINES = {  # transformers' task -> its class served through `PackageDecoding`
+    "image-feature-extraction": type("PackageDecodedImageFeatureExtractionPipeline",
+                                     (PackageDecoding, ImageFeatureExtractionPipeline), {"__module__": __name__}),
+    "image-classification": type("PackageDecodedImageClassificationPipeline",
+                                 (PackageDecoding, ImageClassificationPipeline), {"__module__": __name__}),
+}
+
+
 class SaliencyRankingPipeline(Pipeline):
     """Rank the discriminative regions of images with a DSeq-JEPA model (docs/METHOD.md of dseqjepa-hub,
     sections 1-2).
@@ -84,6 +142,14 @@ class SaliencyRankingPipeline(Pipeline):
     # transformers would otherwise look for a video processor and, reading the image
     # processor's auto_map as one, ask on the terminal whether to run remote code.
     _load_video_processor = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not is_dseqjepa(self.model):
+            raise ModelLoadError(f"the saliency-ranking pipeline needs a DSeq-JEPA model (model_type 'dseqjepa'), found "
+                                 f"a {type(self.model).__name__} of model_type "
+                                 f"{getattr(self.model.config, 'model_type', None)!r}")
+        check_processor(self)
 
     def _sanitize_parameters(
         self,
@@ -123,6 +189,7 @@ class SaliencyRankingPipeline(Pipeline):
             min_region_fraction=min_region_fraction,
             num_regions=num_regions,
         )
+        refuse_non_finite(ranked, self.model)
         return {**ranked, "original_size": model_inputs["original_size"]}
 
     def postprocess(self, model_outputs, include_background=True, return_embeddings=False, return_saliency=False):
@@ -163,7 +230,13 @@ def _to_pil(image, timeout=None) -> Image.Image:
         image = Image.fromarray(_array_to_uint8(image))
     elif isinstance(image, str):
         image = _download(image, timeout)
-    return to_rgb(ImageOps.exif_transpose(image))
+    elif not isinstance(image, Image.Image):
+        raise TypeError(f"expected a path, URL, PIL image or numpy array, found {type(image).__name__}")
+    try:
+        return to_rgb(ImageOps.exif_transpose(image))  # a lazily opened image decodes here
+    except Exception as error:  # noqa: BLE001 -- the decoding boundary, as in image_io.load_image
+        raise ImageLoadError(getattr(image, "filename", None) or "<PIL image>",
+                             f"truncated or corrupt image data ({type(error).__name__}: {error})") from error
 
 
 def _download(url: str, timeout: float | None) -> Image.Image:
@@ -191,12 +264,15 @@ def _array_to_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def register_saliency_ranking_pipeline() -> None:
-    """Make `pipeline("saliency-ranking", ...)` known in this process (done on `import dseqjepa_hub`)."""
+    """Make `pipeline("saliency-ranking", ...)` known in this process, and transformers' image pipelines decode
+    through the package for DSeq-JEPA models (done on `import dseqjepa_hub`)."""
     registered = PIPELINE_REGISTRY.supported_tasks.get(TASK)
     if registered is None or registered["impl"] is not SaliencyRankingPipeline:
         PIPELINE_REGISTRY.register_pipeline(
             TASK, pipeline_class=SaliencyRankingPipeline, pt_model=AutoModel, type="image"
         )
+    for task, pipeline_class in PACKAGE_DECODED_PIPELINES.items():  # transformers' own entries, their class swapped
+        PIPELINE_REGISTRY.supported_tasks[task]["impl"] = pipeline_class
 
 
 def save_pretrained_with_pipeline(model, image_processor, save_directory: str | os.PathLike) -> None:

@@ -7,11 +7,20 @@ Pure tensor code with no host synchronisation, shared by inference and pretraini
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .errors import DSeqJEPAError
+
+MAX_REGIONS = 1024  # region slots, background included: each is a (B, h, w) mask
+
+
+class RegionsInputError(DSeqJEPAError, ValueError):
+    """An argument of `extract_regions` (or `region_dicts`) out of its range or of the wrong type."""
 
 
 def saliency_map(query: torch.Tensor, patch_keys: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
@@ -70,16 +79,19 @@ def extract_regions(
     depends on (B, h, w, num_regions) alone. Non-finite saliency gives unspecified regions
     (checking for it would synchronise with the host).
     """
-    if saliency.dim() != 3:
-        raise ValueError(f"saliency must be (B, h, w), got shape {tuple(saliency.shape)}")
+    if not isinstance(saliency, torch.Tensor) or saliency.dim() != 3:
+        raise RegionsInputError(f"saliency must be (B, h, w), got {getattr(saliency, 'shape', type(saliency).__name__)}")
     if not saliency.is_floating_point():
-        raise TypeError(f"saliency must be a float tensor, got {saliency.dtype}")
+        raise RegionsInputError(f"saliency must be a float tensor, got {saliency.dtype}")
     if connectivity not in (4, 8):
-        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
-    if isinstance(num_regions, bool) or not isinstance(num_regions, int) or num_regions < 1:
-        raise ValueError(f"num_regions must be an int >= 1 (background included), got {num_regions!r}")
-    if not 0.0 <= float(min_region_fraction) <= 1.0:
-        raise ValueError(f"min_region_fraction must be in [0, 1], got {min_region_fraction!r}")
+        raise RegionsInputError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    if isinstance(num_regions, bool) or not isinstance(num_regions, int) or not 1 <= num_regions <= MAX_REGIONS:
+        raise RegionsInputError(f"num_regions must be an int in [1, {MAX_REGIONS}] (background included), "
+                                f"got {num_regions!r}")
+    if isinstance(min_region_fraction, bool) or not isinstance(min_region_fraction, numbers.Real) or not (
+        0.0 <= min_region_fraction <= 1.0
+    ):
+        raise RegionsInputError(f"min_region_fraction must be a number in [0, 1], got {min_region_fraction!r}")
     batch, height, width = saliency.shape
     num_patches = height * width
     device = saliency.device

@@ -234,3 +234,51 @@ def test_find_images_walks_sorted_skips_hidden_keeps_explicit(tmp_path):
     found, skipped = find_images([root, explicit, root / "top.webp"])
     assert found == [root / "b/a.png", root / "b/z.JPG", root / "top.webp", explicit]
     assert skipped == []
+
+
+def write_truncated_qoi(path: Path) -> Path:
+    """Pillow's QOI reader raises IndexError on a truncated file."""
+    full = path.with_name("full_" + path.name)
+    two_halves().save(full, "QOI")
+    path.write_bytes(full.read_bytes()[:40])
+    return path
+
+
+def write_dds_of_unknown_pixel_format(path: Path) -> Path:
+    """Pillow's DDS reader raises NotImplementedError for a FourCC it has no decoder for."""
+    full = path.with_name("full_" + path.name)
+    two_halves(64, 64).save(full, "DDS")
+    data = bytearray(full.read_bytes())
+    data[80:88] = (4).to_bytes(4, "little") + b"ZZZZ"  # pixel format flags: DDPF_FOURCC; FourCC "ZZZZ"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("write, escaped", [(write_truncated_qoi, "IndexError"),
+                                            (write_dds_of_unknown_pixel_format, "NotImplementedError")])
+def test_nothing_a_pillow_plugin_raises_escapes_the_decoder(tmp_path, write, escaped):
+    """The decoding boundary: any exception from Pillow becomes an ImageLoadError naming the file and the
+    reason, with the original chained."""
+    path = write(tmp_path / f"bad.{write.__name__[-3:]}")
+    with pytest.raises(ImageLoadError) as raised:
+        load_image(path)
+    assert raised.value.path == path and escaped in raised.value.reason
+    assert type(raised.value.__cause__).__name__ == escaped
+
+
+def test_paths_that_cannot_even_be_looked_up(tmp_path):
+    for path in (tmp_path / ("x" * 5000), tmp_path / "nul\x00byte.png"):
+        with pytest.raises(ImageLoadError):
+            load_image(path)
+
+
+def test_a_tiny_pixel_limit_is_stated_in_pixels(tmp_path):
+    two_halves().save(tmp_path / "small.png")
+    with pytest.raises(ImageLoadError, match=r"60 x 40 = 2,400 pixels is above the limit of 1 pixels"):
+        load_image(tmp_path / "small.png", max_pixels=1)
+
+
+def test_mpo_photos_are_found_in_folders(tmp_path):
+    two_halves().save(tmp_path / "stereo.mpo", "MPO")
+    assert find_images([tmp_path]).paths == [tmp_path / "stereo.mpo"]
+    assert load_image(tmp_path / "stereo.mpo").size == (60, 40)

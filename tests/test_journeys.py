@@ -224,8 +224,9 @@ def test_every_folder_loads_with_every_auto_class_and_both_pipelines_at_two_size
 
 def test_head_settings_given_to_from_pretrained_are_checked_and_applied():
     from dseqjepa_hub import DSeqJEPAForImageClassification, default_model_path
+    from dseqjepa_hub.errors import ModelLoadError
 
-    with pytest.raises(ValueError, match="classifier_pooling: expected one of"):
+    with pytest.raises(ModelLoadError, match="classifier_pooling: expected one of"):
         DSeqJEPAForImageClassification.from_pretrained(default_model_path(), num_labels=2, classifier_pooling="max")
     model = DSeqJEPAForImageClassification.from_pretrained(default_model_path(), num_labels=2, freeze_backbone=True)
     trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}

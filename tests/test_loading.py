@@ -189,7 +189,7 @@ DAMAGE = {
                                        "preprocessor_config.json: gives .* inputs, expected sides that are multiples"),
     "a processor for 4 channels": (lambda f: edit_json(f / "preprocessor_config.json", image_mean=[0.5] * 4,
                                                        image_std=[0.5] * 4),
-                                   "preprocessor_config.json: image_mean has 4 values, config.json says 3 channels"),
+                                   "preprocessor_config.json: not a readable image processor .image_mean: expected 3 finite numbers"),
     "garbled preprocessor_config.json": (lambda f: (f / "preprocessor_config.json").write_text("]"),
                                          "preprocessor_config.json: not a readable image processor"),
     "no weights": (lambda f: (f / "model.safetensors").unlink(), "model: no weights"),

@@ -25,6 +25,7 @@ from dseqjepa_hub import (
     DSeqJEPAPredictor,
     DSeqJEPAPredictorConfig,
 )
+from dseqjepa_hub.errors import ModelLoadError
 from dseqjepa_hub.modeling_dseqjepa import sincos_pos_embed_2d
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128)
@@ -480,13 +481,14 @@ def test_bad_config_json_is_named(tmp_path):
     path = tmp_path / "config.json"
     saved = json.loads(path.read_text())
     path.write_text(json.dumps({k: v for k, v in saved.items() if k != "hidden_size"}))
-    with pytest.raises(ValueError, match=r"missing required field\(s\) \['hidden_size'\]"):
+    with pytest.raises(ModelLoadError, match=r"missing required field\(s\) \['hidden_size'\]"):
         DSeqJEPAModel.from_pretrained(tmp_path)
     path.write_text(json.dumps({**saved, "num_hidden_layers": "three"}))
-    with pytest.raises(StrictDataclassError, match=r"Field 'num_hidden_layers' expected int, got str \(value: 'three'\)"):
+    with pytest.raises(ModelLoadError, match=r"Field 'num_hidden_layers' expected int, got str \(value: 'three'\)") as raised:
         DSeqJEPAModel.from_pretrained(tmp_path)
+    assert isinstance(raised.value.__cause__, StrictDataclassError)  # the original, chained
     path.write_text(json.dumps({**saved, "layer_norm_eps": float("nan")}))
-    with pytest.raises(StrictDataclassError, match=r"field 'layer_norm_eps':\n.*found nan"):
+    with pytest.raises(ModelLoadError, match=r"field 'layer_norm_eps': .*found nan"):
         DSeqJEPAModel.from_pretrained(tmp_path)
 
 
@@ -560,7 +562,7 @@ def test_predictor_config_follows_the_encoder_and_is_checked():
     with pytest.raises(StrictDataclassError, match=r"field 'num_hidden_layers':\n.*expected a positive int, found 0"):
         DSeqJEPAPredictorConfig(num_hidden_layers=0)
     saved = {k: v for k, v in config.to_dict().items() if k != "encoder_hidden_size"}
-    with pytest.raises(ValueError, match=r"missing required field\(s\) \['encoder_hidden_size'\]"):
+    with pytest.raises(ModelLoadError, match=r"missing required field\(s\) \['encoder_hidden_size'\]"):
         DSeqJEPAPredictorConfig.from_dict(saved)
 
 

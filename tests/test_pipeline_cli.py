@@ -273,7 +273,7 @@ def write_mixed_folder(folder: Path, photos) -> tuple[list[Path], dict[str, str]
         "truncated.jpg": "truncated or corrupt image data",
         "empty.png": "empty file (0 bytes)",
         "notes.png": "not an image file that Pillow can read",
-        "bomb.png": "3000 x 2000 = 6 MP is above the limit of 1 MP",
+        "bomb.png": "3000 x 2000 = 6,000,000 pixels is above the limit of 1,100,000 pixels",
     }
     return sorted(good), bad
 

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from dseqjepa_hub.regions import Regions, connected_components, extract_regions, otsu_threshold, region_dicts
+from dseqjepa_hub.regions import (
+    Regions,
+    RegionsInputError,
+    connected_components,
+    extract_regions,
+    otsu_threshold,
+    region_dicts,
+)
 
 cv2 = pytest.importorskip("cv2")
 
@@ -319,16 +326,21 @@ def test_otsu_threshold_is_the_first_exact_maximum():
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="saliency must be"):
-        extract_regions(torch.zeros(14, 14))
-    with pytest.raises(TypeError, match="float"):
-        extract_regions(torch.zeros(1, 14, 14, dtype=torch.int64))
-    with pytest.raises(ValueError, match="connectivity"):
-        extract_regions(torch.zeros(1, 4, 4), connectivity=6)
-    with pytest.raises(ValueError, match="num_regions"):
-        extract_regions(torch.zeros(1, 4, 4), num_regions=0)
-    with pytest.raises(ValueError, match="min_region_fraction"):
-        extract_regions(torch.zeros(1, 4, 4), min_region_fraction=1.5)
+    """One error class (the package's, a ValueError too) for every bad argument; num_regions bounded (10**9
+    slots of masks used to grow memory without bound)."""
+    for arguments, match in (
+        (dict(saliency=torch.zeros(14, 14)), "saliency must be"),
+        (dict(saliency=[[[0.0]]]), "saliency must be"),
+        (dict(saliency=torch.zeros(1, 14, 14, dtype=torch.int64)), "float"),
+        (dict(connectivity=6), "connectivity"),
+        (dict(num_regions=0), "num_regions"),
+        (dict(num_regions=10**9), "num_regions"),
+        (dict(num_regions=2.0), "num_regions"),
+        (dict(min_region_fraction=1.5), "min_region_fraction"),
+        (dict(min_region_fraction="0.5"), "min_region_fraction"),
+    ):
+        with pytest.raises(RegionsInputError, match=match):
+            extract_regions(**{"saliency": torch.zeros(1, 4, 4), **arguments})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on the development machines)")

@@ -178,6 +178,12 @@ class DSeqJEPAModelTest(ModelTesterMixin, unittest.TestCase):
     def test_config(self):
         self.config_tester.run_common_tests()
 
+    @unittest.skip(reason="saves a model without some of its weights and expects them initialised at random on load: "
+                          "DSeq-JEPA's from_pretrained refuses such a checkpoint (ModelLoadError naming the missing "
+                          "tensors, docs/RELIABILITY.md) - tests/test_entry_points.py holds that behaviour")
+    def test_model_weights_reload_no_missing_tied_weights(self):
+        pass
+
     @unittest.skip(reason="as IJepa's: a vision model takes pixel_values, not inputs_embeds")
     def test_inputs_embeds(self):
         pass

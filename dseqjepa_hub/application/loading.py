@@ -34,8 +34,8 @@ from safetensors import SafetensorError, safe_open
 
 from dseqjepa_options import QUANTIZATIONS
 
-from ..configuration_dseqjepa import PRESETS, DSeqJEPAConfig, DSeqJEPAPredictorConfig
-from ..errors import DSeqJEPAError
+from ..configuration_dseqjepa import PRESETS, DSeqJEPAConfig, DSeqJEPAPredictorConfig, check_tokens
+from ..errors import ModelLoadError, one_line
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import (
     DSeqJEPABackbone,
@@ -65,10 +65,7 @@ TARGET_ENCODER_DIR = "target_encoder"  # what every command loads from a run or 
 CONTEXT_ENCODER_DIR = "context_encoder"
 PREDICTOR_DIR = "predictor"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-class ModelLoadError(DSeqJEPAError):
-    """A model folder, run or repo id that does not load as a DSeq-JEPA model, or an absent device."""
+_BLOCK = re.compile(r"^(?:dseqjepa\.)?blocks\.(\d+)\.")  # an encoder block's tensors, in any class's folder
 
 
 class LoadedModel(NamedTuple):
@@ -185,7 +182,7 @@ def hub_snapshot(repo_id: str, hub_files: list[str]) -> Path:
         raise ModelLoadError(f"cannot load the model {repo_id!r}: no such repository on {constants.ENDPOINT} (or a "
                              "private one: set HF_TOKEN), and no such local folder") from None
     except (OSError, ValueError) as error:  # not a valid repo id, a file missing, the network lost meanwhile
-        raise ModelLoadError(f"cannot load the model {repo_id!r}: {_one_line(error)}") from None
+        raise ModelLoadError(f"cannot load the model {repo_id!r}: {one_line(error)}") from None
 
 
 def locate_model(model: str | os.PathLike | None, hub_files: list[str] = HUB_FILES) -> tuple[Path, str]:
@@ -218,14 +215,14 @@ def read_config(folder: Path) -> DSeqJEPAConfig:
     try:
         model_type = json.loads(path.read_text()).get("model_type")
     except (OSError, ValueError, AttributeError) as error:
-        raise ModelLoadError(f"{path}: not a readable JSON object ({_one_line(error)})") from None
+        raise ModelLoadError(f"{path}: not a readable JSON object ({one_line(error)})") from error
     if model_type != DSeqJEPAConfig.model_type:
         raise ModelLoadError(f"{path}: model_type {model_type!r}, expected {DSeqJEPAConfig.model_type!r} "
                              "(other checkpoints become model folders with `dseqjepa convert`)")
     try:
         return DSeqJEPAConfig.from_pretrained(folder)
-    except (OSError, ValueError, TypeError, StrictDataclassError) as error:
-        raise ModelLoadError(f"{path}: {_one_line(error)}") from None
+    except ModelLoadError as error:
+        raise ModelLoadError(f"{path}: {one_line(error.__cause__ or error)}") from error
 
 
 def weight_shapes(folder: Path) -> tuple[Path, dict[str, tuple[int, ...]]]:
@@ -236,18 +233,22 @@ def weight_shapes(folder: Path) -> tuple[Path, dict[str, tuple[int, ...]]]:
     elif (folder / SAFETENSORS_INDEX).is_file():
         named = folder / SAFETENSORS_INDEX
         try:
-            shards = sorted({folder / name for name in json.loads(named.read_text())["weight_map"].values()})
+            names = set(json.loads(named.read_text())["weight_map"].values())
+            outside = sorted(name for name in names if Path(name).name != name or name in ("", ".", ".."))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise ModelLoadError(f"{named}: not a readable safetensors index ({_one_line(error)})") from None
+            raise ModelLoadError(f"{named}: not a readable safetensors index ({one_line(error)})") from error
+        if outside:  # "../../etc/passwd": shards are files of this folder, nothing else is opened
+            raise ModelLoadError(f"{named}: names shard files outside its folder: {_listed(outside)}")
+        shards = sorted(folder / name for name in names)
     elif (folder / PICKLE_FILE).is_file():
         named = folder / PICKLE_FILE
         try:
             state = torch.load(named, map_location="meta", weights_only=True, mmap=True)
-        except pickle.UnpicklingError:
+        except pickle.UnpicklingError as error:
             raise ModelLoadError(f"{named}: holds objects other than tensors and was refused (only plain tensors are "
-                                 "ever unpickled); convert it to safetensors from a trusted copy") from None
+                                 "ever unpickled); convert it to safetensors from a trusted copy") from error
         except (OSError, RuntimeError, ValueError, EOFError) as error:
-            raise ModelLoadError(f"{named}: not a readable torch file ({_one_line(error)})") from None
+            raise ModelLoadError(f"{named}: not a readable torch file ({one_line(error)})") from error
         if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
             raise ModelLoadError(f"{named}: expected a dict of tensors (a state dict)")
         return named, {name: tuple(tensor.shape) for name, tensor in state.items()}
@@ -259,12 +260,8 @@ def weight_shapes(folder: Path) -> tuple[Path, dict[str, tuple[int, ...]]]:
             with safe_open(str(shard), framework="pt") as handle:
                 shapes.update({name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()})
         except (SafetensorError, OSError) as error:
-            raise ModelLoadError(f"{shard}: not a readable safetensors file ({_one_line(error)})") from None
+            raise ModelLoadError(f"{shard}: not a readable safetensors file ({one_line(error)})") from error
     return named, shapes
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
 def _listed(names: list[str], limit: int = 3) -> str:
@@ -275,6 +272,12 @@ def check_weights(folder: Path, config: DSeqJEPAConfig, model_class: type[DSeqJE
     """Every tensor that `model_class` built from `config` needs is in the folder's weights, of the
     shape config.json implies, and the weights hold no tensor the class does not account for."""
     named, shapes = weight_shapes(folder)
+    if not shapes:
+        raise ModelLoadError(f"{named}: holds no tensors")
+    blocks = {int(match.group(1)) for name in shapes if (match := _BLOCK.match(name))}
+    if len(blocks) != config.num_hidden_layers:  # before building anything of config.json's depth
+        raise ModelLoadError(f"{named}: holds {len(blocks)} blocks of weights, config.json says num_hidden_layers "
+                             f"{config.num_hidden_layers}")
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         expected = {name: tuple(tensor.shape) for name, tensor in model_class(config).state_dict().items()}
     mismatched = [f"{name} is {shapes[name]}, config.json implies {shape}"
@@ -295,25 +298,19 @@ def read_processor(folder: Path, config: DSeqJEPAConfig) -> DSeqJEPAImageProcess
         return DSeqJEPAImageProcessor.from_model_config(config)
     try:
         processor = DSeqJEPAImageProcessor.from_pretrained(folder)
-    except (OSError, ValueError, TypeError) as error:
-        raise ModelLoadError(f"{path}: not a readable image processor ({_one_line(error)})") from None
-    for name in ("image_mean", "image_std"):
-        values = getattr(processor, name)
-        if processor.do_normalize and len(values) != config.num_channels:
-            raise ModelLoadError(f"{path}: {name} has {len(values)} values, config.json says {config.num_channels} "
-                                 "channels")
-    size = processor.crop_size if processor.do_center_crop else processor.size
-    sides = [size.get("height"), size.get("width")] if processor.do_resize or processor.do_center_crop else []
-    if None not in sides and any(side % config.patch_size for side in sides):  # None: the image decides
-        raise ModelLoadError(f"{path}: gives {size} inputs, expected sides that are multiples of config.json's "
-                             f"patch size {config.patch_size}")
+    except ModelLoadError as error:
+        raise ModelLoadError(f"{path}: not a readable image processor ({one_line(error.__cause__ or error)})") from error
+    try:
+        processor.check_fits(config)
+    except ValueError as error:
+        raise ModelLoadError(f"{path}: {error}") from error
     return processor
 
 
 def check_model_folder(folder: Path) -> ModelFolder:
     """The one validation of a model folder: config, image processor and weights against each other."""
     config = read_config(folder)
-    name = (config.architectures or [DSeqJEPAModel.__name__])[0]
+    name = (config.architectures or [DSeqJEPAModel.__name__])[0]  # a list of names: checked by the config
     if name not in MODEL_CLASSES:
         raise ModelLoadError(f"{folder / CONFIG_FILE}: architectures {config.architectures}: expected one of "
                              f"{sorted(MODEL_CLASSES)}")
@@ -330,7 +327,7 @@ def preset_encoder(preset: str, **overrides) -> DSeqJEPAModel:
     try:
         config = DSeqJEPAConfig.from_preset(preset, **overrides)
     except (ValueError, TypeError, StrictDataclassError) as error:
-        raise ModelLoadError(f"{preset}: {_one_line(error)}") from None
+        raise ModelLoadError(f"{preset}: {one_line(error)}") from error
     encoder = DSeqJEPAModel(config)
     encoder.name_or_path = f"{preset} (random weights)"
     return encoder.eval()
@@ -372,10 +369,12 @@ def load_model(
     else:
         path, description = locate_model(model)
         folder = check_model_folder(path)
+        if image_size is not None:  # before the weights load
+            check_input_size(image_size, folder.config.patch_size)
         try:
             saved = folder.model_class.from_pretrained(path, config=folder.config, **from_pretrained_options)
-        except (OSError, ValueError, SafetensorError, pickle.UnpicklingError) as error:  # damaged past the headers
-            raise ModelLoadError(f"cannot load the model {description!r}: {_one_line(error)}") from None
+        except ModelLoadError as error:  # damaged past the headers
+            raise ModelLoadError(f"cannot load the model {description!r}: {one_line(error.__cause__ or error)}") from error
         loaded = LoadedModel(saved if as_saved else saved.base_model, folder.processor, description)
         loaded.model.name_or_path = description
     if image_size is not None:
@@ -422,7 +421,7 @@ def load_predictor(model: str | os.PathLike | None, encoder_config: DSeqJEPAConf
             raise ValueError(f"model_type {model_type!r}, expected {DSeqJEPAPredictorConfig.model_type!r}")
         config = DSeqJEPAPredictorConfig.from_pretrained(folder)
     except (OSError, ValueError, TypeError, AttributeError, StrictDataclassError) as error:
-        raise ModelLoadError(f"{config_path}: {_one_line(error)}") from None
+        raise ModelLoadError(f"{config_path}: {one_line(error)}") from None
     for name, expected in (("encoder_hidden_size", encoder_config.hidden_size), ("grid_size", encoder_config.grid_size)):
         if getattr(config, name) != expected:
             raise ModelLoadError(f"{config_path}: {name} {getattr(config, name)}, but the encoder it goes with has "
@@ -431,20 +430,31 @@ def load_predictor(model: str | os.PathLike | None, encoder_config: DSeqJEPAConf
     try:
         predictor = DSeqJEPAPredictor.from_pretrained(folder, config=config)
     except (OSError, ValueError, SafetensorError, pickle.UnpicklingError) as error:
-        raise ModelLoadError(f"cannot load the predictor {folder}: {_one_line(error)}") from None
+        raise ModelLoadError(f"cannot load the predictor {folder}: {one_line(error)}") from None
     return predictor.to(device), str(folder)
 
 
 def resize_processor(processor: DSeqJEPAImageProcessor, image_size: int, patch_size: int) -> None:
     """Make `processor` give square `image_size` inputs (a centre crop keeps its crop ratio)."""
-    if image_size < patch_size or image_size % patch_size:
-        raise ModelLoadError(f"--size {image_size}: expected a multiple of the patch size {patch_size}")
+    check_input_size(image_size, patch_size)
     if processor.do_center_crop:
         processor.size = {"shortest_edge": round(image_size * processor.size.get("shortest_edge", image_size)
                                                  / processor.crop_size["height"])}
     else:
         processor.size = {"height": image_size, "width": image_size}
     processor.crop_size = {"height": image_size, "width": image_size}
+
+
+def check_input_size(image_size: int, patch_size: int, option: str = "--size") -> None:
+    """A square input side the model can run: a multiple of the patch, at least 2 patches, at most
+    MAX_TOKENS patches (refused with the attention cost it would have taken)."""
+    if image_size < 2 * patch_size or image_size % patch_size:
+        raise ModelLoadError(f"{option} {image_size}: expected a multiple of the patch size {patch_size}, at least "
+                             f"{2 * patch_size} (2 patches a side)")
+    try:
+        check_tokens(image_size, patch_size, option)
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from error
 
 
 def load_encoder(model: str | os.PathLike | None = None, device: str = "cpu", **from_pretrained_options) -> DSeqJEPAModel:
