@@ -384,7 +384,7 @@ def _extract_regions_on_host(saliency, min_region_fraction, num_regions, connect
     area = np.bincount(root, weights=lengths, minlength=len(root))
     total = np.bincount(root, weights=run_sums, minlength=len(root))
     # The candidates ranked per image by mean, ties to the first pixel (the smaller run).
-    candidates = ((area > 0) & (area >= min_region_fraction * num_patches)).nonzero()[0]
+    candidates = ((area > 0) & (area >= min_region_fraction * height * width)).nonzero()[0]  # as on the device
     means = total[candidates] / area[candidates]
     image = first_cell[candidates] // layout.grid_cells
     order = np.lexsort((candidates, -means, image))
