@@ -21,6 +21,7 @@ EVAL_LAYERS = ("last", "last4")
 QUANTIZATIONS = ("int8",)  # dseqjepa_hub.application.loading.quantize_model
 VISUALIZE_KINDS = ("regions", "saliency", "attention", "similarity", "clusters", "sequence", "pca")
 CLUSTER_METHODS = ("kmeans", "spectral")
+OVERLAY_FORMATS = ("jpg", "png", "webp")  # regions_job.OVERLAY_SAVE_OPTIONS; the first is the default
 DRAWING_MAX_SIDE = 2048  # regions and visualize decode larger photos at this many pixels a side
 DEFAULT_MAX_PIXELS = 250_000_000  # = dseqjepa_hub.image_io.DEFAULT_MAX_PIXELS (remote code: not imported there)
 DEVICES = ("cpu", "cuda")

@@ -3,13 +3,16 @@ forward of the same files, in one process.
 
     python benchmarks/bench_folders.py [--images 120] [--repeats 5] [--device cpu|cuda] [--model PATH] [--cli]
 
+--model also takes a size preset (e.g. vit_small_patch16_224: random weights, fine for timing).
+
 Makes `--images` JPEG photos of 640 x 480 (crops of examples/images, quality 90) in a temporary
 folder, loads the model once, then times, interleaved, `--repeats` times each (after one warm-up):
 - reference: for each batch, `load_image` (the safe loader the commands use) of every file, the
   processor on the batch, the model's forward pass (`inference_mode`), the output to the host;
   serially, in this process; at each command's default batch size (regions 8, embed 32);
-- regions: `rank_regions_in_files` as `dseqjepa regions DIR --out OUT` runs it (overlays,
-  default workers and writer threads), with `--json`, and with the other worker count;
+- regions: `rank_regions_in_files` as `dseqjepa regions DIR --out OUT` runs it (overlays in the
+  default format, jpg; default workers and writer threads), with `--json`, with each other
+  overlay format (`--format png`, `--format webp`), and with the other worker count;
 - regions, outputs not drawn: the same with each image's job cut down to its region dicts (no
   overlay, no file): what the command costs before its outputs;
 - embed: `embed_files` + `write_embeddings` as `dseqjepa embed DIR --out OUT.npy`, and with the
@@ -125,7 +128,7 @@ def main() -> None:
             if args.device == "cuda":
                 torch.cuda.synchronize()
 
-        def regions(json=False, num_workers=None, draw=True):
+        def regions(json=False, num_workers=None, draw=True, overlay_format=regions_job.OVERLAY_FORMATS[0]):
             shutil.rmtree(out, ignore_errors=True)
             write = regions_job._write_regions
             if not draw:
@@ -133,7 +136,7 @@ def main() -> None:
             try:
                 results, failures = regions_job.rank_regions_in_files(
                     paths, model, processor, out_dir=out, write_json=json, batch_size=8, num_workers=num_workers,
-                    progress=False,
+                    overlay_format=overlay_format, progress=False,
                 )
             finally:
                 regions_job._write_regions = write
@@ -156,6 +159,8 @@ def main() -> None:
             ref32: (lambda: reference(paths, model, processor, 32, None), ref32),
             f"regions (overlays; default --num-workers {workers})": (regions, ref8),
             "regions --json": (lambda: regions(json=True), ref8),
+            **{f"regions --format {name}": (lambda name=name: regions(overlay_format=name), ref8)
+               for name in regions_job.OVERLAY_FORMATS[1:]},
             f"regions --num-workers {other}": (lambda: regions(num_workers=other), ref8),
             "regions, outputs not drawn or written (region dicts only)": (lambda: regions(draw=False), ref8),
             f"embed (.npy; default --num-workers {workers})": (embed, ref32),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dseqjepa_options import DRAWING_MAX_SIDE, MAX_SIDES, NUM_REGIONS
+from dseqjepa_options import DRAWING_MAX_SIDE, MAX_SIDES, NUM_REGIONS, OVERLAY_FORMATS
 
 from .arguments import (
     add_dataset_argument,
@@ -19,8 +19,9 @@ from .arguments import (
 )
 from .console import say, show_progress
 
-DESCRIPTION = ("Rank the discriminative regions of images and write one overlay PNG per image "
-               "(OUT/<path below the input folder>.regions.png; with --json also .regions.json, masks in COCO RLE).")
+DESCRIPTION = ("Rank the discriminative regions of images and write one overlay per image "
+               "(OUT/<path below the input folder>.regions.jpg, or --format; with --json also .regions.json, "
+               "masks in COCO RLE).")
 DEFAULT_OUT = "regions_out"
 
 
@@ -32,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_worker_arguments(parser)
     parser.add_argument("--out", type=output_folder, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--json", action="store_true", help="also write the regions of each image as JSON")
+    parser.add_argument("--format", choices=OVERLAY_FORMATS, default=OVERLAY_FORMATS[0], dest="overlay_format",
+                        help=f"overlay image format: jpg (fast, small: photos), png (lossless), webp (smallest) "
+                             f"(default: {OVERLAY_FORMATS[0]})")
     parser.add_argument("--min-region-fraction", type=fraction, default=None,
                         help="area filter in [0, 1] (default: the model's)")
     parser.add_argument("--num-regions", type=integer(*NUM_REGIONS), default=None,
@@ -63,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         show_saliency=args.show_saliency,
         skip_existing=args.skip_existing,
+        overlay_format=args.overlay_format,
         model_description=loaded.description,
         max_pixels=args.max_pixels,
         max_side=args.max_side,

@@ -166,3 +166,17 @@ class DSeqJEPAImageProcessorPil(_DSeqJEPAProcessingDefaults, PilBackend):
 
 
 __all__ = ["DSeqJEPAImageProcessor", "DSeqJEPAImageProcessorPil"]
+
+if __name__.startswith("dseqjepa_hub."):  # the package's copy registers its classes (transformers registers a remote copy)
+    from transformers import AutoImageProcessor, AutoVideoProcessor
+
+    AutoImageProcessor.register(
+        DSeqJEPAConfig,
+        image_processor_classes={"torchvision": DSeqJEPAImageProcessor, "pil": DSeqJEPAImageProcessorPil},
+        exist_ok=True,
+    )
+    # No video processor: said here, so that transformers' pipelines (which look for one) do not read the
+    # image processor's `auto_map` as one and ask on the terminal whether to run the folder's code.
+    AutoVideoProcessor.register(DSeqJEPAConfig, video_processor_classes={}, exist_ok=True)
+    DSeqJEPAImageProcessor.register_for_auto_class("AutoImageProcessor")  # `auto_map` in saved processors
+    DSeqJEPAImageProcessorPil.register_for_auto_class("AutoImageProcessor")

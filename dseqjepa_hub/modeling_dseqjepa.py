@@ -29,7 +29,6 @@ from transformers.dynamic_module_utils import get_class_from_dynamic_module
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
 from transformers.utils import TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.hub import cached_file
@@ -229,6 +228,9 @@ def image_processor_class(config: DSeqJEPAConfig, folder: str | os.PathLike) -> 
     imported (a model file does not import its processing file): the class registered for the config's
     class (dseqjepa_hub/__init__.py registers it), else, running as remote code without the package, the
     class that `folder`'s `auto_map` names in its copy of the core files."""
+    # Imported here: transformers' image-processing auto module pulls in torchvision and more.
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
+
     if type(config) in IMAGE_PROCESSOR_MAPPING:
         return IMAGE_PROCESSOR_MAPPING[type(config)]["torchvision"]
     remote_class = get_class_from_dynamic_module(AUTO_MAP["AutoImageProcessor"], folder)
@@ -794,3 +796,16 @@ __all__ = [
     "DSeqJEPAPreTrainedModel",
     "sincos_pos_embed_2d",
 ]
+
+if __name__.startswith("dseqjepa_hub."):  # the package's copy registers its classes (transformers registers a remote copy)
+    from transformers import AutoBackbone, AutoModel, AutoModelForImageClassification
+
+    AutoModel.register(DSeqJEPAConfig, DSeqJEPAModel, exist_ok=True)
+    AutoModelForImageClassification.register(DSeqJEPAConfig, DSeqJEPAForImageClassification, exist_ok=True)
+    AutoBackbone.register(DSeqJEPAConfig, DSeqJEPABackbone, exist_ok=True)
+    AutoModel.register(DSeqJEPAPredictorConfig, DSeqJEPAPredictor, exist_ok=True)
+    # Marked for remote code: `save_pretrained` writes `auto_map` and copies the model files.
+    DSeqJEPAModel.register_for_auto_class("AutoModel")
+    DSeqJEPAForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+    DSeqJEPABackbone.register_for_auto_class("AutoBackbone")
+    DSeqJEPAPredictor.register_for_auto_class("AutoModel")

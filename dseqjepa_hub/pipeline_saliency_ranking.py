@@ -280,3 +280,7 @@ def save_pretrained_with_pipeline(model, image_processor, save_directory: str | 
     ships the pipeline (`DSeqJEPAPreTrainedModel.save_pretrained`); this saves both halves at once."""
     model.save_pretrained(save_directory)
     image_processor.save_pretrained(save_directory)
+
+
+if __name__.startswith("dseqjepa_hub."):  # the package's copy (not a remote-code copy) registers the task
+    register_saliency_ranking_pipeline()

@@ -1,7 +1,12 @@
 """Discriminative regions: the CLS-similarity saliency map and its ranked regions (arXiv 2511.17354;
 docs/METHOD.md of dseqjepa-hub, sections 1-2).
 
-Pure tensor code with no host synchronisation, shared by inference and pretraining.
+Shared by inference and pretraining. `extract_regions` has two implementations of one
+specification, both tested against the same per-image OpenCV reference: on the CPU, NumPy
+on the whole batch with loops that stop once nothing changes (NumPy runs on the calling
+thread, so a busy machine cannot stall it in a thread team, and its per-operation cost is a
+fraction of a tensor operation's); on an accelerator, tensor code with a round count set by
+the grid size alone, so nothing waits on the host.
 """
 
 from __future__ import annotations
@@ -75,9 +80,10 @@ def extract_regions(
     Exact (identical to a per-image OpenCV reference) for grids up to 1448 patches, and up to
     16000 patches but for ties of mean scores closer than float64 rounding; one choice is
     documented rather than copied: an exact tie of Otsu's criterion between thresholds that
-    give different masks goes to the first (see `otsu_threshold`). The number of operations
-    depends on (B, h, w, num_regions) alone. Non-finite saliency gives unspecified regions
-    (checking for it would synchronise with the host).
+    give different masks goes to the first (see `otsu_threshold`). On the CPU it runs in NumPy
+    on the calling thread (`_extract_regions_on_host`); elsewhere the number of operations
+    depends on (B, h, w, num_regions) alone, with no host synchronisation. Non-finite saliency
+    gives unspecified regions (checking for it would synchronise with the host).
     """
     if not isinstance(saliency, torch.Tensor) or saliency.dim() != 3:
         raise RegionsInputError(f"saliency must be (B, h, w), got {getattr(saliency, 'shape', type(saliency).__name__)}")
@@ -93,15 +99,22 @@ def extract_regions(
     ):
         raise RegionsInputError(f"min_region_fraction must be a number in [0, 1], got {min_region_fraction!r}")
     batch, height, width = saliency.shape
-    num_patches = height * width
     device = saliency.device
-    if batch == 0 or num_patches == 0:
+    if batch == 0 or height * width == 0:
         return Regions(
             masks=torch.zeros(batch, num_regions, height, width, dtype=torch.bool, device=device),
             scores=torch.zeros(batch, num_regions, dtype=torch.float32, device=device),
             valid=torch.zeros(batch, num_regions, dtype=torch.bool, device=device),
         )
+    if device.type == "cpu":
+        return _extract_regions_on_host(saliency, min_region_fraction, num_regions, connectivity)
+    return _extract_regions_on_device(saliency, min_region_fraction, num_regions, connectivity)
 
+
+def _extract_regions_on_device(saliency, min_region_fraction, num_regions, connectivity) -> Regions:
+    """`extract_regions` in tensor code without host synchronisation (any device; used off the CPU)."""
+    batch, height, width = saliency.shape
+    num_patches = height * width
     values = saliency.float().reshape(batch, num_patches)  # (B, N)
     low = values.amin(dim=1, keepdim=True)
     high = values.amax(dim=1, keepdim=True)
@@ -169,9 +182,9 @@ class _GridLayout:
         """(B, h, w) -> (B, H', W') with zero padding."""
         return F.pad(grids, (1, 0, 1, self.padded_height - self.height - 1))
 
-    def interior(self, cells: torch.Tensor) -> torch.Tensor:
+    def interior(self, cells):
         """(..., H' * W') -> (..., h, w): view of the grids themselves."""
-        grids = cells.view(*cells.shape[:-1], self.padded_height, self.padded_width)
+        grids = cells.reshape(*cells.shape[:-1], self.padded_height, self.padded_width)  # a view (tensor or array)
         return grids[..., 1 : self.height + 1, 1:]
 
 
@@ -352,6 +365,131 @@ def _rank_components(layout, labels, foreground, normalised, min_region_fraction
     scores = torch.cat(kept_means + [background_sum / background_area.clamp(min=1)], dim=1)  # (B, R)
     valid = torch.cat([scores[:, :-1] >= 0, background_area > 0], dim=1)
     return Regions(masks=masks, scores=torch.where(valid, scores, 0.0).float(), valid=valid)
+
+
+def _extract_regions_on_host(saliency, min_region_fraction, num_regions, connectivity) -> Regions:
+    """`extract_regions` for a CPU tensor, in NumPy on the calling thread.
+
+    The same arithmetic as the tensor path (float32 normalisation, Otsu in exact integers,
+    float64 sums that are exact for foreground values), on horizontal runs of foreground
+    instead of cells, with loops that stop as soon as nothing changes.
+    """
+    batch, height, width = saliency.shape
+    num_patches = height * width
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # non-finite maps: unspecified
+        values = saliency.detach().float().numpy().reshape(batch, num_patches)
+        low, high = values.min(axis=1, keepdims=True), values.max(axis=1, keepdims=True)
+        normalised = (values - low) / (high - low + np.float32(1e-6))  # (B, N) float32, Eq. 1
+        levels = (normalised * np.float32(255)).astype(np.int64).clip(0, 255)  # like uint8(x * 255)
+    foreground = levels > _otsu_threshold_on_host(levels)[:, None]  # (B, N)
+
+    layout = _GridLayout(batch, height, width)
+    on = np.zeros(layout.num_cells, dtype=bool)
+    layout.interior(on[: batch * layout.grid_cells].reshape(batch, -1))[:] = foreground.reshape(batch, height, width)
+    first_cell, lengths, root = _label_runs_on_host(layout, on, connectivity)
+
+    # Per component (indexed by its first run): area, sum, mean. Foreground cells in raster
+    # order are the runs' cells in run order. (Index arrays: boolean masks index slowly.)
+    foreground_index = foreground.reshape(-1).nonzero()[0]
+    foreground_values = normalised.reshape(-1)[foreground_index].astype(np.float64)
+    run_sums = np.add.reduceat(foreground_values, np.cumsum(lengths) - lengths)
+    area = np.bincount(root, weights=lengths, minlength=len(root))
+    total = np.bincount(root, weights=run_sums, minlength=len(root))
+    # The candidates ranked per image by mean, ties to the first pixel (the smaller run).
+    candidates = ((area > 0) & (area >= min_region_fraction * height * width)).nonzero()[0]  # as on the device
+    means = total[candidates] / area[candidates]
+    image = first_cell[candidates] // layout.grid_cells
+    order = np.lexsort((candidates, -means, image))
+    candidates, means, image = candidates[order], means[order], image[order]
+    rank = np.arange(len(candidates)) - np.searchsorted(image, image)
+    kept = rank < num_regions - 1
+    candidates, means, image, rank = candidates[kept], means[kept], image[kept], rank[kept]
+
+    slot_of_run = np.full(len(root), num_regions - 1)  # the background slot
+    slot_of_run[candidates] = rank
+    slots = np.full((batch, num_patches), num_regions - 1, dtype=np.min_scalar_type(num_regions - 1))
+    slots.reshape(-1)[foreground_index] = np.repeat(slot_of_run[root], lengths)
+    masks = slots.reshape(batch, 1, height, width) == np.arange(num_regions).reshape(1, -1, 1, 1)  # (B, R, h, w)
+    scores = np.zeros((batch, num_regions))
+    valid = np.zeros((batch, num_regions), dtype=bool)
+    scores[image, rank], valid[image, rank] = means, True
+    # The background holds everything else: its sum and area by subtraction, as on the device.
+    background_area = num_patches - np.bincount(image, weights=area[candidates], minlength=batch)
+    background_sum = normalised.sum(axis=1, dtype=np.float64) - np.bincount(
+        image, weights=total[candidates], minlength=batch
+    )
+    valid[:, -1] = background_area > 0
+    scores[:, -1] = np.where(valid[:, -1], background_sum / np.maximum(background_area, 1), 0.0)
+    return Regions(
+        masks=torch.from_numpy(masks), scores=torch.from_numpy(scores.astype(np.float32)), valid=torch.from_numpy(valid)
+    )
+
+
+def _otsu_threshold_on_host(levels: np.ndarray) -> np.ndarray:
+    """`otsu_threshold` in NumPy: (B, N) int64 levels -> (B,) int64.
+
+    The criterion num^2 / den in float64 (relative error < 1e-15) leaves a few thresholds per
+    image within 1e-12 of the best; only those are compared exactly, as in `otsu_threshold`.
+    """
+    batch, num_patches = levels.shape
+    offsets = 256 * np.arange(batch)[:, None]
+    histogram = np.bincount((levels + offsets).reshape(-1), minlength=256 * batch).reshape(batch, 256)
+    n1 = histogram.cumsum(1)  # exact integers, < 2^53 in float64 below
+    s1 = (histogram * np.arange(256)).cumsum(1)
+    num = np.abs(num_patches * s1 - s1[:, -1:] * n1).astype(np.float64)
+    den = np.maximum(n1 * (num_patches - n1), 1).astype(np.float64)
+    approximate = num * num / den
+    row, threshold = np.nonzero(approximate >= approximate.max(axis=1, keepdims=True) * (1 - 1e-12))
+    num, den = num[row, threshold], den[row, threshold]
+    quotient = np.floor(num / den)
+    remainder = num - quotient * den
+    squared = remainder * remainder
+    carry = np.floor(squared / den)
+    whole = quotient * (quotient * den + 2 * remainder) + carry
+    fraction = (squared - carry * den) / den
+    # Per image the first exact maximum: sort by image, then criterion (descending), then threshold.
+    order = np.lexsort((threshold, -fraction, -whole, row))
+    row, threshold = row[order], threshold[order]
+    first = np.ones(len(row), dtype=bool)
+    first[1:] = row[1:] != row[:-1]
+    return threshold[first]
+
+
+def _label_runs_on_host(layout: _GridLayout, on: np.ndarray, connectivity: int):
+    """Connected components of the padded layout's foreground on (C,) bool, as horizontal runs.
+
+    Returns (first_cell, lengths, root), one entry per run in cell order (the padding keeps
+    each run within a row): its first cell, its length, and its component's first run (whose
+    first cell is the component's first pixel in raster order). Union-find over runs: two runs
+    in adjacent rows touch iff one's first cell has a neighbour in the other, so one edge per
+    such first cell. Each round hooks the larger root of every edge onto the smaller and jumps
+    pointers until every tree is a star; the rounds stop once every edge joins one tree.
+    """
+    padded_width = layout.padded_width
+    starts = on.copy()
+    starts[1:] &= ~on[:-1]
+    first_cell = starts.nonzero()[0]
+    lengths = (on[:-1] & ~on[1:]).nonzero()[0] + 1 - first_cell  # the last cell is padding
+    run = np.empty(len(on), dtype=np.int64)  # each foreground cell's run (other cells unused)
+    run[on.nonzero()[0]] = np.repeat(np.arange(len(first_cell)), lengths)
+    below, above = [], []
+    for shift in (padded_width - 1, padded_width, padded_width + 1) if connectivity == 8 else (padded_width,):
+        # Cell c (a row below) and c - shift (its neighbour above), both on, one of them a run's first.
+        touching = (on[shift:] & on[:-shift] & (starts[shift:] | starts[:-shift])).nonzero()[0]
+        below.append(run[touching + shift])
+        above.append(run[touching])
+    below, above = np.concatenate(below), np.concatenate(above)
+    root = np.arange(len(first_cell))
+    while True:
+        root_below, root_above = root[below], root[above]
+        if (root_below == root_above).all():
+            return first_cell, lengths, root
+        np.minimum.at(root, np.maximum(root_below, root_above), np.minimum(root_below, root_above))
+        while True:  # trees point to smaller runs; jump until they are stars
+            jumped = root[root]
+            if (jumped == root).all():
+                break
+            root = jumped
 
 
 def region_dicts(

@@ -143,7 +143,7 @@ def library_choices() -> dict[tuple[tuple[str, ...], str], tuple]:
     exporters and builders, and for plain lists the value the library module reads (from dseqjepa_options)."""
     import dseqjepa_convert
     from dseqjepa_convert import release, training_checkpoint
-    from dseqjepa_hub.application import embed_job, feature_maps, loading, visualize_job
+    from dseqjepa_hub.application import embed_job, feature_maps, loading, regions_job, visualize_job
     from dseqjepa_train import datakit, evaluation
     from dseqjepa_train.evaluation import features
 
@@ -153,6 +153,7 @@ def library_choices() -> dict[tuple[tuple[str, ...], str], tuple]:
     devices = tuple(kind for kind in ("cpu", "cuda") if torch.device(kind).type == kind)
     return {
         (("regions",), "device"): devices,
+        (("regions",), "overlay_format"): tuple(regions_job.OVERLAY_SAVE_OPTIONS),
         (("embed",), "device"): devices,
         (("embed",), "pool"): tuple(embed_job.POOLS),
         (("eval",), "task"): tuple(evaluation.TASKS),

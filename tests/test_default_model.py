@@ -37,5 +37,5 @@ def test_default_model_ranks_regions_on_an_example_photo(tmp_path):
     assert (union == 1).all()  # regions and background partition the image
 
     assert main(["regions", str(EXAMPLE), "--out", str(tmp_path)]) == 0
-    with Image.open(tmp_path / "chelsea.regions.png") as overlay:
+    with Image.open(tmp_path / "chelsea.regions.jpg") as overlay:
         assert overlay.size == (width, height)

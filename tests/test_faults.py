@@ -102,7 +102,7 @@ def test_intact_copy_still_works(tmp_path, capsys):
     """The fault tests above mean something only if an undamaged copy passes the same way."""
     folder = model_copy(tmp_path, "model")
     assert main(["regions", str(IMAGE), "--model", str(folder), "--out", str(tmp_path / "out")]) == 0
-    assert (tmp_path / "out/coffee.regions.png").is_file()
+    assert (tmp_path / "out/coffee.regions.jpg").is_file()
 
 
 # ----------------------------------------------------------------------------- training
@@ -302,7 +302,7 @@ def test_a_killed_regions_run_leaves_nothing_that_the_next_run_keeps(tmp_path, c
     out.mkdir()
     (out / f".coffee.regions.png.tmp-{dead.pid}").write_bytes(b"half an overlay")
     assert main(["regions", str(IMAGE), "--out", str(out), "--skip-existing"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["coffee.regions.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["coffee.regions.jpg"]
 
 
 # ----------------------------------------------------------------------------- kills and concurrency
@@ -367,9 +367,9 @@ def test_two_processes_writing_one_output_folder(tmp_path):
         assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-2000:]
     names = sorted(p.name for p in out.iterdir())
     stems = sorted(p.stem for p in (REPO / "examples/images").glob("*.jpg"))
-    assert names == sorted(f"{stem}.regions.{ext}" for stem in stems for ext in ("json", "png"))
+    assert names == sorted(f"{stem}.regions.{ext}" for stem in stems for ext in ("json", "jpg"))
     for stem in stems:
-        Image.open(out / f"{stem}.regions.png").load()  # complete files, whoever wrote them last
+        Image.open(out / f"{stem}.regions.jpg").load()  # complete files, whoever wrote them last
         assert regions_from_json(json.loads((out / f"{stem}.regions.json").read_text())["regions"])
 
 
@@ -408,7 +408,7 @@ def test_corpus_through_the_cli_and_the_pipeline_gives_the_same_answers(tmp_path
             assert reason in lines[str(corpus / name)], (name, lines.get(str(corpus / name)))
     written = {path.name for path in out.iterdir()}
     stems = {Path(name).with_suffix("").name for name, (kind, _) in expected.items() if kind == "good"}
-    assert written == {f"{stem}.regions.{ext}" for stem in stems for ext in ("png", "json")}
+    assert written == {f"{stem}.regions.{ext}" for stem in stems for ext in ("jpg", "json")}
 
     loaded = load_model()
     pipe = SaliencyRankingPipeline(model=loaded.model, image_processor=loaded.processor, device="cpu")

@@ -35,7 +35,7 @@ from dseqjepa_hub.application.region_json import regions_from_json
 from dseqjepa_hub.errors import NonFiniteOutputError
 from dseqjepa_hub.image_io import load_image
 from dseqjepa_hub.pipeline_saliency_ranking import rank_regions, save_pretrained_with_pipeline
-from dseqjepa_options import EMBED_POOLS
+from dseqjepa_options import EMBED_POOLS, OVERLAY_FORMATS
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_FRACTION = 0.03  # a random model's saliency is noisy: a low area filter keeps several regions
@@ -113,7 +113,7 @@ def test_regions_with_and_without_workers_give_the_pipelines_regions_in_input_or
         assert sorted(lines) == [str(path) for path in bad]
         assert all(BAD[path.name][1] in lines[str(path)] for path in bad)
         outputs[workers] = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert outputs["2"].keys() == {f"{p.stem}.regions.{ext}" for p in good for ext in ("png", "json")}
+    assert outputs["2"].keys() == {f"{p.stem}.regions.{ext}" for p in good for ext in ("jpg", "json")}
     for name in outputs["2"]:  # the same bytes whether decoded in workers or in this process
         if name.endswith(".json"):
             assert outputs["2"][name] == outputs["0"][name], name
@@ -131,8 +131,8 @@ def test_regions_with_and_without_workers_give_the_pipelines_regions_in_input_or
         for a, b in zip(got, want):
             assert np.array_equal(a["mask"], b["mask"]) and a["box"] == b["box"]
             assert a["score"] == pytest.approx(b["score"], rel=1e-6)
-        with Image.open(tmp_path / "out2" / f"{path.stem}.regions.png") as overlay:
-            assert overlay.format == "PNG" and overlay.height == image.height
+        with Image.open(tmp_path / "out2" / f"{path.stem}.regions.jpg") as overlay:
+            assert overlay.format == "JPEG" and overlay.height == image.height
 
 
 def test_an_image_without_foreground_region_is_said_and_recorded(tiny, tmp_path, capsys):
@@ -164,14 +164,14 @@ def test_skip_existing_says_how_many_it_skipped(tiny, tmp_path, capsys):
     argv = ["regions", str(tmp_path / "in"), "--model", str(folder), "--out", str(out), "--batch-size", "2"]
     assert main(argv) == 0
     capsys.readouterr()
-    (out / f"{good[3].stem}.regions.png").unlink()
+    (out / f"{good[3].stem}.regions.jpg").unlink()
     stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}
     assert main(argv + ["--skip-existing"]) == 0
     stdout = capsys.readouterr().out
     assert f"wrote 1 overlay(s) to {out}" in stdout
     assert f"skipped {len(good) - 1} image(s) whose outputs exist (--skip-existing)" in stdout
     assert {p: p.stat().st_mtime_ns for p in out.iterdir() if p in stamps} == stamps
-    assert (out / f"{good[3].stem}.regions.png").is_file()
+    assert (out / f"{good[3].stem}.regions.jpg").is_file()
 
     _, model, processor = tiny
     results, failures = regions_job.rank_regions_in_files(
@@ -179,11 +179,27 @@ def test_skip_existing_says_how_many_it_skipped(tiny, tmp_path, capsys):
     assert failures == [] and [r["image"] for r in results] == good and all(r["skipped"] for r in results)
 
 
+@pytest.mark.parametrize("overlay_format, pil_format", [("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP")])
+def test_overlay_formats_write_that_format_at_the_images_size(tiny, tmp_path, capsys, overlay_format, pil_format):
+    folder, _, _ = tiny
+    good, _ = make_folder(tmp_path / "in", count=3, bad=False)
+    out = tmp_path / "out"
+    argv = ["regions", str(tmp_path / "in"), "--model", str(folder), "--out", str(out), "--format", overlay_format]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{path.stem}.regions.{overlay_format}" for path in good)
+    for path in good:
+        with Image.open(out / f"{path.stem}.regions.{overlay_format}") as overlay, Image.open(path) as image:
+            assert overlay.format == pil_format and overlay.size == image.size
+    assert set(regions_job.OVERLAY_SAVE_OPTIONS) == set(OVERLAY_FORMATS)  # the CLI's choices are the library's
+    with pytest.raises(ValueError, match="overlay_format must be one of jpg, png, webp, got 'gif'"):
+        regions_job.rank_regions_in_files(good, *tiny[1:], out_dir=out, overlay_format="gif")
+
+
 def test_a_write_error_in_a_writer_thread_is_one_line_and_leaves_no_temporary(tiny, tmp_path, capsys):
     folder, _, _ = tiny
     good, _ = make_folder(tmp_path / "in", count=6, bad=False)
     out = tmp_path / "out"
-    blocked = out / f"{good[2].stem}.regions.png"
+    blocked = out / f"{good[2].stem}.regions.jpg"
     blocked.mkdir(parents=True)  # a folder where a file must go: the rename fails
     (blocked / "keep").write_text("x")
     argv = ["regions", str(tmp_path / "in"), "--model", str(folder), "--out", str(out), "--batch-size", "2",
@@ -212,9 +228,9 @@ def test_a_non_finite_batch_stops_before_it_is_written_and_earlier_batches_are_c
         regions_job.rank_regions_in_files(good, model, processor, out_dir=out, batch_size=2, write_json=True,
                                            num_workers=1, progress=False)
     written = sorted(p.name for p in out.iterdir())
-    assert written == sorted(f"{p.stem}.regions.{ext}" for p in good[:2] for ext in ("png", "json"))
+    assert written == sorted(f"{p.stem}.regions.{ext}" for p in good[:2] for ext in ("jpg", "json"))
     for path in good[:2]:
-        with Image.open(out / f"{path.stem}.regions.png") as overlay:
+        with Image.open(out / f"{path.stem}.regions.jpg") as overlay:
             overlay.load()  # complete
 
 

@@ -213,6 +213,52 @@ def test_help_of_every_command_imports_neither_torch_nor_transformers():
     assert "HEAVY []" in done.stdout, done.stdout[-500:]
 
 
+def test_import_dseqjepa_hub_leaves_image_processing_and_pipelines_unimported():
+    """`import dseqjepa_hub` imports none of transformers' modelling, image-processing or pipeline
+    modules (nor scipy, torchvision); once the user imports them, the package's classes are there."""
+    script = (
+        "import sys\n"
+        "import dseqjepa_hub\n"
+        "heavy = ('transformers.modeling_utils', 'transformers.models.auto.modeling_auto', 'transformers.pipelines',\n"
+        "         'transformers.models.auto.image_processing_auto', 'transformers.image_processing_utils',\n"
+        "         'dseqjepa_hub.modeling_dseqjepa', 'torchvision', 'scipy', 'cv2', 'timm')\n"
+        "print('HEAVY', sorted(name for name in heavy if name in sys.modules))\n"
+        "from transformers import AutoImageProcessor, AutoModel, pipeline\n"
+        "from PIL import Image\n"
+        "path = str(dseqjepa_hub.default_model_path())\n"
+        "assert type(AutoModel.from_pretrained(path)) is dseqjepa_hub.DSeqJEPAModel\n"
+        "assert type(AutoImageProcessor.from_pretrained(path)) is dseqjepa_hub.DSeqJEPAImageProcessor\n"
+        "ranker = pipeline('saliency-ranking', model=path)\n"
+        "assert type(ranker) is dseqjepa_hub.SaliencyRankingPipeline\n"
+        "print('REGIONS', len(ranker(Image.new('RGB', (64, 48), 'gray'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "HEAVY []" in done.stdout, done.stdout[-500:]
+    assert "REGIONS" in done.stdout
+
+
+def test_modules_imported_before_transformers_auto_modules_register_their_classes():
+    """The package's modules imported first (their own imports bring in the transformers module
+    they register with, while they are still being imported) still end registered."""
+    script = (
+        "from dseqjepa_hub import DSeqJEPAModel, SaliencyRankingPipeline\n"
+        "from transformers.models.auto.modeling_auto import MODEL_MAPPING\n"
+        "from dseqjepa_hub import DSeqJEPAConfig\n"
+        "assert MODEL_MAPPING[DSeqJEPAConfig] is DSeqJEPAModel\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "assert PIPELINE_REGISTRY.supported_tasks['saliency-ranking']['impl'] is SaliencyRankingPipeline\n"
+        "from transformers import AutoImageProcessor\n"
+        "from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAImageProcessor\n"
+        "from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING\n"
+        "assert IMAGE_PROCESSOR_MAPPING[DSeqJEPAConfig]['torchvision'] is DSeqJEPAImageProcessor\n"
+        "print('OK')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "OK" in done.stdout
+
+
 def error_classes() -> dict[str, str]:
     """Every subclass of DSeqJEPAError defined in the packages -> its module."""
     import importlib

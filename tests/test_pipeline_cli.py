@@ -291,15 +291,15 @@ def test_regions_command_on_photos_and_bad_files(tiny, photos, tmp_path, monkeyp
         line = next(line for line in stderr.splitlines() if line.strip().startswith(str(tmp_path / "in" / name)))
         assert message in line
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{p.stem}.regions.{ext}" for p in good for ext in ("png", "json")
+        f"{p.stem}.regions.{ext}" for p in good for ext in ("jpg", "json")
     )
 
     pipe = SaliencyRankingPipeline(model=model, image_processor=processor, device="cpu")
     for path in good:
         image = load_image(path)
-        overlay = Image.open(out / f"{path.stem}.regions.png")
+        overlay = Image.open(out / f"{path.stem}.regions.jpg")
         overlay.load()
-        assert overlay.format == "PNG" and overlay.height == image.height
+        assert overlay.format == "JPEG" and overlay.height == image.height
         assert image.width * 2 < overlay.width < image.width * 3  # overlay, heatmap, colour bar beside it
         record = json.loads((out / f"{path.stem}.regions.json").read_text())
         assert record["image"] == str(path) and record["size"] == [image.height, image.width]
@@ -311,7 +311,7 @@ def test_regions_command_on_photos_and_bad_files(tiny, photos, tmp_path, monkeyp
             assert np.array_equal(got["mask"], want["mask"]) and np.array_equal(got["patch_mask"], want["patch_mask"])
             assert got["box"] == want["box"] and got["rank"] == want["rank"]
             assert got["score"] == pytest.approx(want["score"], rel=1e-6)
-    assert Image.open(out / "rotated.regions.png").height == 451  # EXIF applied
+    assert Image.open(out / "rotated.regions.jpg").height == 451  # EXIF applied
 
     # Resuming rewrites nothing, still reports the bad files.
     stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}

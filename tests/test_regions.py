@@ -9,6 +9,8 @@ import torch
 from dseqjepa_hub.regions import (
     Regions,
     RegionsInputError,
+    _extract_regions_on_device,
+    _otsu_threshold_on_host,
     connected_components,
     extract_regions,
     otsu_threshold,
@@ -16,6 +18,17 @@ from dseqjepa_hub.regions import (
 )
 
 cv2 = pytest.importorskip("cv2")
+
+
+def tensor_code(saliency, min_region_fraction=0.15, num_regions=5, connectivity=8):
+    """The accelerator path of extract_regions, run on the CPU (a CPU tensor goes to the NumPy path)."""
+    return _extract_regions_on_device(saliency, min_region_fraction, num_regions, connectivity)
+
+
+@pytest.fixture(params=[extract_regions, tensor_code], ids=["numpy_on_cpu", "tensor_code"])
+def extract(request):
+    """Both implementations of extract_regions, each held to the same reference."""
+    return request.param
 
 GRIDS = [(14, 14), (16, 16), (32, 32), (12, 20)]
 
@@ -199,11 +212,13 @@ def exact_area_maps(height: int, width: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- checks
 
 
-def assert_matches_reference(maps: np.ndarray, alpha=0.15, num_regions=5, connectivity=8, dtype=torch.float32) -> int:
-    """extract_regions on the whole batch == the per-image reference; returns how many maps had an
-    exact Otsu tie between different foregrounds."""
+def assert_matches_reference(
+    maps: np.ndarray, alpha=0.15, num_regions=5, connectivity=8, dtype=torch.float32, extract=extract_regions
+) -> int:
+    """extract (extract_regions or its tensor path) on the whole batch == the per-image reference;
+    returns how many maps had an exact Otsu tie between different foregrounds."""
     saliency = torch.from_numpy(maps).to(dtype)
-    regions = extract_regions(saliency, min_region_fraction=alpha, num_regions=num_regions, connectivity=connectivity)
+    regions = extract(saliency, min_region_fraction=alpha, num_regions=num_regions, connectivity=connectivity)
     assert isinstance(regions, Regions)
     batch, height, width = maps.shape
     assert regions.masks.shape == (batch, num_regions, height, width) and regions.masks.dtype == torch.bool
@@ -220,57 +235,57 @@ def assert_matches_reference(maps: np.ndarray, alpha=0.15, num_regions=5, connec
 
 
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{g[0]}x{g[1]}")
-def test_matches_opencv_on_random_and_structured_maps(grid):
+def test_matches_opencv_on_random_and_structured_maps(grid, extract):
     maps = make_maps(np.random.default_rng(sum(grid)), *grid, per_kind=24)
     batch = np.concatenate(list(maps.values()))
     assert len(batch) >= 250
-    ties = assert_matches_reference(batch)
+    ties = assert_matches_reference(batch, extract=extract)
     assert ties > 0  # symmetric histograms: exact Otsu ties (see reference_threshold)
 
 
 @pytest.mark.parametrize("connectivity", [8, 4])
-@pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{g[0]}x{g[1]}")
-def test_matches_opencv_with_small_components(grid, connectivity):
+@pytest.mark.parametrize("grid", GRIDS + [(37, 23)], ids=lambda g: f"{g[0]}x{g[1]}")
+def test_matches_opencv_with_small_components(grid, connectivity, extract):
     maps = make_maps(np.random.default_rng(7 + sum(grid)), *grid, per_kind=10)
     batch = np.concatenate([maps[kind] for kind in ("single_patches", "binary_noise", "paths", "noise", "stripes")])
-    assert_matches_reference(batch, alpha=0.0, num_regions=8, connectivity=connectivity)
-    assert_matches_reference(batch, alpha=0.02, num_regions=3, connectivity=connectivity)
+    assert_matches_reference(batch, alpha=0.0, num_regions=8, connectivity=connectivity, extract=extract)
+    assert_matches_reference(batch, alpha=0.02, num_regions=3, connectivity=connectivity, extract=extract)
 
 
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{g[0]}x{g[1]}")
-def test_area_threshold_hit_exactly_is_kept(grid):
+def test_area_threshold_hit_exactly_is_kept(grid, extract):
     maps = exact_area_maps(*grid)
-    assert_matches_reference(maps, alpha=0.25)
-    regions = extract_regions(torch.from_numpy(maps), min_region_fraction=0.25)
+    assert_matches_reference(maps, alpha=0.25, extract=extract)
+    regions = extract(torch.from_numpy(maps), min_region_fraction=0.25)
     quarter = grid[0] * grid[1] // 4
     assert regions.valid[:, 0].all() and not regions.valid[:, 1:-1].any()
     assert (regions.masks[:, 0].flatten(1).sum(1) == quarter).all()
 
 
 @pytest.mark.parametrize("num_regions", [1, 2, 3, 9])
-def test_other_numbers_of_regions(num_regions):
+def test_other_numbers_of_regions(num_regions, extract):
     maps = make_maps(np.random.default_rng(num_regions), 16, 16, per_kind=8)
     batch = np.concatenate([maps[kind] for kind in ("noise", "blobs", "checkerboard", "binary_noise", "constant")])
-    assert_matches_reference(batch, alpha=0.01, num_regions=num_regions)
+    assert_matches_reference(batch, alpha=0.01, num_regions=num_regions, extract=extract)
 
 
 @pytest.mark.parametrize("grid", [(1, 1), (1, 9), (7, 1), (3, 5), (2, 2)], ids=str)
-def test_tiny_grids(grid):
+def test_tiny_grids(grid, extract):
     rng = np.random.default_rng(3)
     maps = np.concatenate([rng.standard_normal((40, *grid)), rng.integers(0, 3, (40, *grid))]).astype(np.float32)
-    assert_matches_reference(maps, alpha=0.0, num_regions=4)
-    assert_matches_reference(maps, alpha=0.3, num_regions=4, connectivity=4)
+    assert_matches_reference(maps, alpha=0.0, num_regions=4, extract=extract)
+    assert_matches_reference(maps, alpha=0.3, num_regions=4, connectivity=4, extract=extract)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16], ids=str)
-def test_other_float_dtypes_are_computed_in_float32(dtype):
+def test_other_float_dtypes_are_computed_in_float32(dtype, extract):
     maps = make_maps(np.random.default_rng(11), 14, 14, per_kind=6)
     batch = np.concatenate([maps[kind] for kind in ("noise", "blobs", "stripes", "few_levels")])
-    assert_matches_reference(batch, dtype=dtype)  # the reference sees the same values cast to float32
+    assert_matches_reference(batch, dtype=dtype, extract=extract)  # the reference sees the same values cast to float32
 
 
-def test_constant_and_empty_maps():
-    regions = extract_regions(torch.full((3, 14, 14), 2.5))
+def test_constant_and_empty_maps(extract):
+    regions = extract(torch.full((3, 14, 14), 2.5))
     assert regions.valid.tolist() == [[False] * 4 + [True]] * 3
     assert regions.masks[:, -1].all() and not regions.masks[:, :-1].any()
     assert regions.scores.abs().max() == 0
@@ -310,19 +325,20 @@ def test_connected_components_on_batches_of_tiny_grids(connectivity):
             assert len(np.unique(grid_labels[grid])) == count - 1
 
 
-def test_otsu_threshold_is_the_first_exact_maximum():
+@pytest.mark.parametrize("on_host", [False, True], ids=["tensor_code", "numpy_on_cpu"])
+def test_otsu_threshold_is_the_first_exact_maximum(on_host):
     rng = np.random.default_rng(5)
     levels = np.concatenate([rng.integers(0, 256, (200, 196)), rng.integers(0, 4, (200, 196)) * 85])
     levels[:50] = np.sort(levels[:50], axis=1)
-    ours = otsu_threshold(torch.from_numpy(levels)).numpy()
+    ours = _otsu_threshold_on_host(levels) if on_host else otsu_threshold(torch.from_numpy(levels)).numpy()
     for row, threshold in zip(levels, ours):
         variances = exact_otsu_variances(row.astype(np.uint8))
         best = max(variances.values(), key=lambda v: v[0] / v[1])
         num, den = variances[int(threshold)]
         assert num * best[1] == best[0] * den
         assert all(v[0] * den < num * v[1] for t, v in variances.items() if t < threshold)
-    constant = otsu_threshold(torch.full((2, 10), 7, dtype=torch.int64))
-    assert constant.tolist() == [0, 0]
+    constant = np.full((2, 10), 7)
+    assert (_otsu_threshold_on_host(constant) if on_host else otsu_threshold(torch.from_numpy(constant))).tolist() == [0, 0]
 
 
 def test_bad_arguments_are_named():
@@ -411,10 +427,25 @@ def test_region_dicts_follow_extract_regions():
         assert sum(int(d["mask"].sum()) for d in dicts) == 224 * 224  # the regions tile the image
 
 
-def test_non_finite_saliency_does_not_crash():
+def test_non_finite_saliency_does_not_crash(extract):
     saliency = torch.randn(3, 14, 14)
     saliency[0, 2, 3] = float("nan")
     saliency[1] = float("inf")
-    regions = extract_regions(saliency)
+    regions = extract(saliency)
     assert regions.masks.shape == (3, 5, 14, 14)
-    assert torch.equal(regions.masks[2], extract_regions(saliency[2:]).masks[0])  # others unaffected
+    assert torch.equal(regions.masks[2], extract(saliency[2:]).masks[0])  # others unaffected
+
+
+@pytest.mark.parametrize("grid", [(12, 12), (14, 14), (37, 23), (40, 48)], ids=lambda g: f"{g[0]}x{g[1]}")
+def test_numpy_and_tensor_paths_agree_exactly(grid):
+    """The two implementations give identical masks, validity and scores on the same batch
+    (all kinds of maps), at the batch sizes the CLI and training use."""
+    maps = np.concatenate(list(make_maps(np.random.default_rng(sum(grid) + 1), *grid, per_kind=6).values()))
+    for batch in (1, 8, len(maps)):
+        saliency = torch.from_numpy(maps[:batch])
+        for alpha, num_regions in [(0.15, 5), (0.0, 9)]:
+            on_host = extract_regions(saliency, min_region_fraction=alpha, num_regions=num_regions)
+            in_tensors = tensor_code(saliency, min_region_fraction=alpha, num_regions=num_regions)
+            assert torch.equal(on_host.masks, in_tensors.masks)
+            assert torch.equal(on_host.valid, in_tensors.valid)
+            assert torch.equal(on_host.scores, in_tensors.scores)

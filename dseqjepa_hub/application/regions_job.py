@@ -1,7 +1,7 @@
 """Ranked regions of image files, written as overlays (and JSON): the body of `dseqjepa regions`.
 
-For an input image `DIR/sub/cat.jpg` given as `DIR`, the outputs are `OUT/sub/cat.regions.png`
-(the overlay) and, with `write_json`, `OUT/sub/cat.regions.json`:
+For an input image `DIR/sub/cat.jpg` given as `DIR`, the outputs are `OUT/sub/cat.regions.jpg`
+(the overlay; `.png` or `.webp` with `overlay_format`) and, with `write_json`, `OUT/sub/cat.regions.json`:
   {"image": path, "size": [H, W], "original_size": [H, W], "model": ...,
    "no_foreground_region": bool, "regions": [region dict, ...]}
 where "size" is that of the masks, boxes and overlay (photos above `max_side` pixels a side
@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from dseqjepa_options import DRAWING_MAX_SIDE as DEFAULT_MAX_SIDE  # overlays and masks of larger photos are drawn at this size
+from dseqjepa_options import OVERLAY_FORMATS
 
 from ..image_io import DEFAULT_MAX_PIXELS
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
@@ -44,9 +45,15 @@ from .hf_datasets import ImageRows
 from .region_json import regions_to_json
 from .runner import ImageBatch, check_finite, infer_files
 
-# zlib's run-length strategy: a photo overlay encodes about 4x faster than with the default
-# strategy for about 5 % more bytes (benchmarks/RESULTS.md); any PNG reader decodes it.
-OVERLAY_PNG_OPTIONS = {"format": "PNG", "compress_type": zlib.Z_RLE}
+# How each overlay format is written. JPEG, the default: an overlay is a photo with a few
+# outlines, and JPEG encodes one about 50x faster than PNG at a sixth of the bytes
+# (benchmarks/RESULTS.md). PNG (lossless) with zlib's run-length strategy: about 4x faster than
+# the default strategy for about 5 % more bytes. WebP at its fastest method: smallest files.
+OVERLAY_SAVE_OPTIONS = {
+    "jpg": {"format": "JPEG", "quality": 90},
+    "png": {"format": "PNG", "compress_type": zlib.Z_RLE},
+    "webp": {"format": "WEBP", "quality": 80, "method": 0},
+}
 
 
 def output_stems(paths: Sequence[Path], inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -82,6 +89,7 @@ class _RegionsJob:
     saliency: np.ndarray | None  # (h, w) with show_saliency
     crop_box: tuple[int, int, int, int] | None
     model_description: str
+    overlay_format: str
 
 
 def _write_regions(job: _RegionsJob) -> dict:
@@ -98,7 +106,7 @@ def _write_regions(job: _RegionsJob) -> dict:
         saliency=job.saliency,
         saliency_box=job.crop_box,
     )
-    atomic_write(job.overlay_path, partial(overlay.save, **OVERLAY_PNG_OPTIONS))
+    atomic_write(job.overlay_path, partial(overlay.save, **OVERLAY_SAVE_OPTIONS[job.overlay_format]))
     if job.json_path is not None:
         record = {
             "image": str(job.path),
@@ -158,6 +166,7 @@ def rank_regions_in_files(
     batch_size: int = 8,
     show_saliency: bool = False,
     skip_existing: bool = False,
+    overlay_format: str = OVERLAY_FORMATS[0],
     model_description: str = "",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_side: int | None = DEFAULT_MAX_SIDE,
@@ -165,8 +174,9 @@ def rank_regions_in_files(
     write_threads: int | None = None,
     progress: bool = False,
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
-    """Rank regions of every image, write its overlay PNG (and JSON) -> (results, failures).
+    """Rank regions of every image, write its overlay (and JSON) -> (results, failures).
 
+    overlay_format: "jpg" (default), "png" or "webp" (OVERLAY_SAVE_OPTIONS).
     Images are decoded at most `max_side` pixels a side (None: full size): overlays, masks and
     boxes are in the decoded image's pixels; the JSON records both sizes.
     num_workers: decoding processes (None: `runner.default_num_workers`; 0: this
@@ -177,6 +187,8 @@ def rank_regions_in_files(
     images whose outputs already exist have "skipped": True (and None for the two counts).
     failures: (path, reason) for every unreadable file, which is skipped.
     """
+    if overlay_format not in OVERLAY_SAVE_OPTIONS:
+        raise ValueError(f"overlay_format must be one of {', '.join(OVERLAY_FORMATS)}, got {overlay_format!r}")
     out_dir = Path(out_dir)
     remove_stale_temporaries(out_dir, recursive=True)  # left by a killed run; never outputs
     rows = paths if isinstance(paths, ImageRows) else None  # a data set's rows, named SOURCE#ROW
@@ -185,7 +197,7 @@ def rank_regions_in_files(
     results: list[dict] = []
     todo: list[tuple[int, Path, Path, Path | None]] = []
     for index, (path, stem) in enumerate(zip(paths, stems, strict=True)):
-        overlay_path = out_dir / f"{stem}.regions.png"
+        overlay_path = out_dir / f"{stem}.regions.{overlay_format}"
         json_path = out_dir / f"{stem}.regions.json" if write_json else None
         if skip_existing and overlay_path.exists() and (json_path is None or json_path.exists()):
             results.append({"index": index, "image": Path(path), "overlay": overlay_path, "json": json_path,
@@ -208,7 +220,7 @@ def rank_regions_in_files(
                 original_size=batch.original_sizes[row], masks=ranked["masks"][row], scores=ranked["scores"][row],
                 valid=ranked["valid"][row], saliency=None if saliency is None else saliency[row],
                 crop_box=None if crop_box is None else crop_box(original_size=(height, width)),
-                model_description=model_description,
+                model_description=model_description, overlay_format=overlay_format,
             )
             yield partial(_write_regions, job)
 
