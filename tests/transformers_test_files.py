@@ -9,6 +9,7 @@ Everything lives in a cache outside the repository (`$DSEQJEPA_TEST_CACHE`, defa
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -22,6 +23,8 @@ import transformers
 
 PACKAGE = "transformers_tests"  # the sdist's tests/ under a name that cannot clash with this repository's
 CAT_PHOTO = Path(__file__).resolve().parent.parent / "examples" / "images" / "chelsea.jpg"
+# The unpacked files are cached across checkouts: the stand-in reads the photo's path of this checkout at run time.
+os.environ["DSEQJEPA_TEST_CAT_PHOTO"] = str(CAT_PHOTO)
 
 STAND_INS = {
     # ModelTesterMixin's base: torch.export tests (tests/exporters/ is not in the sdist: they do not run).
@@ -50,9 +53,11 @@ STAND_INS = {
     ''',
     # Test images by URL (transformers' CI maps them to pre-fetched files): the COCO cats photo becomes a
     # local cat photo, so that the backend-equivalence tests run offline on a real photograph.
-    "utils/fetch_hub_objects_for_ci.py": f'''
+    "utils/fetch_hub_objects_for_ci.py": '''
+        import os
+
         def url_to_local_path(url):
-            return {str(CAT_PHOTO)!r} if url.endswith("/000000039769.jpg") else url
+            return os.environ["DSEQJEPA_TEST_CAT_PHOTO"] if url.endswith("/000000039769.jpg") else url
     ''',
 }
 
@@ -68,7 +73,8 @@ def cache_dir() -> Path:
 def common_tests_root(version: str = transformers.__version__) -> Path:
     """The folder to put on sys.path to import `transformers_tests.test_modeling_common` etc.,
     fetched and unpacked on first use (one process at a time: pytest-xdist workers wait on a lock)."""
-    root = cache_dir() / f"transformers-{version}"
+    stand_ins = hashlib.sha256(repr(sorted(STAND_INS.items())).encode()).hexdigest()[:12]
+    root = cache_dir() / f"transformers-{version}-{stand_ins}"  # the stand-ins changed: unpacked anew
     if (root / PACKAGE / "test_modeling_common.py").is_file():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
