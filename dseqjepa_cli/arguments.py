@@ -160,7 +160,7 @@ def image_inputs(inputs: list[str], image_column: str | None = None):
         from dseqjepa_hub.application.hf_datasets import ImageRows, is_dataset
 
         if is_dataset(inputs[0]):
-            return ImageRows(inputs[0], image_column)
+            return ImageRows(inputs[0], image_column), []
 
     paths, skipped = find_images(inputs)
     report_failures(skipped, "skipped while walking the input folders")

@@ -134,4 +134,4 @@ def test_a_folder_walk_that_skipped_files_exits_1(tmp_path, capsys):
     (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     code = main(["regions", str(folder), "--out", str(tmp_path / "out"), "--num-workers", "0"])
     assert code == 1 and "gone.jpg: dangling symbolic link" in capsys.readouterr().err
-    assert (tmp_path / "out" / "a.regions.png").is_file()
+    assert (tmp_path / "out" / "a.regions.jpg").is_file()

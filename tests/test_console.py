@@ -45,7 +45,7 @@ def test_a_log_file_gets_the_summary_line_and_nothing_else(tmp_path):
 def test_quiet_prints_nothing_and_verbose_draws_the_bar(tmp_path, capsys):
     assert main(["regions", str(IMAGES / "coffee.jpg"), "--out", str(tmp_path / "q"), "--quiet"]) == 0
     assert capsys.readouterr() == ("", "")
-    assert (tmp_path / "q" / "coffee.regions.png").is_file()
+    assert (tmp_path / "q" / "coffee.regions.jpg").is_file()
     assert main(["embed", str(IMAGES / "coffee.jpg"), "--out", str(tmp_path / "e.npy"), "--regions", "-v"]) == 0
     captured = capsys.readouterr()
     assert "embed: 100%" in captured.err

@@ -53,10 +53,10 @@ def test_readme_trains_on_a_saved_data_set(dataset, tmp_path, monkeypatch):
     written = sorted(path.name for path in Path("dataset_regions").glob("*.regions.json"))
     assert written == [f"my_dataset#{row}.regions.json" for row in (0, 1, 2, 4, 5, 6, 7)]
     assert json.loads(Path("dataset_regions/my_dataset#6.regions.json").read_text())["image"] == "my_dataset#6"
-    Path("dataset_regions/my_dataset#5.regions.png").unlink()  # --skip-existing redoes row 5 alone
+    Path("dataset_regions/my_dataset#5.regions.jpg").unlink()  # --skip-existing redoes row 5 alone
     assert main(["regions", "my_dataset", "--image-column", "img", "--json", "--out", "dataset_regions",
                  "--skip-existing"]) == 1
-    assert Path("dataset_regions/my_dataset#5.regions.png").is_file()
+    assert Path("dataset_regions/my_dataset#5.regions.jpg").is_file()
     sidecar = json.loads(Path("dataset_embeddings.npy.json").read_text())
     assert sidecar["files"] == [f"my_dataset#{row}" for row in (0, 1, 2, 4, 5, 6, 7)]
     assert [failure["file"] for failure in sidecar["failures"]] == ["my_dataset#3"]

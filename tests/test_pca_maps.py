@@ -90,8 +90,8 @@ def test_visualize_pca_fits_one_basis_for_the_run(tmp_path, monkeypatch):
     for command in commands:
         assert main([*command, "--batch-size", "2"]) == 0, command  # 4 images: two batches
     assert len(fits) == len(commands)  # one fit per run, not per batch
-    for folder, foreground in (("pca_maps", False), ("pca_foreground", True)):
-        index = json.loads((tmp_path / folder / "pca.json").read_text())
+    for folder, foreground, tag in (("pca_maps", False, "pca"), ("pca_foreground", True, "pca-foreground")):
+        index = json.loads((tmp_path / folder / f"{tag}.json").read_text())  # the index is named by its options
         assert index["options"] == {"layer": -1, "foreground": foreground}
         assert len(index["images"]) == len(EXAMPLES)
         for entry in index["images"]:

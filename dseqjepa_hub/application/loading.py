@@ -32,8 +32,6 @@ from huggingface_hub import constants, get_session, snapshot_download
 from huggingface_hub.errors import RepositoryNotFoundError, StrictDataclassError
 from safetensors import SafetensorError, safe_open
 
-from dseqjepa_options import QUANTIZATIONS
-
 from ..configuration_dseqjepa import PRESETS, DSeqJEPAConfig, DSeqJEPAPredictorConfig, check_tokens
 from ..errors import ModelLoadError, one_line
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
@@ -389,6 +387,8 @@ def quantize_model(model: DSeqJEPAPreTrainedModel, quantize: str, device: str = 
     """Quantize `model` in place for inference. "int8": torch's dynamic quantization of every nn.Linear
     (int8 weights per tensor, activations quantized per batch as it runs; the patch embedding, norms and
     tokens stay float32). Chosen by measurement (benchmarks/RESULTS.md); CPU only, refused elsewhere."""
+    from dseqjepa_options import QUANTIZATIONS  # here: hubconf.py, from a bare checkout, imports no options
+
     if quantize not in QUANTIZATIONS:
         raise ModelLoadError(f"--quantize {quantize}: expected one of {QUANTIZATIONS}")
     if torch.device(device).type != "cpu":
