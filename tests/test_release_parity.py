@@ -470,7 +470,7 @@ def test_mixed_draws_dseq_steps_with_the_releases_probability(tmp_path, monkeypa
         assert trainer.set_hyperparameters()["lambda"] == pytest.approx(entry["lambda"], rel=1e-12)
     decisions = []
 
-    def decided(self, images, use_dseq, generator):
+    def decided(self, images, use_dseq, generator, monitor=False):
         decisions.append(use_dseq)
         raise _Decided
 

@@ -63,7 +63,7 @@ TARGET_ENCODER_DIR = "target_encoder"  # what every command loads from a run or 
 CONTEXT_ENCODER_DIR = "context_encoder"
 PREDICTOR_DIR = "predictor"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-_BLOCK = re.compile(r"^(?:dseqjepa\.)?blocks\.(\d+)\.")  # an encoder block's tensors, in any class's folder
+_BLOCK = re.compile(r"^(?:dseqjepa\.)?(?:predictor_)?blocks\.(\d+)\.")  # a transformer block's tensors: an encoder's (any class's folder) or a predictor's
 
 
 class LoadedModel(NamedTuple):
