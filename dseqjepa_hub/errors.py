@@ -33,6 +33,11 @@ class ModelFileError(ModelLoadError, OSError):
     for `from_pretrained` of a path that is not there says."""
 
 
+class WeightsMismatchError(ModelLoadError, RuntimeError):
+    """A `ModelLoadError` for weights whose shapes do not fit the model (and `ignore_mismatched_sizes`
+    not set): a RuntimeError too, as transformers' contract for that case says."""
+
+
 @contextmanager
 def load_errors_as(what: str):
     """Inside, any exception but the package's own becomes `ModelLoadError("WHAT: reason")` (`ModelFileError`
@@ -43,5 +48,7 @@ def load_errors_as(what: str):
     except DSeqJEPAError:
         raise
     except Exception as error:  # noqa: BLE001 -- transformers', safetensors', json's and the strict config's errors
-        kind = ModelFileError if isinstance(error, OSError) else ModelLoadError
+        kind = (ModelFileError if isinstance(error, OSError)
+                else WeightsMismatchError if isinstance(error, RuntimeError) and "ignore_mismatched_sizes" in str(error)
+                else ModelLoadError)
         raise kind(f"{what}: {one_line(error)}") from error

@@ -143,7 +143,7 @@ def library_choices() -> dict[tuple[tuple[str, ...], str], tuple]:
     exporters and builders, and for plain lists the value the library module reads (from dseqjepa_options)."""
     import dseqjepa_convert
     from dseqjepa_convert import release, training_checkpoint
-    from dseqjepa_hub.application import embed_job, feature_maps, loading, regions_job, visualize_job
+    from dseqjepa_hub.application import embed_job, feature_maps, regions_job, visualize_job
     from dseqjepa_train import datakit, evaluation
     from dseqjepa_train.evaluation import features
 
@@ -167,7 +167,7 @@ def library_choices() -> dict[tuple[tuple[str, ...], str], tuple]:
         (("visualize",), "kind"): tuple(visualize_job.KINDS),
         (("visualize",), "method"): tuple(feature_maps.CLUSTER_METHODS),
         (("demo",), "device"): devices,
-        **{((command,), "quantize"): tuple(loading.QUANTIZATIONS) for command in ("regions", "embed", "visualize")},
+        **{((command,), "quantize"): ("int8",) for command in ("regions", "embed", "visualize")},  # the method quantize_model implements
     }
 
 
