@@ -28,6 +28,11 @@ class RegionsInputError(DSeqJEPAError, ValueError):
     """An argument of `extract_regions` (or `region_dicts`) out of its range or of the wrong type."""
 
 
+def patch_tokens(hidden_states: torch.Tensor, config) -> torch.Tensor:
+    """(B, [1] + N, D) tokens -> (B, N, D) patch tokens: the CLS token dropped when the model has one."""
+    return hidden_states[:, int(config.use_cls_token) :]
+
+
 def saliency_map(query: torch.Tensor, patch_keys: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
     """Scaled dot product of one query per image with every patch key.
 
@@ -109,6 +114,47 @@ def extract_regions(
     if device.type == "cpu":
         return _extract_regions_on_host(saliency, min_region_fraction, num_regions, connectivity)
     return _extract_regions_on_device(saliency, min_region_fraction, num_regions, connectivity)
+
+
+def rank_regions(
+    model: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    *,
+    min_region_fraction: float | None = None,
+    num_regions: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """One forward pass -> saliency, ranked regions and embeddings, all batched on the model's device.
+
+    Returns saliency (B, h, w), masks (B, R, h, w) bool, scores (B, R), valid (B, R) bool,
+    region_embeddings (B, R, D) (mean of each region's last-layer patch features, zero for
+    empty regions) and pooler_output (B, D). Defaults come from the model config.
+    """
+    outputs = model(pixel_values=pixel_values, output_saliency=True)
+    return regions_from_outputs(
+        outputs, model.config, min_region_fraction=min_region_fraction, num_regions=num_regions
+    )
+
+
+def regions_from_outputs(
+    outputs, config, *, min_region_fraction: float | None = None, num_regions: int | None = None
+) -> dict[str, torch.Tensor]:
+    """The part of `rank_regions` after the forward pass, from a `DSeqJEPAModelOutput` with saliency."""
+    regions = extract_regions(
+        outputs.saliency,
+        min_region_fraction=config.min_region_fraction if min_region_fraction is None else min_region_fraction,
+        num_regions=config.num_regions if num_regions is None else num_regions,
+    )
+    patches = patch_tokens(outputs.last_hidden_state, config)  # (B, N, D)
+    weights = regions.masks.flatten(2).to(patches.dtype)  # (B, R, N)
+    region_embeddings = weights @ patches / weights.sum(-1, keepdim=True).clamp(min=1)  # (B, R, D)
+    return {
+        "saliency": outputs.saliency,
+        "masks": regions.masks,
+        "scores": regions.scores,
+        "valid": regions.valid,
+        "region_embeddings": region_embeddings,
+        "pooler_output": outputs.pooler_output,
+    }
 
 
 def _extract_regions_on_device(saliency, min_region_fraction, num_regions, connectivity) -> Regions:

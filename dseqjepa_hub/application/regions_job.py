@@ -37,8 +37,7 @@ from dseqjepa_options import OVERLAY_FORMATS
 from ..image_io import DEFAULT_MAX_PIXELS
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import DSeqJEPAModel
-from ..pipeline_saliency_ranking import rank_regions
-from ..regions import region_dicts
+from ..regions import rank_regions, region_dicts
 from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from .drawing import draw_regions
 from .hf_datasets import ImageRows
