@@ -100,6 +100,17 @@ def test_a_collapsed_run_warns_naming_the_step(images, collapsed_model, tmp_path
     assert warnings and "collapsed at step 3:" in warnings[0]  # patience 3: the third log in a row
 
 
+def test_the_collapse_count_goes_on_after_a_resume(images, collapsed_model, tmp_path, caplog):
+    """Two collapsed logs, a checkpoint, a resume: the third log in a row is the warning, as in one run."""
+    config = load_config("tiny-cpu", [f"init_from={collapsed_model}", "log_every=1", "batch_size=4", "epochs=2",
+                                      "num_workers=0", *FROZEN])
+    train(config, images / "train", tmp_path / "run", max_steps=2)
+    assert not [r for r in caplog.records if "collapsed" in r.message]
+    train(config, images / "train", tmp_path / "run", max_steps=3, resume=True)
+    warnings = [r.message for r in caplog.records if "collapsed" in r.message]
+    assert len(warnings) == 1 and "collapsed at step 3:" in warnings[0] and "for 3 logs in a row" in warnings[0]
+
+
 def test_stop_on_collapse_ends_the_run_in_one_line(images, collapsed_model, tmp_path, capsys):
     code = main(["train", "--config", "tiny-cpu", "--data", str(images / "train"), "--output", str(tmp_path / "run"),
                  "--init-from", str(collapsed_model), "--stop-on-collapse", "--set", "log_every=1",
