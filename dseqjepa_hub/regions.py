@@ -475,7 +475,8 @@ def _otsu_threshold_on_host(levels: np.ndarray) -> np.ndarray:
     """`otsu_threshold` in NumPy: (B, N) int64 levels -> (B,) int64.
 
     The criterion num^2 / den in float64 (relative error < 1e-15) leaves a few thresholds per
-    image within 1e-12 of the best; only those are compared exactly, as in `otsu_threshold`.
+    image within 1e-12 of the best; only those are compared exactly, as in `otsu_threshold` (one
+    candidate per image, the common case, is the maximum without it).
     """
     batch, num_patches = levels.shape
     offsets = 256 * np.arange(batch)[:, None]
@@ -486,6 +487,8 @@ def _otsu_threshold_on_host(levels: np.ndarray) -> np.ndarray:
     den = np.maximum(n1 * (num_patches - n1), 1).astype(np.float64)
     approximate = num * num / den
     row, threshold = np.nonzero(approximate >= approximate.max(axis=1, keepdims=True) * (1 - 1e-12))
+    if len(row) == batch:  # one candidate per image (the common case): it is the exact maximum
+        return threshold
     num, den = num[row, threshold], den[row, threshold]
     quotient = np.floor(num / den)
     remainder = num - quotient * den
