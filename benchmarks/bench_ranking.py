@@ -29,7 +29,7 @@ import torch
 import transformers
 
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAModel
-from dseqjepa_hub.pipeline_saliency_ranking import rank_regions, regions_from_outputs
+from dseqjepa_hub.regions import rank_regions, regions_from_outputs
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from .configuration_dseqjepa import PRESETS, DSeqJEPAConfig, DSeqJEPAPredictorConfig
-from .regions import Regions, extract_regions, region_dicts, saliency_map
+from .regions import Regions, extract_regions, rank_regions, region_dicts, saliency_map
 
 try:
     __version__ = version("dseqjepa-hub")  # the one place it is set: pyproject.toml
@@ -48,6 +48,7 @@ __all__ = [
     "SaliencyRankingPipeline",
     "default_model_path",
     "extract_regions",
+    "rank_regions",
     "region_dicts",
     "saliency_map",
     "save_pretrained_with_pipeline",

@@ -45,9 +45,6 @@ PRESETS: dict[str, dict] = {
     ),
 }
 
-# Fields a saved config.json must carry: the ones that decide tensor shapes.
-REQUIRED_FIELDS = ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-
 
 # Field validators: `strict` runs them, after the type check, whenever the field is set.
 @as_validated_field
@@ -107,8 +104,29 @@ def _served_in_this_process(custom_pipelines: dict) -> bool:
     return all(task in tasks and tasks[task]["impl"].__module__.startswith("dseqjepa_hub.") for task in custom_pipelines)
 
 
+class SavedConfigMixin:
+    """Loading a saved config.json: the fields that decide tensor shapes (`required_fields`) must be
+    written in it, and anything unreadable, missing or invalid raises one `ModelLoadError` naming the
+    class or the folder (never a dataclass or JSON traceback)."""
+
+    required_fields: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        with load_errors_as(cls.__name__):
+            missing = [name for name in cls.required_fields if name not in config_dict]
+            if missing:
+                raise ValueError(f"the saved config is missing required field(s) {missing}")
+            return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        with load_errors_as(f"cannot load a {cls.__name__} from {pretrained_model_name_or_path}"):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+
 @strict
-class DSeqJEPAConfig(BackboneConfigMixin, PreTrainedConfig):
+class DSeqJEPAConfig(SavedConfigMixin, BackboneConfigMixin, PreTrainedConfig):
     r"""Configuration of a DSeq-JEPA vision transformer (and of I-JEPA's, with `use_cls_token=False`).
 
     Args:
@@ -135,6 +153,8 @@ class DSeqJEPAConfig(BackboneConfigMixin, PreTrainedConfig):
     """
 
     model_type = "dseqjepa"
+    required_fields = ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                       "intermediate_size")
 
     image_size: int = _positive(default=224)
     patch_size: int = _positive(default=16)
@@ -237,21 +257,6 @@ class DSeqJEPAConfig(BackboneConfigMixin, PreTrainedConfig):
         if self.saliency_query == "cls_token" and not self.use_cls_token:
             raise ValueError("DSeqJEPAConfig.saliency_query: 'cls_token' needs use_cls_token=True; use 'mean_patch'")
 
-    @classmethod
-    def from_dict(cls, config_dict: dict, **kwargs):
-        """A saved config, every field checked: anything wrong raises ModelLoadError."""
-        with load_errors_as(cls.__name__):
-            missing = [name for name in REQUIRED_FIELDS if name not in config_dict]
-            if missing:
-                raise ValueError(f"the saved config is missing required field(s) {missing}")
-            return super().from_dict(config_dict, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' loading; an unreadable or invalid config.json raises ModelLoadError naming it."""
-        with load_errors_as(f"cannot load a {cls.__name__} from {pretrained_model_name_or_path}"):
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
     def parameter_count(self) -> int:
         """Parameters and buffers of the encoder this config describes, counted from the fields alone,
         before anything is built."""
@@ -274,14 +279,8 @@ class DSeqJEPAConfig(BackboneConfigMixin, PreTrainedConfig):
         return tuple(field.name for field in dataclasses.fields(cls) if field.name not in common)
 
 
-
-# Fields a saved predictor config.json must carry: the ones that decide tensor shapes.
-PREDICTOR_REQUIRED_FIELDS = ("encoder_hidden_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                             "image_size", "patch_size")
-
-
 @strict
-class DSeqJEPAPredictorConfig(PreTrainedConfig):
+class DSeqJEPAPredictorConfig(SavedConfigMixin, PreTrainedConfig):
     r"""Configuration of the JEPA pretraining predictor (`DSeqJEPAPredictor`): a narrow ViT that reads
     context-encoder tokens and predicts encoder embeddings at target patches.
 
@@ -297,6 +296,8 @@ class DSeqJEPAPredictorConfig(PreTrainedConfig):
     """
 
     model_type = "dseqjepa_predictor"
+    required_fields = ("encoder_hidden_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "image_size",
+                       "patch_size")
 
     encoder_hidden_size: int = _positive(default=768)
     hidden_size: int = _positive(default=192)
@@ -344,21 +345,6 @@ class DSeqJEPAPredictorConfig(PreTrainedConfig):
                 f"DSeqJEPAPredictorConfig: image_size ({self.image_size}) must be divisible by "
                 f"patch_size ({self.patch_size})"
             )
-
-    @classmethod
-    def from_dict(cls, config_dict: dict, **kwargs):
-        """A saved config, every field checked: anything wrong raises ModelLoadError."""
-        with load_errors_as(cls.__name__):
-            missing = [name for name in PREDICTOR_REQUIRED_FIELDS if name not in config_dict]
-            if missing:
-                raise ValueError(f"the saved config is missing required field(s) {missing}")
-            return super().from_dict(config_dict, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' loading; an unreadable or invalid config.json raises ModelLoadError naming it."""
-        with load_errors_as(f"cannot load a {cls.__name__} from {pretrained_model_name_or_path}"):
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod
     def from_encoder_config(cls, config: DSeqJEPAConfig) -> "DSeqJEPAPredictorConfig":

@@ -153,20 +153,23 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def to_uint8(values: np.ndarray) -> np.ndarray:
     """An image array as uint8: uint8 as it is, integers within 16 bits divided by 257, floats within
-    [0, 1] times 255, any other range stretched from its minimum to its maximum (NaN -> 0)."""
+    [0, 1] times 255, any other range stretched from its finite minimum to its maximum (NaN -> 0,
+    infinities clipped)."""
     if values.dtype == np.uint8:
         return values
     integers = np.issubdtype(values.dtype, np.integer)
-    values = values.astype(np.float64)
-    finite = values[np.isfinite(values)]
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    if integers and low >= 0 and high <= 65535:
-        scaled = values / 257.0
-    elif not integers and low >= 0 and high <= 1:
-        scaled = values * 255.0
-    else:
-        scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
-    return np.nan_to_num(np.clip(np.round(scaled), 0, 255)).astype(np.uint8)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN and infinities are handled below, not warned about
+        values = values.astype(np.float64)
+        finite = values[np.isfinite(values)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        if integers and low >= 0 and high <= 65535:
+            scaled = values / 257.0
+        elif not integers and low >= 0 and high <= 1:
+            scaled = values * 255.0
+        else:
+            half_span = high / 2 - low / 2  # halves: a range as wide as float64's own does not overflow
+            scaled = (values / 2 - low / 2) / half_span * 255.0 if high > low else np.zeros_like(values)
+        return np.nan_to_num(np.clip(np.round(scaled), 0, 255)).astype(np.uint8)
 
 
 @cache

@@ -36,7 +36,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_dseqjepa import DSeqJEPAConfig, DSeqJEPAPredictorConfig
 from .errors import ModelLoadError, load_errors_as
-from .regions import saliency_map
+from .regions import patch_tokens, saliency_map
 
 logger = logging.get_logger(__name__)
 
@@ -82,11 +82,6 @@ class DSeqJEPAModelOutput(BaseModelOutputWithPooling):
     """
 
     saliency: torch.FloatTensor | None = None
-
-
-def patch_tokens(hidden_states: torch.Tensor, config: DSeqJEPAConfig) -> torch.Tensor:
-    """(B, [1] + N, D) tokens -> (B, N, D) patch tokens: the CLS token dropped when the model has one."""
-    return hidden_states[:, int(config.use_cls_token) :]
 
 
 def check_forward_kwargs(model: nn.Module, kwargs: dict, accepted: frozenset[str]) -> None:

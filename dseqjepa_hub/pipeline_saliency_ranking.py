@@ -24,49 +24,7 @@ from transformers.pipelines import PIPELINE_REGISTRY, ImageClassificationPipelin
 from .errors import DSeqJEPAError, ModelLoadError, NonFiniteOutputError
 from .image_io import ImageLoadError, load_image, to_rgb, to_uint8
 from .modeling_dseqjepa import PIPELINE_TASK as TASK
-from .modeling_dseqjepa import patch_tokens
-from .regions import extract_regions, region_dicts
-
-
-def rank_regions(
-    model: torch.nn.Module,
-    pixel_values: torch.Tensor,
-    *,
-    min_region_fraction: float | None = None,
-    num_regions: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """One forward pass -> saliency, ranked regions and embeddings, all batched on the model's device.
-
-    Returns saliency (B, h, w), masks (B, R, h, w) bool, scores (B, R), valid (B, R) bool,
-    region_embeddings (B, R, D) (mean of each region's last-layer patch features, zero for
-    empty regions) and pooler_output (B, D). Defaults come from the model config.
-    """
-    outputs = model(pixel_values=pixel_values, output_saliency=True)
-    return regions_from_outputs(
-        outputs, model.config, min_region_fraction=min_region_fraction, num_regions=num_regions
-    )
-
-
-def regions_from_outputs(
-    outputs, config, *, min_region_fraction: float | None = None, num_regions: int | None = None
-) -> dict[str, torch.Tensor]:
-    """The part of `rank_regions` after the forward pass, from a `DSeqJEPAModelOutput` with saliency."""
-    regions = extract_regions(
-        outputs.saliency,
-        min_region_fraction=config.min_region_fraction if min_region_fraction is None else min_region_fraction,
-        num_regions=config.num_regions if num_regions is None else num_regions,
-    )
-    patches = patch_tokens(outputs.last_hidden_state, config)  # (B, N, D)
-    weights = regions.masks.flatten(2).to(patches.dtype)  # (B, R, N)
-    region_embeddings = weights @ patches / weights.sum(-1, keepdim=True).clamp(min=1)  # (B, R, D)
-    return {
-        "saliency": outputs.saliency,
-        "masks": regions.masks,
-        "scores": regions.scores,
-        "valid": regions.valid,
-        "region_embeddings": region_embeddings,
-        "pooler_output": outputs.pooler_output,
-    }
+from .regions import rank_regions, region_dicts
 
 
 def is_dseqjepa(model) -> bool:

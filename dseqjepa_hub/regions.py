@@ -28,6 +28,11 @@ class RegionsInputError(DSeqJEPAError, ValueError):
     """An argument of `extract_regions` (or `region_dicts`) out of its range or of the wrong type."""
 
 
+def patch_tokens(hidden_states: torch.Tensor, config) -> torch.Tensor:
+    """(B, [1] + N, D) tokens -> (B, N, D) patch tokens: the CLS token dropped when the model has one."""
+    return hidden_states[:, int(config.use_cls_token) :]
+
+
 def saliency_map(query: torch.Tensor, patch_keys: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
     """Scaled dot product of one query per image with every patch key.
 
@@ -109,6 +114,47 @@ def extract_regions(
     if device.type == "cpu":
         return _extract_regions_on_host(saliency, min_region_fraction, num_regions, connectivity)
     return _extract_regions_on_device(saliency, min_region_fraction, num_regions, connectivity)
+
+
+def rank_regions(
+    model: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    *,
+    min_region_fraction: float | None = None,
+    num_regions: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """One forward pass -> saliency, ranked regions and embeddings, all batched on the model's device.
+
+    Returns saliency (B, h, w), masks (B, R, h, w) bool, scores (B, R), valid (B, R) bool,
+    region_embeddings (B, R, D) (mean of each region's last-layer patch features, zero for
+    empty regions) and pooler_output (B, D). Defaults come from the model config.
+    """
+    outputs = model(pixel_values=pixel_values, output_saliency=True)
+    return regions_from_outputs(
+        outputs, model.config, min_region_fraction=min_region_fraction, num_regions=num_regions
+    )
+
+
+def regions_from_outputs(
+    outputs, config, *, min_region_fraction: float | None = None, num_regions: int | None = None
+) -> dict[str, torch.Tensor]:
+    """The part of `rank_regions` after the forward pass, from a `DSeqJEPAModelOutput` with saliency."""
+    regions = extract_regions(
+        outputs.saliency,
+        min_region_fraction=config.min_region_fraction if min_region_fraction is None else min_region_fraction,
+        num_regions=config.num_regions if num_regions is None else num_regions,
+    )
+    patches = patch_tokens(outputs.last_hidden_state, config)  # (B, N, D)
+    weights = regions.masks.flatten(2).to(patches.dtype)  # (B, R, N)
+    region_embeddings = weights @ patches / weights.sum(-1, keepdim=True).clamp(min=1)  # (B, R, D)
+    return {
+        "saliency": outputs.saliency,
+        "masks": regions.masks,
+        "scores": regions.scores,
+        "valid": regions.valid,
+        "region_embeddings": region_embeddings,
+        "pooler_output": outputs.pooler_output,
+    }
 
 
 def _extract_regions_on_device(saliency, min_region_fraction, num_regions, connectivity) -> Regions:
@@ -429,7 +475,8 @@ def _otsu_threshold_on_host(levels: np.ndarray) -> np.ndarray:
     """`otsu_threshold` in NumPy: (B, N) int64 levels -> (B,) int64.
 
     The criterion num^2 / den in float64 (relative error < 1e-15) leaves a few thresholds per
-    image within 1e-12 of the best; only those are compared exactly, as in `otsu_threshold`.
+    image within 1e-12 of the best; only those are compared exactly, as in `otsu_threshold` (one
+    candidate per image, the common case, is the maximum without it).
     """
     batch, num_patches = levels.shape
     offsets = 256 * np.arange(batch)[:, None]
@@ -440,6 +487,8 @@ def _otsu_threshold_on_host(levels: np.ndarray) -> np.ndarray:
     den = np.maximum(n1 * (num_patches - n1), 1).astype(np.float64)
     approximate = num * num / den
     row, threshold = np.nonzero(approximate >= approximate.max(axis=1, keepdims=True) * (1 - 1e-12))
+    if len(row) == batch:  # one candidate per image (the common case): it is the exact maximum
+        return threshold
     num, den = num[row, threshold], den[row, threshold]
     quotient = np.floor(num / den)
     remainder = num - quotient * den

@@ -262,7 +262,8 @@ def fuzz_model_folders(pristine: Path, work: Path, count: int, seed: int, image:
     from transformers import pipeline
 
     from dseqjepa_hub.application.loading import load_model
-    from dseqjepa_hub.pipeline_saliency_ranking import rank_regions, refuse_non_finite
+    from dseqjepa_hub.pipeline_saliency_ranking import refuse_non_finite
+    from dseqjepa_hub.regions import rank_regions
 
     rng = random.Random(seed)
     counts, examples = Counter(), {}

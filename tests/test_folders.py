@@ -34,7 +34,8 @@ from dseqjepa_hub.application.embed_job import NoImagesEmbeddedError, embed_file
 from dseqjepa_hub.application.region_json import regions_from_json
 from dseqjepa_hub.errors import NonFiniteOutputError
 from dseqjepa_hub.image_io import load_image
-from dseqjepa_hub.pipeline_saliency_ranking import rank_regions, save_pretrained_with_pipeline
+from dseqjepa_hub.pipeline_saliency_ranking import save_pretrained_with_pipeline
+from dseqjepa_hub.regions import rank_regions
 from dseqjepa_options import EMBED_POOLS, OVERLAY_FORMATS
 
 REPO = Path(__file__).resolve().parents[1]

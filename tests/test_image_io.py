@@ -282,3 +282,18 @@ def test_mpo_photos_are_found_in_folders(tmp_path):
     two_halves().save(tmp_path / "stereo.mpo", "MPO")
     assert find_images([tmp_path]).paths == [tmp_path / "stereo.mpo"]
     assert load_image(tmp_path / "stereo.mpo").size == (60, 40)
+
+
+def test_float_images_with_extreme_values_become_uint8_without_warnings():
+    """A float image whose range overflows float64 arithmetic, or holds NaN or infinities, decodes to
+    uint8 quietly (NaN to 0, infinities clipped); numpy's overflow / invalid-cast warnings never reach the console."""
+    import warnings
+
+    import numpy as np
+
+    from dseqjepa_hub.image_io import to_uint8
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert to_uint8(np.array([[-1.7e308, 0.0, 1.7e308]])).tolist() == [[0, 128, 255]]
+        assert to_uint8(np.array([[np.nan, np.inf, 0.25, 0.5]], dtype=np.float32)).tolist() == [[0, 255, 64, 128]]

@@ -238,6 +238,26 @@ def test_import_dseqjepa_hub_leaves_image_processing_and_pipelines_unimported():
     assert "REGIONS" in done.stdout
 
 
+def test_regions_and_embed_commands_leave_transformers_pipelines_unimported(tmp_path):
+    """The folder jobs rank regions with `regions.rank_regions`: a one-image command does not pay for
+    transformers' pipeline modules (nor the package's pipeline)."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), "gray").save(tmp_path / "one.jpg")
+    script = (
+        "import sys\n"
+        "from dseqjepa_cli import main\n"
+        f"assert main(['regions', {str(tmp_path / 'one.jpg')!r}, '--out', {str(tmp_path / 'regions')!r}]) == 0\n"
+        f"assert main(['embed', {str(tmp_path / 'one.jpg')!r}, '--out', {str(tmp_path / 'one.npy')!r}]) == 0\n"
+        "heavy = ('transformers.pipelines', 'dseqjepa_hub.pipeline_saliency_ranking')\n"
+        "print('HEAVY', sorted(name for name in heavy if name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "HEAVY []" in done.stdout, done.stdout[-500:]
+    assert list((tmp_path / "regions").glob("one.regions.*")) and (tmp_path / "one.npy").is_file()
+
+
 def test_modules_imported_before_transformers_auto_modules_register_their_classes():
     """The package's modules imported first (their own imports bring in the transformers module
     they register with, while they are still being imported) still end registered."""

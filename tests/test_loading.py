@@ -261,3 +261,40 @@ def test_a_repo_id_loads_from_the_hf_cache_offline(folder, tmp_path, monkeypatch
                  lambda t: t.update(extra=torch.zeros(2)))
     with pytest.raises(ModelLoadError, match="holds tensors unaccounted for by DSeqJEPAModel: extra"):
         load_model("org/tiny")
+
+
+# ----------------------------------------------------------------------------- the predictor beside an encoder
+
+
+def test_predictor_folder_is_read_through_the_one_config_check(tmp_path):
+    """A model folder's predictor/ loads; with no predictor config there is none; a damaged predictor
+    config.json (unreadable, another model type, a shape field missing, a value out of range) is one
+    ModelLoadError naming that file."""
+    from dseqjepa_hub import DSeqJEPAPredictor, DSeqJEPAPredictorConfig
+    from dseqjepa_hub.application.loading import load_predictor
+
+    folder = tmp_path / "model"
+    save_model_folder(folder, seed=0)
+    encoder_config = tiny_config()
+    assert load_predictor(folder, encoder_config) is None
+    torch.manual_seed(0)
+    predictor = DSeqJEPAPredictor(DSeqJEPAPredictorConfig.from_encoder_config(encoder_config))
+    predictor.save_pretrained(folder / PREDICTOR_DIR)
+    loaded, where = load_predictor(folder, encoder_config)
+    assert where == str(folder / PREDICTOR_DIR)
+    assert all(torch.equal(tensor, predictor.state_dict()[name]) for name, tensor in loaded.state_dict().items())
+
+    config_path = folder / PREDICTOR_DIR / "config.json"
+    saved = json.loads(config_path.read_text())
+    damaged = {
+        "not JSON": "{",
+        "encoder model_type": json.dumps({**saved, "model_type": "dseqjepa"}),
+        "hidden_size missing": json.dumps({key: value for key, value in saved.items() if key != "hidden_size"}),
+        "negative depth": json.dumps({**saved, "num_hidden_layers": -2}),
+    }
+    for what, text in damaged.items():
+        config_path.write_text(text)
+        with pytest.raises(ModelLoadError) as raised:
+            load_predictor(folder, encoder_config)
+        message = str(raised.value)
+        assert str(config_path) in message and "\n" not in message, (what, message)

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAImageProcessorPil, DSeqJEPAModel, default_model_path, extract_regions
-from dseqjepa_hub.pipeline_saliency_ranking import rank_regions
+from dseqjepa_hub.regions import rank_regions
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

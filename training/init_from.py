@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from dseqjepa_hub.application.loading import load_model, load_predictor
 from dseqjepa_hub.application.loading import model_config as saved_config
-from dseqjepa_hub.configuration_dseqjepa import PRESETS, REQUIRED_FIELDS, DSeqJEPAConfig, DSeqJEPAPredictorConfig
+from dseqjepa_hub.configuration_dseqjepa import PRESETS, DSeqJEPAConfig, DSeqJEPAPredictorConfig
 from dseqjepa_hub.image_processing_dseqjepa import DSeqJEPAImageProcessor
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, DSeqJEPAPredictor
 
@@ -37,7 +37,7 @@ def check_architecture(config: TrainConfig, model_config: DSeqJEPAConfig, descri
     fix = f"with init_from the architecture is the model's ({description})"
     if config.model_preset is not None:
         preset = DSeqJEPAConfig.from_preset(config.model_preset)
-        for name in sorted({*PRESETS[config.model_preset], *REQUIRED_FIELDS}):
+        for name in sorted({*PRESETS[config.model_preset], *DSeqJEPAConfig.required_fields}):
             if getattr(preset, name) != getattr(model_config, name):
                 raise ConfigError(f"model_preset {config.model_preset}: {name} is {getattr(preset, name)}, the model's "
                                   f"is {getattr(model_config, name)}; {fix}: set model_preset: null")

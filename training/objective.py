@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dseqjepa_hub.configuration_dseqjepa import DSeqJEPAConfig
-from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, DSeqJEPAPredictor, patch_tokens
+from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel, DSeqJEPAPredictor
+from dseqjepa_hub.regions import patch_tokens
 
 from .sequences import region_sequence
 

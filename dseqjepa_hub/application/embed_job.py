@@ -33,7 +33,7 @@ from ..errors import DSeqJEPAError
 from ..image_io import DEFAULT_MAX_PIXELS
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import DSeqJEPAModel
-from ..pipeline_saliency_ranking import regions_from_outputs
+from ..regions import regions_from_outputs
 from .atomic import atomic_write, remove_stale_temporaries
 from .loading import load_model
 from .runner import ImageBatch, check_finite, default_num_workers, infer_files

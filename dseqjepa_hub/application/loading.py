@@ -205,20 +205,22 @@ def locate_model(model: str | os.PathLike | None, hub_files: list[str] = HUB_FIL
 # ----------------------------------------------------------------------------- what a folder holds
 
 
-def read_config(folder: Path) -> DSeqJEPAConfig:
-    """config.json of a model folder, validated (geometry, finite settings) without loading anything else."""
+def read_config(folder: Path, config_class: type[DSeqJEPAConfig | DSeqJEPAPredictorConfig] = DSeqJEPAConfig):
+    """config.json of a model (or predictor) folder, read once and validated (geometry, finite settings)
+    without loading anything else."""
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise ModelLoadError(f"{folder}: not a model folder (no {CONFIG_FILE})")
     try:
-        model_type = json.loads(path.read_text()).get("model_type")
+        config_dict = json.loads(path.read_text())
+        model_type = config_dict.get("model_type")
     except (OSError, ValueError, AttributeError) as error:
         raise ModelLoadError(f"{path}: not a readable JSON object ({one_line(error)})") from error
-    if model_type != DSeqJEPAConfig.model_type:
-        raise ModelLoadError(f"{path}: model_type {model_type!r}, expected {DSeqJEPAConfig.model_type!r} "
-                             "(other checkpoints become model folders with `dseqjepa convert`)")
+    if model_type != config_class.model_type:
+        hint = " (other checkpoints become model folders with `dseqjepa convert`)" if config_class is DSeqJEPAConfig else ""
+        raise ModelLoadError(f"{path}: model_type {model_type!r}, expected {config_class.model_type!r}{hint}")
     try:
-        return DSeqJEPAConfig.from_pretrained(folder)
+        return config_class.from_dict(config_dict)
     except ModelLoadError as error:
         raise ModelLoadError(f"{path}: {one_line(error.__cause__ or error)}") from error
 
@@ -415,13 +417,7 @@ def load_predictor(model: str | os.PathLike | None, encoder_config: DSeqJEPAConf
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         return None
-    try:
-        model_type = json.loads(config_path.read_text()).get("model_type")
-        if model_type != DSeqJEPAPredictorConfig.model_type:
-            raise ValueError(f"model_type {model_type!r}, expected {DSeqJEPAPredictorConfig.model_type!r}")
-        config = DSeqJEPAPredictorConfig.from_pretrained(folder)
-    except (OSError, ValueError, TypeError, AttributeError, StrictDataclassError) as error:
-        raise ModelLoadError(f"{config_path}: {one_line(error)}") from None
+    config = read_config(folder, DSeqJEPAPredictorConfig)
     for name, expected in (("encoder_hidden_size", encoder_config.hidden_size), ("grid_size", encoder_config.grid_size)):
         if getattr(config, name) != expected:
             raise ModelLoadError(f"{config_path}: {name} {getattr(config, name)}, but the encoder it goes with has "

@@ -41,7 +41,8 @@ from safetensors.torch import load_file
 
 from .. import __version__
 from ..errors import DSeqJEPAError
-from ..pipeline_saliency_ranking import rank_regions, save_pretrained_with_pipeline
+from ..pipeline_saliency_ranking import save_pretrained_with_pipeline
+from ..regions import rank_regions
 from .atomic import atomic_directory, check_empty_folder
 from .loading import ModelLoadError, is_default_model, load_model, locate_model
 

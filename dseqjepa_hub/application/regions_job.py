@@ -37,8 +37,7 @@ from dseqjepa_options import OVERLAY_FORMATS
 from ..image_io import DEFAULT_MAX_PIXELS
 from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import DSeqJEPAModel
-from ..pipeline_saliency_ranking import rank_regions
-from ..regions import region_dicts
+from ..regions import rank_regions, region_dicts
 from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from .drawing import draw_regions
 from .hf_datasets import ImageRows
@@ -193,7 +192,8 @@ def rank_regions_in_files(
     remove_stale_temporaries(out_dir, recursive=True)  # left by a killed run; never outputs
     rows = paths if isinstance(paths, ImageRows) else None  # a data set's rows, named SOURCE#ROW
     paths = rows.names() if rows is not None else paths
-    stems = list(stems) if stems is not None else output_stems([Path(path) for path in paths], ())  # names, deduplicated
+    if stems is None:  # a data set's NAME#ROW, or the files' names, deduplicated
+        stems = rows.stems() if rows is not None else output_stems([Path(path) for path in paths], ())
     results: list[dict] = []
     todo: list[tuple[int, Path, Path, Path | None]] = []
     for index, (path, stem) in enumerate(zip(paths, stems, strict=True)):

@@ -10,7 +10,7 @@ import torch
 
 from dseqjepa_hub.application.runner import Forward, ImageBatch, infer_files
 from dseqjepa_hub.image_io import ImageLoadError
-from dseqjepa_hub.modeling_dseqjepa import patch_tokens
+from dseqjepa_hub.regions import patch_tokens
 from dseqjepa_options import EVAL_LAYERS as LAYER_CHOICES
 
 from .labelled_splits import EvaluationDataError

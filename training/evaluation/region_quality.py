@@ -21,8 +21,7 @@ import numpy as np
 import torch
 
 from dseqjepa_hub.modeling_dseqjepa import DSeqJEPAModel
-from dseqjepa_hub.pipeline_saliency_ranking import rank_regions
-from dseqjepa_hub.regions import region_dicts
+from dseqjepa_hub.regions import rank_regions, region_dicts
 
 from .features import infer_evaluation_images
 from .labelled_splits import EvaluationDataError, SceneRecord
