@@ -83,3 +83,18 @@ def test_a_terminal_shows_one_progress_bar_then_the_summary(tmp_path):
     assert all(state.startswith("regions: ") for state in states)
     done = [int(re.search(r"(\d+)/4", state).group(1)) for state in states]  # redrawn in place, never backwards
     assert done == sorted(done) and done[-1] == 4 and states[-1].startswith("regions: 100%")
+
+
+@pytest.mark.parametrize("arguments, code", [(["info", "default"], 141), (["info", "default", "--json"], 141),
+                                             (["visualize", "--help"], 0)])  # argparse drops a failed help itself
+def test_output_into_a_closed_pipe_ends_quietly(arguments, code):
+    """`dseqjepa info default | head -1`: the reader is gone before the command writes; no BrokenPipeError
+    traceback (not even Python's 'Exception ignored' at exit), exit code 141 as a shell's SIGPIPE would give."""
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone: every write to the pipe fails with EPIPE
+    try:
+        done = subprocess.run([*DSEQJEPA, *arguments], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert done.stderr == ""
+    assert done.returncode == code
