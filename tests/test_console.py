@@ -140,3 +140,12 @@ def test_pillows_decoder_warnings_are_shown_with_verbose_only(tmp_path, capsys):
         pillow = [str(warning.message) for warning in seen if warning.filename.endswith("TiffImagePlugin.py")]
         assert bool(pillow) == shown, (flags, pillow)
     capsys.readouterr()
+
+
+def test_train_draws_its_bar_on_a_terminal_only(tmp_path, capsys):
+    """`train` follows the console's rule as the folder jobs do: no bar where stderr is a log file."""
+    assert main(["train", "--config", "tiny-cpu", "--data", str(IMAGES), "--output", str(tmp_path / "run"),
+                 "--max-steps", "1", "--set", "batch_size=4", "--set", "num_workers=0"]) == 0
+    captured = capsys.readouterr()
+    assert "train:" not in captured.err and "%|" not in captured.err, captured.err
+    assert captured.out.startswith("trained to step 1")
