@@ -119,8 +119,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_batch_size: int
 
 def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-column", default="image",
-                        help="when the input is a Hugging Face data set (a save_to_disk folder, a Parquet or Arrow file): "
-                             "its image column; outputs name each row SOURCE#ROW, its row index (default: image)")
+                        help="when the input is a Hugging Face data set (a save_to_disk folder, a Parquet or Arrow file, "
+                             "or the repo id of one in the local HF cache): its image column; outputs name each row "
+                             "SOURCE#ROW, its row index (default: image)")
+    parser.add_argument("--streaming", action="store_true",
+                        help="read the data set in order as a stream (Parquet read as it is, never converted nor held in "
+                             "memory); under torchrun each rank reads every row and decodes its own")
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,11 +152,11 @@ def report_paths(paths, what: str, limit: int = 10) -> None:
             print(f"  ... and {len(paths) - limit} more")
 
 
-def image_inputs(inputs: list[str], image_column: str | None = None):
+def image_inputs(inputs: list[str], image_column: str | None = None, streaming: bool = False):
     """The image files named by `inputs` (files, folders walked) and what the walk skipped (reported here:
     the command then exits 1, as for unreadable files); an error when there is no file. With
     `image_column`, one input that is a Hugging Face data set gives its rows (`hf_datasets.ImageRows`,
-    named SOURCE#ROW)."""
+    named SOURCE#ROW, read as a stream with `streaming`)."""
     from dseqjepa_hub.errors import DSeqJEPAError
     from dseqjepa_hub.image_io import find_images
 
@@ -160,7 +164,7 @@ def image_inputs(inputs: list[str], image_column: str | None = None):
         from dseqjepa_hub.application.hf_datasets import ImageRows, is_dataset
 
         if is_dataset(inputs[0]):
-            return ImageRows(inputs[0], image_column), []
+            return ImageRows(inputs[0], image_column, streaming=streaming), []
 
     paths, skipped = find_images(inputs)
     report_failures(skipped, "skipped while walking the input folders")

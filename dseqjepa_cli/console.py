@@ -44,10 +44,25 @@ def log(args: argparse.Namespace):
 
 @contextlib.contextmanager
 def console(args: argparse.Namespace):
-    """The libraries' logging and warnings at the command's level while it runs, restored afterwards."""
-    if not (args.quiet or args.verbose):
-        yield
-        return
+    """The libraries' logging and warnings at the command's level while it runs, restored afterwards.
+    Pillow's decoder warnings (a malformed metadata tag, a short read of an image it still decodes)
+    are shown with --verbose only: the image was read, and nothing in them is for the user to do.
+    The decoding processes are forked inside, with these filters."""
+    with warnings.catch_warnings():
+        if args.quiet:
+            warnings.simplefilter("ignore")
+        elif not args.verbose:
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\.|$)")
+        if args.quiet or args.verbose:
+            with _library_logging(args):
+                yield
+        else:
+            yield
+
+
+@contextlib.contextmanager
+def _library_logging(args: argparse.Namespace):
+    """transformers' and this package's loggers at --quiet's or --verbose's level, restored afterwards."""
     level = logging.ERROR if args.quiet else logging.INFO
     verbosity = os.environ.get("TRANSFORMERS_VERBOSITY")
     os.environ["TRANSFORMERS_VERBOSITY"] = "error" if args.quiet else "info"  # transformers imported later
@@ -63,10 +78,7 @@ def console(args: argparse.Namespace):
         if handler:
             logger.addHandler(handler)
     try:
-        with warnings.catch_warnings():
-            if args.quiet:
-                warnings.simplefilter("ignore")
-            yield
+        yield
     finally:
         for logger, previous in zip(ours, levels):
             logger.setLevel(previous)

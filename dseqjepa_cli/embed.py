@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = check_embedding_path(args.out)
     check_device(args.device)
-    paths, skipped = image_inputs(args.inputs, args.image_column)
+    paths, skipped = image_inputs(args.inputs, args.image_column, args.streaming)
     run = embed_to_file(
         paths, out, model=args.model, device=args.device, image_size=args.size, quantize=args.quantize, pool=args.pool, regions=args.regions,
         batch_size=args.batch_size, max_pixels=args.max_pixels, max_side=args.max_side, num_workers=args.num_workers,

@@ -53,14 +53,14 @@ def run(args: argparse.Namespace) -> int:
     from dseqjepa_hub.application.regions_job import output_stems, rank_regions_in_files
 
     check_device(args.device)
-    paths, skipped = image_inputs(args.inputs, args.image_column)
+    paths, skipped = image_inputs(args.inputs, args.image_column, args.streaming)
     loaded = load_model(args.model, args.device, image_size=args.size, quantize=args.quantize)
     results, failures = rank_regions_in_files(
         paths,
         loaded.model,
         loaded.processor,
         out_dir=args.out,
-        stems=None if isinstance(paths, ImageRows) else output_stems(paths, args.inputs),  # rows: SOURCE#ROW
+        stems=paths.stems() if isinstance(paths, ImageRows) else output_stems(paths, args.inputs),
         write_json=args.json,
         min_region_fraction=args.min_region_fraction,
         num_regions=args.num_regions,

@@ -19,8 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True,
                         help="a YAML file or a shipped config name (tiny-cpu, scenes-cpu, domain-adapt, vit_tiny, vit_small, vit_base, "
                              "vit_huge14, vit_giant)")
-    parser.add_argument("--data", required=True, help="an image folder (recursive), a text file listing images, or a Hugging Face data set (a save_to_disk "
-                             "folder, a Parquet or Arrow file; its column image_column, --set image_column=NAME)")
+    parser.add_argument("--data", required=True,
+                        help="an image folder (recursive), a text file listing images, a labelled split with a labels.tsv "
+                             "(the images it lists: the data kit's scenes/train), or a Hugging Face data set (a "
+                             "save_to_disk folder, a Parquet or Arrow file, a repo id in the HF caches; its column "
+                             "image_column, --set image_column=NAME)")
     parser.add_argument("--output", required=True, help="the run's folder")
     parser.add_argument("--max-steps", type=positive_int, default=None,
                         help="stop after this step; schedules still follow the config's training length")
@@ -35,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop (exit 1) when the target embeddings collapse: effective rank or normalised std below "
                              "collapse_rank / collapse_std for collapse_patience logs in a row (the config key "
                              "stop_on_collapse; without it, a warning line)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in OUTPUT")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest complete checkpoint in OUTPUT (the config must be the checkpoint's "
+                             "but for the monitoring keys: log_every, eval_*, collapse_*, stop_on_collapse)")
 
 
 def run(args: argparse.Namespace) -> int:

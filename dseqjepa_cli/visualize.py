@@ -7,6 +7,7 @@ import argparse
 from dseqjepa_options import CLUSTER_METHODS, CLUSTERS, DRAWING_MAX_SIDE, LAYERS, MAX_SIDES, NUM_REGIONS, SEEDS, VISUALIZE_KINDS
 
 from .arguments import (
+    add_dataset_argument,
     add_model_arguments,
     add_worker_arguments,
     fraction,
@@ -39,8 +40,10 @@ def query(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (walked recursively)")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                        help="image files or folders (walked recursively), or one Hugging Face data set (--image-column)")
     parser.add_argument("--kind", required=True, choices=VISUALIZE_KINDS, help="what to draw")
+    add_dataset_argument(parser)
     add_model_arguments(parser, default_batch_size=8)
     add_worker_arguments(parser)
     parser.add_argument("--out", type=output_folder, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
@@ -64,18 +67,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dseqjepa_hub.application.hf_datasets import ImageRows
     from dseqjepa_hub.application.loading import check_device, load_model
     from dseqjepa_hub.application.regions_job import output_stems
     from dseqjepa_hub.application.visualize_job import output_tag, parse_query, visualize_files
 
     check_device(args.device)
-    paths, skipped = image_inputs(args.inputs)
+    paths, skipped = image_inputs(args.inputs, args.image_column, args.streaming)
     loaded = load_model(args.model, args.device, image_size=args.size, quantize=args.quantize)
     options = dict(num_regions=args.num_regions, min_region_fraction=args.min_region_fraction, layer=args.layer,
                    query=parse_query(args.query), num_clusters=args.clusters, foreground=args.foreground,
                    method=args.method, seed=args.seed)
+    stems = paths.stems() if isinstance(paths, ImageRows) else output_stems(paths, args.inputs)  # rows: NAME#ROW
     entries, failures = visualize_files(
-        paths, loaded.model, loaded.processor, args.kind, out_dir=args.out, stems=output_stems(paths, args.inputs),
+        paths, loaded.model, loaded.processor, args.kind, out_dir=args.out, stems=stems,
         batch_size=args.batch_size, model_description=loaded.description, max_pixels=args.max_pixels,
         max_side=args.max_side, num_workers=args.num_workers, progress=show_progress(args), **options,
     )

@@ -83,3 +83,28 @@ def test_a_terminal_shows_one_progress_bar_then_the_summary(tmp_path):
     assert all(state.startswith("regions: ") for state in states)
     done = [int(re.search(r"(\d+)/4", state).group(1)) for state in states]  # redrawn in place, never backwards
     assert done == sorted(done) and done[-1] == 4 and states[-1].startswith("regions: 100%")
+
+
+def test_pillows_decoder_warnings_are_shown_with_verbose_only(tmp_path, capsys):
+    """A TIFF with a malformed metadata tag decodes, with a Pillow UserWarning: not on the default console
+    (nothing in it is for the user to do), shown with --verbose."""
+    import struct
+    import warnings
+
+    from PIL import Image
+
+    image = tmp_path / "tagged.tif"
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(image)
+    data = bytearray(image.read_bytes())  # little-endian TIFF: the first IFD's offset, its entry count, its entries
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack_from("<H", data, ifd)[0], 12):
+        if struct.unpack_from("<H", data, entry)[0] == 278:  # RowsPerStrip: one value, written as two
+            struct.pack_into("<I", data, entry + 4, 2)
+    image.write_bytes(bytes(data))
+    for flags, shown in (([], False), (["-v"], True)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            assert main(["regions", str(image), "--out", str(tmp_path / "out"), "--num-workers", "0", *flags]) == 0
+        pillow = [str(warning.message) for warning in seen if warning.filename.endswith("TiffImagePlugin.py")]
+        assert bool(pillow) == shown, (flags, pillow)
+    capsys.readouterr()

@@ -1,10 +1,15 @@
-"""`train --data` on a Hugging Face data set: a save_to_disk folder (the README's command), a Parquet file,
-an unreadable row skipped and named, refusals naming the column or the split."""
+"""Hugging Face data sets as inputs: `train --data`, `embed`, `regions`, `visualize` on a save_to_disk folder
+(the README's commands), a Parquet file, a repo id in the HF caches (offline), streamed, under torchrun; an
+unreadable row skipped and named, refusals naming the column, the split or the caches."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +20,13 @@ from test_init_from import readme_commands
 
 from dseqjepa_cli import main
 from dseqjepa_hub.application.hf_datasets import DatasetError, ImageRows
+from dseqjepa_hub.application.loading import load_model
+from dseqjepa_hub.application.runner import image_batches
 from dseqjepa_train import load_config, train
 
 datasets = pytest.importorskip("datasets")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+REPO = Path(__file__).resolve().parents[1]
+READABLE = (0, 1, 2, 4, 5, 6, 7)  # the fixture's rows but the damaged one
 
 
 def png(rng, size=(72, 80)) -> bytes:
@@ -47,18 +48,18 @@ def dataset(tmp_path_factory) -> datasets.Dataset:
 def test_readme_trains_on_a_saved_data_set(dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     datasets.DatasetDict({"train": dataset}).save_to_disk("my_dataset")
-    for command in readme_commands("Hugging Face data sets: `train --data`, `embed`, `regions`"):
-        # embed and regions exit 1 for the damaged row, as for a damaged file; training skips and counts it
+    for command in readme_commands("Hugging Face data sets: `train --data`, `embed`, `regions`, `visualize`"):
+        # the others exit 1 for the damaged row, as for a damaged file; training skips and counts it
         assert main(command) == (0 if command[0] == "train" else 1), command
     written = sorted(path.name for path in Path("dataset_regions").glob("*.regions.json"))
-    assert written == [f"my_dataset#{row}.regions.json" for row in (0, 1, 2, 4, 5, 6, 7)]
+    assert written == [f"my_dataset#{row}.regions.json" for row in READABLE]
     assert json.loads(Path("dataset_regions/my_dataset#6.regions.json").read_text())["image"] == "my_dataset#6"
     Path("dataset_regions/my_dataset#5.regions.jpg").unlink()  # --skip-existing redoes row 5 alone
     assert main(["regions", "my_dataset", "--image-column", "img", "--json", "--out", "dataset_regions",
                  "--skip-existing"]) == 1
     assert Path("dataset_regions/my_dataset#5.regions.jpg").is_file()
     sidecar = json.loads(Path("dataset_embeddings.npy.json").read_text())
-    assert sidecar["files"] == [f"my_dataset#{row}" for row in (0, 1, 2, 4, 5, 6, 7)]
+    assert sidecar["files"] == [f"my_dataset#{row}" for row in READABLE]
     assert [failure["file"] for failure in sidecar["failures"]] == ["my_dataset#3"]
     embeddings = np.load("dataset_embeddings.npy")
     rows = dataset.cast_column("img", datasets.Image(decode=False))
@@ -66,6 +67,13 @@ def test_readme_trains_on_a_saved_data_set(dataset, tmp_path, monkeypatch):
         Path(f"row{row}.png").write_bytes(rows[row]["img"]["bytes"])
     assert main(["embed", "row0.png", "row5.png", "--out", "files.npy"]) == 0
     np.testing.assert_allclose(np.load("files.npy"), embeddings[[0, 4]], rtol=1e-5, atol=1e-6)
+    # streamed: the same rows, names and embeddings
+    assert json.loads(Path("dataset_streamed.npy.json").read_text())["files"] == sidecar["files"]
+    np.testing.assert_allclose(np.load("dataset_streamed.npy"), embeddings, rtol=1e-5, atol=1e-6)
+    pictures = sorted(Path("dataset_pca").glob("*.png"))
+    assert [path.name.split(".")[0] for path in pictures] == [f"my_dataset#{row}" for row in READABLE]
+    index = json.loads(next(Path("dataset_pca").glob("*.json")).read_text())
+    assert [entry["image"] for entry in index["images"]] == [f"my_dataset#{row}" for row in READABLE]
     summary = json.loads(Path("dataset_run/summary.json").read_text())
     assert summary["step"] == 2 and summary["skipped_images"] >= 1  # the damaged row
     records = [json.loads(line) for line in Path("dataset_run/metrics.jsonl").read_text().splitlines()]
@@ -94,3 +102,113 @@ def test_a_missing_column_or_split_is_refused_naming_it(dataset, tmp_path):
     datasets.DatasetDict({"test": dataset}).save_to_disk(tmp_path / "dict")
     with pytest.raises(DatasetError, match=r"without a 'train' split \(it has \['test'\]\)"):
         ImageRows(tmp_path / "dict", "img")
+
+
+def test_a_stream_gives_the_rows_in_order_to_every_worker_and_shard(dataset, tmp_path):
+    """Streamed rows: a shard keeps its row indices, two decoding workers give the batches back in order,
+    each row once, the same pixels as the memory-mapped rows."""
+    dataset.to_parquet(tmp_path / "images.parquet")
+    rows = ImageRows(tmp_path / "images.parquet", "img")
+    stream = ImageRows(tmp_path / "images.parquet", "img", streaming=True)
+    assert stream.streaming and len(stream) == 8 and stream.stems()[5] == Path("images.parquet#5")
+    shard = stream[1::3]
+    assert [(position, str(shard.name(position))) for position, _ in shard.encoded()] == \
+        [(0, f"{tmp_path / 'images.parquet'}#1"), (1, f"{tmp_path / 'images.parquet'}#4"), (2, f"{tmp_path / 'images.parquet'}#7")]
+    first = next(shard.encoded([1]))
+    assert np.array_equal(np.asarray(shard.decode(*first)), np.asarray(rows.load(4)))
+    processor = load_model(None, "cpu").processor
+    for workers in (0, 2):
+        with image_batches(stream, processor, batch_size=2, num_workers=workers) as batches:
+            batches = list(batches)
+        names = [str(path) for batch in batches for path in [*batch.paths, *(failed for failed, _ in batch.failures)]]
+        assert sorted(names) == [str(name) for name in stream.names()], workers
+        assert [str(path) for batch in batches for path in batch.paths] == [str(rows.name(row)) for row in READABLE]
+    with image_batches(rows, processor, batch_size=8, num_workers=0) as mapped:
+        expected = next(mapped).pixel_values
+    assert torch.equal(torch.cat([batch.pixel_values for batch in batches]), expected)
+
+
+@pytest.fixture
+def hf_caches(tmp_path, monkeypatch) -> Path:
+    """Empty HF caches for this test (TMP/hub, TMP/datasets), offline."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    return tmp_path
+
+
+def hub_snapshot(parquet: Path, hub: Path, repo_id: str, commit: str = "0" * 40) -> None:
+    """What `hf download REPO --repo-type dataset` leaves in the hub cache for a repo of one Parquet file."""
+    folder = hub / f"datasets--{repo_id.replace('/', '--')}"
+    (folder / "snapshots" / commit / "data").mkdir(parents=True)
+    shutil.copy(parquet, folder / "snapshots" / commit / "data" / "train-00000-of-00001.parquet")
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+
+
+def prepared_copy(parquet: Path, cache: Path, repo_id: str) -> None:
+    """What `load_dataset(REPO)` leaves in the datasets cache: NAMESPACE___NAME/CONFIG/VERSION/HASH/NAME-train.arrow."""
+    builder = datasets.load_dataset_builder("parquet", data_files={"train": str(parquet)})
+    builder.download_and_prepare()
+    prepared = Path(builder.cache_dir)
+    namespace, name = repo_id.split("/")
+    target = cache / f"{namespace}___{name}" / "default" / prepared.parent.name / prepared.name
+    shutil.copytree(prepared, target)
+    for arrow in target.glob("parquet-train*.arrow"):
+        arrow.rename(arrow.with_name(arrow.name.replace("parquet-", f"{name}-")))
+
+
+def test_a_repo_id_is_read_from_the_hf_caches_offline(dataset, hf_caches, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    dataset.to_parquet("images.parquet")
+    assert main(["embed", "images.parquet", "--image-column", "img", "--out", "file.npy"]) == 1
+    expected = np.load("file.npy")
+    names = [f"someone/photos#{row}" for row in READABLE]
+
+    def embed_repo(out: str, *options: str) -> np.ndarray:
+        assert main(["embed", "someone/photos", "--image-column", "img", "--out", out, *options]) == 1
+        assert json.loads(Path(f"{out}.json").read_text())["files"] == names
+        return np.load(out)
+
+    hub_snapshot(Path("images.parquet"), tmp_path / "hub", "someone/photos")
+    np.testing.assert_allclose(embed_repo("snapshot.npy"), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(embed_repo("snapshot_streamed.npy", "--streaming"), expected, rtol=1e-5, atol=1e-6)
+    shutil.rmtree(tmp_path / "hub")
+    shutil.rmtree(tmp_path / "datasets")  # what the snapshot's reading prepared, under another name
+    with pytest.raises(DatasetError, match=r"someone/photos: no such file or folder, and not a data set in the HF "
+                                           r"caches \(Couldn't find cache for someone/photos in .*datasets; no "
+                                           r"snapshot in .*hub/datasets--someone--photos\)"):
+        ImageRows("someone/photos", "img")
+    prepared_copy(Path("images.parquet"), tmp_path / "datasets", "someone/photos")
+    np.testing.assert_allclose(embed_repo("prepared.npy"), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(embed_repo("prepared_streamed.npy", "--streaming"), expected, rtol=1e-5, atol=1e-6)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_embed_under_torchrun_writes_every_row_once(dataset, tmp_path):
+    """Two CPU ranks (gloo) on a data set, read as mapped rows and streamed (two decoding workers a rank):
+    every row once over the shards, each named by its row, embedded as in one process."""
+    dataset.save_to_disk(tmp_path / "rows")
+    assert main(["embed", str(tmp_path / "rows"), "--image-column", "img", "--out", str(tmp_path / "one.npy")]) == 1
+    expected = dict(zip(json.loads((tmp_path / "one.npy.json").read_text())["files"], np.load(tmp_path / "one.npy")))
+    for options in (["--num-workers", "0"], ["--streaming", "--num-workers", "2"]):
+        out = tmp_path / options[0].strip("-") / "emb.npy"
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                   "dseqjepa_cli", "embed", str(tmp_path / "rows"), "--image-column", "img", "--batch-size", "2",
+                   "--out", str(out), *options]
+        done = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode != 0 and f"  {tmp_path / 'rows'}#3: " in done.stderr, done.stderr[-3000:]  # row 3 only
+        index = json.loads(out.with_name("emb.index.json").read_text())
+        written, failed = {}, []
+        for shard in index["shards"]:
+            sidecar = json.loads((out.parent / shard["sidecar"]).read_text())
+            assert not set(sidecar["files"]) & set(written), options  # no row twice
+            written.update(zip(sidecar["files"], np.load(out.parent / shard["file"])))
+            failed += [failure["file"] for failure in sidecar["failures"]]
+        assert sorted(written) == sorted(expected) and failed == [f"{tmp_path / 'rows'}#3"], options
+        for name, row in written.items():
+            np.testing.assert_allclose(row, expected[name], rtol=1e-5, atol=1e-6)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import build_scenes_or_skip
 from PIL import Image
 from safetensors.torch import load_file
 from test_training_runs import losses, run_state
@@ -21,18 +22,9 @@ from dseqjepa_hub.application.loading import default_model_path, load_model
 from dseqjepa_train import load_config, train
 from dseqjepa_train.checkpoint import latest_checkpoint
 from dseqjepa_train.config import ConfigError
-from dseqjepa_train.datakit import DataKitError, build_scenes
 
 REPO = Path(__file__).resolve().parents[1]
 FROZEN = ["start_lr=0", "lr=0", "final_lr=0", "ema_start=1", "ema_end=1", "weight_decay=0", "final_weight_decay=0"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def readme_commands(heading: str) -> list[list[str]]:
@@ -45,25 +37,13 @@ def readme_commands(heading: str) -> list[list[str]]:
     return [command[1:] for command in commands]
 
 
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory) -> Path:
-    """The data kit's scenes at the bundled model's size (from the machine's Debian packages)."""
-    try:
-        return build_scenes(tmp_path_factory.mktemp("kit") / "scenes", num_train=16, num_val=2, image_size=96)
-    except DataKitError as error:
-        pytest.skip(f"the data kit's packages are not installed here: {error}")
-
-
 def test_readme_continues_the_bundled_model_on_the_data_kit(tmp_path, monkeypatch, caplog):
     """The README's commands: the kit, continued pretraining from `default` (loss falls), then `embed` loads the run."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "examples").symlink_to(REPO / "examples")
     for command in readme_commands("Continue pretraining a released model on your images"):
         if command[:3] == ["data", "build", "scenes"]:
-            try:
-                build_scenes("scenes", num_train=64, num_val=8, image_size=96)  # the command's library call
-            except DataKitError as error:
-                pytest.skip(f"the data kit's packages are not installed here: {error}")
+            build_scenes_or_skip("scenes", num_train=64, num_val=8, image_size=96)  # the command's library call
             continue
         with caplog.at_level("INFO"):
             assert main(command) == 0, command

@@ -24,14 +24,6 @@ from dseqjepa_train.monitoring import STATISTICS, effective_rank, embedding_std,
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -106,6 +98,17 @@ def test_a_collapsed_run_warns_naming_the_step(images, collapsed_model, tmp_path
     assert all(r["effective_rank"] < 1.01 and r["embedding_std"] < 1e-5 for r in logged)
     warnings = [r.message for r in caplog.records if "collapsed" in r.message]
     assert warnings and "collapsed at step 3:" in warnings[0]  # patience 3: the third log in a row
+
+
+def test_the_collapse_count_goes_on_after_a_resume(images, collapsed_model, tmp_path, caplog):
+    """Two collapsed logs, a checkpoint, a resume: the third log in a row is the warning, as in one run."""
+    config = load_config("tiny-cpu", [f"init_from={collapsed_model}", "log_every=1", "batch_size=4", "epochs=2",
+                                      "num_workers=0", *FROZEN])
+    train(config, images / "train", tmp_path / "run", max_steps=2)
+    assert not [r for r in caplog.records if "collapsed" in r.message]
+    train(config, images / "train", tmp_path / "run", max_steps=3, resume=True)
+    warnings = [r.message for r in caplog.records if "collapsed" in r.message]
+    assert len(warnings) == 1 and "collapsed at step 3:" in warnings[0] and "for 3 logs in a row" in warnings[0]
 
 
 def test_stop_on_collapse_ends_the_run_in_one_line(images, collapsed_model, tmp_path, capsys):

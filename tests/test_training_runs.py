@@ -23,15 +23,6 @@ from dseqjepa_train.config import ConfigError
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices on a shared 2-core machine: more threads only wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """16 images of coloured shapes in two class folders, and one unreadable file."""
@@ -147,9 +138,24 @@ def test_checkpoints_are_model_folders(images, tmp_path):
 def test_resume_refuses_a_changed_config(images, tmp_path):
     config = load_config("tiny-cpu", ["method=ijepa"])
     train(config, images, tmp_path, max_steps=1)
-    with pytest.raises(ConfigError, match=r"config differs from the checkpoint's .* in \['lr'\]") as raised:
-        train(load_config("tiny-cpu", ["method=ijepa", "lr=0.01"]), images, tmp_path, max_steps=2, resume=True)
+    with pytest.raises(ConfigError, match=r"config differs from the checkpoint's .* in \['lr'\] \(only the monitoring") \
+            as raised:  # log_every may change, lr may not
+        train(load_config("tiny-cpu", ["method=ijepa", "lr=0.01", "log_every=1"]), images, tmp_path, max_steps=2,
+              resume=True)
     assert type(raised.value) is ConfigError
+
+
+def test_resume_takes_changed_monitoring_keys(images, tmp_path, caplog):
+    """What only watches the run may change on resume; the resumed weights are the uninterrupted run's."""
+    train(load_config("tiny-cpu", ["method=ijepa"]), images, tmp_path / "whole", max_steps=2)
+    train(load_config("tiny-cpu", ["method=ijepa"]), images, tmp_path / "split", max_steps=1)
+    watched = load_config("tiny-cpu", ["method=ijepa", "log_every=1", "collapse_patience=5", "stop_on_collapse=true"])
+    with caplog.at_level("INFO"):
+        train(watched, images, tmp_path / "split", max_steps=2, resume=True)
+    assert "the monitoring changes: collapse_patience 3 -> 5, log_every 10 -> 1, stop_on_collapse False -> True" in caplog.text
+    assert load_config(tmp_path / "split" / "config.yaml").log_every == 1
+    whole, split = run_state(tmp_path / "whole"), run_state(tmp_path / "split")
+    assert whole.keys() == split.keys() and all(torch.equal(whole[k], split[k]) for k in whole)
 
 
 def test_a_nan_loss_stops_the_run_naming_the_step(images, tmp_path, capsys):

@@ -364,6 +364,13 @@ def test_data_from_a_file_list_with_seeded_crops(tmp_path):
         list_image_files(tmp_path / "empty")
     with pytest.raises(TrainingDataError, match="no such folder or file list"):
         list_image_files(tmp_path / "missing")
+    split = tmp_path / "split"  # the data kit's layout: images/, label images in masks/, labels.tsv
+    for sub in ("images", "masks"):
+        (split / sub).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(torch.zeros((8, 8), dtype=torch.uint8).numpy()).save(split / sub / f"{i}.png")
+    (split / "labels.tsv").write_text("images/0.png\tcat\nimages/1.png\tdog\n")
+    assert list_image_files(split) == [split / "images" / "0.png", split / "images" / "1.png"]
     with pytest.raises(ValueError, match="fewer than batch_size 8"):
         build_loader(paths, image_size=16, crop_scale=(0.3, 1.0), mean=[0.5] * 3, std=[0.25] * 3, seed=0,
                      batch_size=8, num_workers=0, world_size=1, rank=0)

@@ -273,6 +273,9 @@ def _read_fields(owner: type, names: list[str], values: dict, prefix: str = "") 
 
 
 FIELD_NAMES = [item.name for item in dataclasses.fields(TrainConfig)]
+# What only watches the run (nothing trained depends on it): the keys `--resume` lets change.
+MONITORING_KEYS = ("log_every", "eval_every", "eval_data", "eval_images", "collapse_rank", "collapse_std",
+                   "collapse_patience", "stop_on_collapse")
 
 
 def config_from_dict(values: dict, source: str = "config") -> TrainConfig:

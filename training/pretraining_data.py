@@ -22,6 +22,8 @@ from dseqjepa_hub.application.hf_datasets import ImageRows, is_dataset
 from dseqjepa_hub.errors import DSeqJEPAError
 from dseqjepa_hub.image_io import ImageLoadError, find_images, load_image
 
+from .evaluation.labelled_splits import load_labelled_split
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,15 +38,19 @@ def derive_seed(*parts: int) -> int:
 
 def list_image_files(source: str | os.PathLike, image_column: str = "image") -> list[Path] | ImageRows:
     """Images under a folder (recursive, sorted; class sub-folders are just folders), in a
-    text file listing one path per line (relative paths are relative to the list's folder), or the
-    `image_column` of a Hugging Face data set (a save_to_disk folder, a Parquet or Arrow file)."""
+    text file listing one path per line (relative paths are relative to the list's folder), the images a
+    labelled split's labels.tsv lists (the data kit's `scenes/train`: not its masks/), or the `image_column`
+    of a Hugging Face data set (a save_to_disk folder, a Parquet or Arrow file, a repo id in the HF caches)."""
     if is_dataset(source):
         rows = ImageRows(source, image_column)
         if not len(rows):
             raise TrainingDataError(f"--data {source}: the data set has no rows")
         return rows
     source = Path(source)
-    if source.is_dir():
+    if (source / "labels.tsv").is_file():
+        paths = load_labelled_split(source).paths
+        logger.info("--data %s: a labelled split, its %d images listed in labels.tsv", source, len(paths))
+    elif source.is_dir():
         paths, skipped = find_images([source])
         for path, reason in skipped:
             logger.warning("skipping %s: %s", path, reason)

@@ -28,7 +28,7 @@ from dseqjepa_hub.errors import DSeqJEPAError
 from dseqjepa_hub.regions import extract_regions
 
 from .checkpoint import load_latest_checkpoint, restore_rng_states, rng_states, save_checkpoint
-from .config import ConfigError, TrainConfig, config_from_dict, save_config
+from .config import MONITORING_KEYS, ConfigError, TrainConfig, config_from_dict, save_config
 from .distributed import DistributedContext, all_reduce_mean, gather_digests, init_distributed, shutdown_distributed
 from .init_from import starting_point
 from .masks import multiblock_masks
@@ -130,6 +130,7 @@ class Pretrainer:
                         "world_size": self.dist.world_size},
             "rng": rng_states(),
             "skipped_images": self.skipped_images,
+            "collapse_logs": self.collapse.below,  # the logs in a row below the thresholds so far
             "config": self.config.to_dict(),
         }
 
@@ -152,10 +153,16 @@ class Pretrainer:
         if found is None:
             return None
         path, networks, state = found
-        saved = config_from_dict(state["config"], source=f"{path}/{'trainer_state.pt'}")
-        if saved != self.config:
-            changed = sorted(k for k, v in saved.to_dict().items() if self.config.to_dict()[k] != v)
-            raise ConfigError(f"--resume: the config differs from the checkpoint's ({path}) in {changed}")
+        saved = config_from_dict(state["config"], source=f"{path}/{'trainer_state.pt'}").to_dict()
+        now = self.config.to_dict()
+        changed = sorted(key for key, value in saved.items() if now[key] != value)
+        if [key for key in changed if key not in MONITORING_KEYS]:
+            raise ConfigError(f"--resume: the config differs from the checkpoint's ({path}) in "
+                              f"{[key for key in changed if key not in MONITORING_KEYS]} (only the monitoring keys "
+                              f"{', '.join(MONITORING_KEYS)} may change)")
+        if changed:
+            logger.info("--resume: the monitoring changes: %s",
+                        ", ".join(f"{key} {saved[key]!r} -> {now[key]!r}" for key in changed))
         if state["schedules"]["steps_per_epoch"] != self.steps_per_epoch or state["sampler"]["world_size"] != self.dist.world_size:
             raise ConfigError(
                 f"--resume: {path} was written with {state['schedules']['steps_per_epoch']} steps per epoch on "
@@ -168,6 +175,7 @@ class Pretrainer:
         restore_rng_states(state["rng"])
         self.step = state["step"]
         self.skipped_images = state["skipped_images"]
+        self.collapse.below = state.get("collapse_logs", 0)  # 0 in checkpoints written before it was kept
         self.last_checkpoint = path
         return path
 

@@ -192,7 +192,8 @@ def rank_regions_in_files(
     remove_stale_temporaries(out_dir, recursive=True)  # left by a killed run; never outputs
     rows = paths if isinstance(paths, ImageRows) else None  # a data set's rows, named SOURCE#ROW
     paths = rows.names() if rows is not None else paths
-    stems = list(stems) if stems is not None else output_stems([Path(path) for path in paths], ())  # names, deduplicated
+    if stems is None:  # a data set's NAME#ROW, or the files' names, deduplicated
+        stems = rows.stems() if rows is not None else output_stems([Path(path) for path in paths], ())
     results: list[dict] = []
     todo: list[tuple[int, Path, Path, Path | None]] = []
     for index, (path, stem) in enumerate(zip(paths, stems, strict=True)):

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from ..errors import NonFiniteOutputError
@@ -124,16 +124,37 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        rows = self.paths if isinstance(self.paths, ImageRows) else None
-        path = self.paths[index] if rows is None else rows.name(index)
+        if isinstance(self.paths, ImageRows):
+            return self.item(index, self.paths.name(index), lambda: self.paths.load(index, **self.limits()))
+        return self.item(index, self.paths[index], lambda: load_image(self.paths[index], **self.limits()))
+
+    def limits(self) -> dict:
+        return {"max_pixels": self.max_pixels, "max_side": self.max_side}
+
+    def item(self, index: int, path: Path, load: Callable[[], Image.Image]) -> dict:
         try:
-            if rows is None:
-                image = load_image(path, max_pixels=self.max_pixels, max_side=self.max_side)
-            else:
-                image = rows.load(index, max_pixels=self.max_pixels, max_side=self.max_side)
+            image = load()
         except ImageLoadError as error:
             return {"index": index, "path": error.path, "reason": error.reason}
         return prepare_image(index, path, image, self.processor, keep_image=self.keep_images)
+
+
+class StreamedImages(ImageFiles, IterableDataset):
+    """A streamed data set's rows (`ImageRows` with streaming) -> the items of `ImageFiles`, in input order:
+    DataLoader worker w of W reads the stream and decodes the batches w, w + W, ... (`batch_size` rows each),
+    which the loader's round robin over its workers puts back in order."""
+
+    def __init__(self, rows: ImageRows, processor, *, batch_size: int, **options):
+        super().__init__(rows, processor, **options)
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[dict]:
+        worker = get_worker_info()
+        index, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        mine = (position for position in range(len(self.paths)) if position // self.batch_size % workers == index)
+        for position, value in self.paths.encoded(mine):
+            yield self.item(position, self.paths.name(position),
+                            lambda: self.paths.decode(position, value, **self.limits()))  # noqa: B023 (called at once)
 
 
 @contextmanager
@@ -219,12 +240,15 @@ def image_batches(
     consecutive files (fewer images when some fail), decoded ahead in `num_workers` processes
     (None: `default_num_workers(device)`; 0: in this process); pixel values in pinned memory for
     a CUDA `device`. The workers are stopped on leaving."""
-    dataset = ImageFiles(paths, processor, max_pixels=max_pixels, max_side=max_side, keep_images=keep_images)
+    options = {"max_pixels": max_pixels, "max_side": max_side, "keep_images": keep_images}
+    if isinstance(paths, ImageRows) and paths.streaming:
+        dataset = StreamedImages(paths, processor, batch_size=batch_size, **options)
+    else:
+        dataset = ImageFiles(paths, processor, **options)
     num_workers = workers_for(len(dataset), batch_size, num_workers, device)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=False,
         num_workers=num_workers,
         collate_fn=collate_images,
         pin_memory=torch.device(device).type == "cuda",

@@ -45,6 +45,7 @@ from .drawing import (
     draw_sequence,
     draw_similarity,
 )
+from .hf_datasets import ImageRows
 from .regions_job import batch_regions, ranked_regions_forward
 from .runner import Forward, ImageBatch, check_finite, infer_files
 
@@ -129,7 +130,8 @@ def visualize_files(
         raise DSeqJEPAError(f"unknown kind {kind!r}; expected one of {KINDS}")
     out_dir = Path(out_dir)
     remove_stale_temporaries(out_dir, recursive=True)
-    stems = list(stems) if stems is not None else [Path(Path(path).stem) for path in paths]
+    if stems is None:
+        stems = paths.stems() if isinstance(paths, ImageRows) else [Path(Path(path).stem) for path in paths]
     options = kind_options(kind, model, num_regions=num_regions, min_region_fraction=min_region_fraction, layer=layer,
                            query=query, num_clusters=num_clusters, foreground=foreground, method=method, seed=seed)
     tag = output_tag(kind, model, num_regions=num_regions, min_region_fraction=min_region_fraction, layer=layer,
