@@ -24,10 +24,12 @@ pass on whole batches -> the caller's sink, at the model's pace. `regions_job`, 
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +46,8 @@ from tqdm.auto import tqdm
 from ..errors import NonFiniteOutputError
 from ..image_io import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from .hf_datasets import ImageRows
+
+logger = logging.getLogger(__name__)
 
 MAX_DEFAULT_WORKERS = 4
 
@@ -157,10 +161,32 @@ class StreamedImages(ImageFiles, IterableDataset):
                             lambda: self.paths.decode(position, value, **self.limits()))  # noqa: B023 (called at once)
 
 
+@contextmanager
+def one_intra_op_thread() -> Iterator[None]:
+    """torch's intra-op threads at 1 in this thread for the block, then back to their number.
+
+    One image's tensors are small (3 x 224 x 224 floats): split over the cores, every elementwise
+    operation of the image processor waits for each core's share, and on a machine whose cores
+    are busy that wait costs several times the work (benchmarks/RESULTS.md: 15-23 ms against
+    3-5 ms per photo on 2 busy cores). A DataLoader worker process already runs with 1 thread.
+    OpenMP keeps the count per thread: threads already running (the model's, the caller's) keep
+    theirs; only a thread making its first parallel call inside the block would start with 1."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def prepare_image(index: int, path: Path, image: Image.Image, processor, *, keep_image: bool) -> dict:
     """One decoded RGB image -> its item: preprocessed one image at a time, as the pipeline's
-    preprocess does (the same model input)."""
-    pixel_values = processor(image, return_tensors="pt")["pixel_values"][0]
+    preprocess does (the same model input), on one intra-op thread (`one_intra_op_thread`)."""
+    with one_intra_op_thread():
+        pixel_values = processor(image, return_tensors="pt")["pixel_values"][0]
     item = {
         "index": index,
         "path": path,
@@ -356,8 +382,14 @@ def infer_files(
     called one batch late in the calling thread -> None (the sink keeps what it needs) or one job
     per image (a callable without arguments) for the `write_threads` writer threads (None:
     `default_write_threads()`). num_workers: decoding processes (None: `default_num_workers(device)`;
-    0: this process). The progress bar counts `skipped` files (already done) as done.
+    0: this process). The progress bar counts `skipped` files (already done) as done. Logs (INFO) one line
+    with the work and how it is split, and one with the time it took.
     """
+    workers = default_num_workers(device) if num_workers is None else num_workers
+    logger.info("%s: %d image(s)%s, batches of %d on %s, %d decoding worker(s), %d writer thread(s)", desc, len(paths),
+                f" ({skipped} already done)" if skipped else "", batch_size, device, workers,
+                default_write_threads() if write_threads is None else write_threads)
+    start = time.perf_counter()
     with (
         image_batches(
             paths, processor, batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels,
@@ -365,8 +397,12 @@ def infer_files(
         ) as batches,  # first: the workers are forked before any thread starts
         tqdm(total=len(paths) + skipped, initial=skipped, desc=desc, unit="img", disable=not progress) as bar,
     ):
-        return _run(batches, forward, sink, device=device, dtype=dtype, write_threads=write_threads,
-                    max_pending=2 * batch_size, bar=bar)
+        results, failures = _run(batches, forward, sink, device=device, dtype=dtype, write_threads=write_threads,
+                                 max_pending=2 * batch_size, bar=bar)
+    seconds = time.perf_counter() - start
+    logger.info("%s: %d image(s) done in %.1f s (%.2f img/s), %d unreadable", desc, len(paths) - len(failures), seconds,
+                (len(paths) - len(failures)) / max(seconds, 1e-9), len(failures))
+    return results, failures
 
 
 def infer_images(
