@@ -276,10 +276,19 @@ def test_streamed_training_resumes_bit_identical(dataset, tmp_path):
     assert json.loads((straight / "summary.json").read_text())["skipped_images"] >= 1  # the damaged row
 
 
-def test_streaming_a_folder_is_refused_in_one_line(tmp_path, capsys):
+def test_streaming_a_folder_or_a_batch_of_unreadable_rows_is_refused_in_one_line(tmp_path, capsys):
     (tmp_path / "photos").mkdir()
     Image.new("RGB", (64, 64)).save(tmp_path / "photos" / "a.png")
     assert main(["train", "--config", "tiny-cpu", "--data", str(tmp_path / "photos"), "--output", str(tmp_path / "run"),
                  "--streaming"]) == 1
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "--streaming reads a Hugging Face data set" in error, error
+    damaged = datasets.Dataset.from_dict({"img": [{"bytes": b"not an image", "path": None}] * 4},
+                                         features=datasets.Features({"img": datasets.Image()}))
+    damaged.to_parquet(tmp_path / "damaged.parquet")
+    assert main(["train", "--config", "tiny-cpu", "--data", str(tmp_path / "damaged.parquet"), "--output",
+                 str(tmp_path / "run"), "--streaming", "--set", "image_column=img", "--set", "batch_size=4",
+                 "--set", "num_workers=1"]) == 1  # raised in the decoding worker
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("dseqjepa train: error: none of the 4 rows of a batch could be read (") and \
+        "Traceback" not in error, error
