@@ -1,10 +1,11 @@
-"""`dseqjepa embed` on the same images as files, as a Parquet file read as mapped rows (converted into the
-datasets cache on first use, then memory-mapped) and as a Parquet file streamed (`--streaming`): wall time,
-the process's peak RSS and the bytes written to the datasets cache, each run a fresh process with a fresh
-cache, the cases interleaved, medians.
+"""`dseqjepa embed` (or, with --job train, `dseqjepa train --config tiny-cpu` for one epoch) on the same images
+as files, as a Parquet file read as mapped rows (converted into the datasets cache on first use, then
+memory-mapped) and as a Parquet file streamed (`--streaming`): wall time, the process's peak RSS and the bytes
+written to the datasets cache, each run a fresh process with a fresh cache, the cases interleaved, medians.
 
     python benchmarks/bench_datasets.py                    # 512 JPEG photos-sized images, 3 repeats
     python benchmarks/bench_datasets.py --images 2048 --repeats 5
+    python benchmarks/bench_datasets.py --job train        # pretraining's data path (batch 32, the tiny model)
     python benchmarks/bench_datasets.py --images 2048 --stream-only   # the stream alone: RSS along the rows
 
 --stream-only reads the Parquet file's encoded images through `ImageRows(..., streaming=True).encoded()` (no
@@ -30,11 +31,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-CASES = {
-    "files": lambda data: [str(data / "images")],
-    "parquet, mapped": lambda data: [str(data / "images.parquet"), "--image-column", "img"],
-    "parquet, streamed": lambda data: [str(data / "images.parquet"), "--image-column", "img", "--streaming"],
+CASES = {  # the input, its image column, streamed
+    "files": ("images", None, False),
+    "parquet, mapped": ("images.parquet", "img", False),
+    "parquet, streamed": ("images.parquet", "img", True),
 }
+TRAIN_BATCH = 32
+
+
+def command(job: str, case: str, data: Path, out: str, images: int) -> list[str]:
+    """The `dseqjepa` arguments of `job` on `case`: no decoding workers, quiet."""
+    source, column, streaming = CASES[case]
+    stream = ["--streaming"] if streaming else []
+    if job == "embed":
+        column_option = ["--image-column", column] if column else []
+        return ["embed", str(data / source), *column_option, *stream, "--out", out, "--num-workers", "0", "--quiet"]
+    column_option = ["--set", f"image_column={column}"] if column else []
+    return ["train", "--config", "tiny-cpu", "--data", str(data / source), "--output", out, *column_option, *stream,
+            "--set", f"batch_size={TRAIN_BATCH}", "--set", "num_workers=0", "--set", "epochs=1",
+            "--set", f"checkpoint_every={images}", "--quiet"]
 
 
 ROW_GROUP = 100  # rows per Parquet row group (the unit Parquet is read in)
@@ -81,11 +96,11 @@ def stream_only(parquet: Path) -> None:
 
 
 def one_run(args: argparse.Namespace) -> None:
-    """In a fresh process: embed, then print seconds, peak RSS (MB) and the cache's bytes as JSON."""
+    """In a fresh process: embed (or train), then print seconds, peak RSS (MB) and the cache's bytes as JSON."""
     from dseqjepa_cli import main
 
     start = time.perf_counter()
-    code = main(["embed", *CASES[args.case](Path(args.data)), "--out", args.out, "--num-workers", "0", "--quiet"])
+    code = main(command(args.job, args.case, Path(args.data), args.out, args.images))
     seconds = time.perf_counter() - start
     cache = Path(os.environ["HF_DATASETS_CACHE"])
     written = sum(path.stat().st_size for path in cache.rglob("*") if path.is_file())
@@ -98,6 +113,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--size", type=int, default=640, help="image width in pixels (height: 3/4 of it)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--job", choices=("embed", "train"), default="embed",
+                        help="train: `dseqjepa train --config tiny-cpu`, one epoch of batches of 32")
     parser.add_argument("--stream-only", action="store_true", help="only the stream's resident memory along the rows")
     parser.add_argument("--one", dest="case", choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -118,14 +135,16 @@ def main() -> None:
             for case in CASES:
                 cache = data / f"cache_{repeat}_{case.replace(', ', '_')}"  # fresh: the first use of the data set
                 env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "OMP_NUM_THREADS": "2"}
-                done = subprocess.run([sys.executable, __file__, "--one", case, "--data", str(data),
-                                       "--out", str(data / "out.npy")], env=env, capture_output=True, text=True)
+                out = data / f"out_{repeat}_{case.replace(', ', '_')}{'.npy' if args.job == 'embed' else ''}"
+                done = subprocess.run([sys.executable, __file__, "--one", case, "--job", args.job, "--images",
+                                       str(args.images), "--data", str(data), "--out", str(out)],
+                                      env=env, capture_output=True, text=True)
                 if done.returncode != 0:
                     raise SystemExit(done.stderr[-3000:])
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 assert result["code"] == 0, result
                 results[case].append(result)
-        print(f"{args.images} images of {args.size}x{args.size * 3 // 4} px, Parquet {parquet_mb:.1f} MB in row groups of "
+        print(f"{args.job}: {args.images} images of {args.size}x{args.size * 3 // 4} px, Parquet {parquet_mb:.1f} MB in row groups of "
               f"{ROW_GROUP}; "
               f"{platform.node()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
         print("| input | seconds (median) | peak RSS MB (median) | datasets cache MB written |")
