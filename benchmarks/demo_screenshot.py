@@ -151,8 +151,8 @@ def capture(url: str, out: Path, image: Path = EXAMPLE, chromium: str | None = N
     """Load the demo at `url`, upload `image` (and type `min_region_fraction` into its box), rank its regions,
     save a screenshot to `out`.
 
-    Returns what the page shows: the region table's text, one cell a line (headers first), and the sizes of
-    the three result images.
+    Returns what the page shows: the region table's text, one cell a line (headers first), the sizes of
+    the three result images, and those of them that Gradio's label or buttons (floating over the output) cover.
     """
     executable = chromium or find_chromium()
     if executable is None:
@@ -180,7 +180,13 @@ def capture(url: str, out: Path, image: Path = EXAMPLE, chromium: str | None = N
         shown = browser.evaluate(
             "({table: document.querySelector('#region-table').innerText.split('\\n').map(s => s.trim()).filter(s => s),"
             " images: ['#regions-output', '#saliency-output', '#sequence-output'].map("
-            "  id => { const img = document.querySelector(id + ' img'); return [img.naturalWidth, img.naturalHeight]; })})"
+            "  id => { const img = document.querySelector(id + ' img'); return [img.naturalWidth, img.naturalHeight]; }),"
+            " covered: ['#regions-output', '#saliency-output', '#sequence-output'].filter(id => {"
+            "  const img = document.querySelector(id + ' img').getBoundingClientRect();"
+            "  return [...document.querySelectorAll(id + ' label, ' + id + ' button:not(:has(img))')].some(e => {"
+            "   const r = e.getBoundingClientRect();"
+            "   return r.width > 0 && r.left < img.right && r.right > img.left && r.top < img.bottom && r.bottom > img.top; });"
+            " })})"
         )
         browser.screenshot(out)
         return shown

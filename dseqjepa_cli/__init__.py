@@ -12,13 +12,15 @@ A command module has `DESCRIPTION`, `add_arguments(parser)` and `run(args) -> ex
 Every command takes `-q/--quiet` and `-v/--verbose` (`console`: one progress bar per job, one
 summary line, the libraries silent unless something is wrong). Any `dseqjepa_hub.errors.DSeqJEPAError`
 that reaches `main` becomes one line,
-`dseqjepa CMD: error: MESSAGE`, and exit code 1; argparse's usage errors exit with 2.
+`dseqjepa CMD: error: MESSAGE`, and exit code 1; argparse's usage errors exit with 2; output piped into a
+reader that has stopped (`| head -1`) ends quietly, exit code 141 (128 + SIGPIPE, as a shell reports it).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from importlib.metadata import version
 
@@ -73,6 +75,22 @@ def _show_ranges(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `dseqjepa ARGV` -> exit code. Output piped into a reader that stops early (`dseqjepa info default |
+    head -1`) ends quietly with 141, the exit code of a command that a shell's SIGPIPE stops."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # what is still buffered fails here, not in Python's flush at exit
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit writes nowhere
+        return SIGPIPE_EXIT_CODE
+
+
+SIGPIPE_EXIT_CODE = 128 + 13
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((item for item in argv if not item.startswith("-")), None)
     parser = build_parser(command)

@@ -4,7 +4,10 @@ By default: one progress bar per job where stderr is a terminal (none in a log f
 its updates would be a line), the command's result or one-line summary on stdout, and problems on
 stderr; the libraries draw no bars (the model classes switch transformers' off) and log only what
 is wrong. `--quiet`: errors only (no bar, no summary, no warnings). `--verbose`: the bar even
-where stderr is not a terminal, and the libraries' information lines (transformers, this package).
+where stderr is not a terminal, and this package's information lines, one line each: the model loaded
+(name, class, parameters, dtype, device, input size), the work and how it is split (images, batches,
+workers, threads), its time, and what training does; transformers stays at warnings (its information
+level prints whole config and processor dumps).
 A command's result itself (`info`, `eval`'s table) is printed whatever the level.
 """
 
@@ -23,7 +26,8 @@ def add_console_options(parser: argparse.ArgumentParser) -> None:
     levels = group.add_mutually_exclusive_group()
     levels.add_argument("-q", "--quiet", action="store_true", help="errors only: no progress bar, summary or warning")
     levels.add_argument("-v", "--verbose", action="store_true",
-                        help="also the libraries' information lines, and the progress bar where stderr is not a terminal")
+                        help="also what the job does, a line each (the model loaded, the work and how it is split, its time), "
+                        "and the progress bar where stderr is not a terminal")
 
 
 def show_progress(args: argparse.Namespace) -> bool:
@@ -64,12 +68,13 @@ def console(args: argparse.Namespace):
 def _library_logging(args: argparse.Namespace):
     """transformers' and this package's loggers at --quiet's or --verbose's level, restored afterwards."""
     level = logging.ERROR if args.quiet else logging.INFO
+    transformers_level = logging.ERROR if args.quiet else logging.WARNING
     verbosity = os.environ.get("TRANSFORMERS_VERBOSITY")
-    os.environ["TRANSFORMERS_VERBOSITY"] = "error" if args.quiet else "info"  # transformers imported later
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error" if args.quiet else "warning"  # transformers imported later
     transformers_logging = sys.modules.get("transformers.utils.logging")  # or already imported (tests, python -m)
     before = transformers_logging.get_verbosity() if transformers_logging else None
     if transformers_logging:
-        transformers_logging.set_verbosity(level)
+        transformers_logging.set_verbosity(transformers_level)
     ours = [logging.getLogger(name) for name in ("dseqjepa_hub", "dseqjepa_train", "dseqjepa_convert")]
     levels = [logger.level for logger in ours]
     handler = logging.StreamHandler(sys.stderr) if args.verbose else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from .arguments import positive_int
-from .console import say
+from .console import say, show_progress
 
 DESCRIPTION = ("Pretrain DSeq-JEPA (method dseq), the I-JEPA baseline (ijepa) or the release's mixed curriculum "
                "(mixed). Writes OUTPUT/config.yaml, OUTPUT/metrics.jsonl and OUTPUT/checkpoints/step_*/, each holding "
@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = args.overrides + ([f"init_from={args.init_from}"] if args.init_from is not None else [])
     overrides += ["stop_on_collapse=true"] if args.stop_on_collapse else []
     config = load_config(args.config, overrides)
-    result = train(config, args.data, args.output, max_steps=args.max_steps, resume=args.resume)
+    result = train(config, args.data, args.output, max_steps=args.max_steps, resume=args.resume,
+                   progress=show_progress(args))
     if result.loss is None:
         say(args, f"the run is already complete at step {result.step} ({result.checkpoint}); nothing was changed")
     elif result.checkpoint is not None:  # rank 0

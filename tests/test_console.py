@@ -85,6 +85,38 @@ def test_a_terminal_shows_one_progress_bar_then_the_summary(tmp_path):
     assert done == sorted(done) and done[-1] == 4 and states[-1].startswith("regions: 100%")
 
 
+@pytest.mark.parametrize("arguments, code", [(["info", "default"], 141), (["info", "default", "--json"], 141),
+                                             (["visualize", "--help"], 0)])  # argparse drops a failed help itself
+def test_output_into_a_closed_pipe_ends_quietly(arguments, code):
+    """`dseqjepa info default | head -1`: the reader is gone before the command writes; no BrokenPipeError
+    traceback (not even Python's 'Exception ignored' at exit), exit code 141 as a shell's SIGPIPE would give."""
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone: every write to the pipe fails with EPIPE
+    try:
+        done = subprocess.run([*DSEQJEPA, *arguments], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert done.stderr == ""
+    assert done.returncode == code
+
+
+def test_verbose_says_what_the_job_does_a_line_each_and_no_config_dumps(tmp_path, capsys):
+    """--verbose: the model loaded, the work and how it is split, its time; not transformers' information level
+    (whole config and processor reprs over dozens of lines). Without --verbose none of it."""
+    assert main(["regions", str(IMAGES), "--out", str(tmp_path / "v"), "-v"]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "%|" not in line]
+    assert re.fullmatch(r"model .*default_model: DSeqJEPAModel, 1,214,720 parameters, float32 on cpu; "
+                        r"inputs 96x96 px, patch 8", lines[0]), lines
+    assert lines[1] == "regions: 4 image(s), batches of 8 on cpu, 0 decoding worker(s), 2 writer thread(s)" or (
+        re.fullmatch(r"regions: 4 image\(s\), batches of 8 on cpu, \d+ decoding worker\(s\), \d+ writer thread\(s\)",
+                     lines[1])), lines
+    assert re.fullmatch(r"regions: 4 image\(s\) done in [0-9.]+ s \([0-9.]+ img/s\), 0 unreadable", lines[2]), lines
+    assert len(lines) == 3, lines  # nothing else: no "Model config DSeqJEPAConfig {" and its 40 lines
+    assert main(["regions", str(IMAGES), "--out", str(tmp_path / "d")]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_pillows_decoder_warnings_are_shown_with_verbose_only(tmp_path, capsys):
     """A TIFF with a malformed metadata tag decodes, with a Pillow UserWarning: not on the default console
     (nothing in it is for the user to do), shown with --verbose."""
@@ -108,3 +140,12 @@ def test_pillows_decoder_warnings_are_shown_with_verbose_only(tmp_path, capsys):
         pillow = [str(warning.message) for warning in seen if warning.filename.endswith("TiffImagePlugin.py")]
         assert bool(pillow) == shown, (flags, pillow)
     capsys.readouterr()
+
+
+def test_train_draws_its_bar_on_a_terminal_only(tmp_path, capsys):
+    """`train` follows the console's rule as the folder jobs do: no bar where stderr is a log file."""
+    assert main(["train", "--config", "tiny-cpu", "--data", str(IMAGES), "--output", str(tmp_path / "run"),
+                 "--max-steps", "1", "--set", "batch_size=4", "--set", "num_workers=0"]) == 0
+    captured = capsys.readouterr()
+    assert "train:" not in captured.err and "%|" not in captured.err, captured.err
+    assert captured.out.startswith("trained to step 1")

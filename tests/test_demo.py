@@ -120,6 +120,7 @@ def test_headless_chromium_uploads_an_image_and_takes_a_screenshot(served, tmp_p
     overlay, saliency, sequence, table = analyze(loaded.model, loaded.processor, Image.open(EXAMPLE),
                                                  loaded.model.config.num_regions, loaded.model.config.min_region_fraction)
     assert shown["images"] == [list(overlay.size), list(saliency.size), list(sequence.size)]
+    assert shown["covered"] == []  # no title or colour-bar value under the panel's label or buttons
     cells = shown["table"]
     for row in table:
         assert [str(value) for value in row] == cells[cells.index(row[1]) - 1 : cells.index(row[1]) + 4]

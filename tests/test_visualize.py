@@ -222,7 +222,7 @@ def near(pixels_, expected, tolerance=1.0):
 
 
 def test_colorbar_runs_from_the_darkest_to_the_brightest():
-    strip = np.asarray(colorbar(200, -1.5, 2.0, 12, "cosine")).astype(int)
+    strip = np.asarray(colorbar(200, -1.5, 2.0, 12)).astype(int)
     ramp_column = strip[:, 6]  # inside the bar (pad 3, bar width 12)
     rows = [row for row in range(200) if tuple(ramp_column[row]) in (BRIGHTEST, DARKEST)]
     top = min(rows)
@@ -231,74 +231,74 @@ def test_colorbar_runs_from_the_darkest_to_the_brightest():
 
 
 def test_saliency_picture_puts_the_brightest_colour_on_the_most_salient_patch():
-    image = Image.new("RGB", (64, 48), (128, 128, 128))
+    image = Image.new("RGB", (320, 240), (128, 128, 128))
     saliency = np.zeros((3, 4))
     saliency[1, 2] = 5.0
     picture = draw_saliency(image, saliency, alpha=0.6)
     pixels_ = np.asarray(picture).astype(int)
-    title = picture.height - 48
-    assert near(pixels_[title + 20, 40], blend((128,) * 3, BRIGHTEST, 0.6))  # patch (1, 2): x 32..47
-    assert near(pixels_[title + 5, 5], blend((128,) * 3, DARKEST, 0.6))
-    assert picture.width > 64  # the colour bar beside it
+    title = picture.height - 240
+    assert near(pixels_[title + 100, 200], blend((128,) * 3, BRIGHTEST, 0.6))  # patch (1, 2): x 160..239
+    assert near(pixels_[title + 25, 25], blend((128,) * 3, DARKEST, 0.6))
+    assert picture.width > 320  # the colour bar beside it
 
 
 def test_attention_picture_shows_the_mean_and_every_head():
     image = Image.new("RGB", (40, 40), (128, 128, 128))
     maps = np.zeros((3, 5, 5))
     maps[0, 0, 0] = maps[1, 4, 4] = maps[2, 2, 2] = 1.0
-    picture = draw_attention(image, maps, panel_side=40)
+    picture = draw_attention(image, maps, panel_area=40 * 40)
     assert picture.width > 2 * 40 and picture.height > 2 * 40  # 4 panels in a 2 x 2 grid, and a colour bar
     pixels_ = np.asarray(picture).astype(int)
     assert near(pixels_, blend((128,) * 3, BRIGHTEST, 0.6)).sum() >= 3 * 64  # each head's peak patch
 
 
 def test_similarity_picture_outlines_the_query_patch():
-    image = Image.new("RGB", (40, 40), (128, 128, 128))
+    image = Image.new("RGB", (320, 320), (128, 128, 128))
     values = np.linspace(-1, 1, 25).reshape(5, 5)
     picture = draw_similarity(image, values, query=(2, 3))
     pixels_ = np.asarray(picture).astype(int)
-    title = picture.height - 40
-    assert tuple(pixels_[title + 16, 24]) == (255, 255, 255)  # the patch's top-left pixel: white inner line
-    assert tuple(pixels_[title + 15, 23]) == (0, 0, 0)  # just outside: black outer line
+    title = picture.height - 320
+    assert tuple(pixels_[title + 128, 192]) == (255, 255, 255)  # the patch's top-left pixel: white inner line
+    assert tuple(pixels_[title + 127, 191]) == (0, 0, 0)  # just outside: black outer line
 
 
 def test_clusters_picture_colours_each_cluster():
-    image = Image.new("RGB", (32, 32), (128, 128, 128))
+    image = Image.new("RGB", (256, 256), (128, 128, 128))
     labels = np.repeat([[0, 0, 1, 2]], 4, axis=0)
     picture = draw_clusters(image, labels)
     pixels_ = np.asarray(picture).astype(int)
     top = next(y for y in range(picture.height) if near(pixels_[y, 4], blend((128,) * 3, cluster_color(0), 0.55)))
     assert top > 0  # below the title
-    for column, label in ((4, 0), (20, 1), (28, 2)):
-        assert near(pixels_[top : top + 32, column], blend((128,) * 3, cluster_color(label), 0.55)).all()
+    for column, label in ((32, 0), (160, 1), (224, 2)):
+        assert near(pixels_[top : top + 256, column], blend((128,) * 3, cluster_color(label), 0.55)).all()
     for label in range(3):  # legend swatches
-        assert np.all(pixels_[:, 32:] == cluster_color(label), axis=2).any()
+        assert np.all(pixels_[:, 256:] == cluster_color(label), axis=2).any()
 
 
 def test_sequence_picture_tints_context_and_target_of_every_step():
-    image = Image.new("RGB", (40, 40), (128, 128, 128))
-    first, second = np.zeros((40, 40), bool), np.zeros((40, 40), bool)
-    first[:10, :10] = True
-    second[30:, 30:] = True
+    image = Image.new("RGB", (320, 320), (128, 128, 128))
+    first, second = np.zeros((320, 320), bool), np.zeros((320, 320), bool)
+    first[:80, :80] = True
+    second[240:, 240:] = True
     regions = [
         {"rank": 1, "is_background": False, "mask": first},
         {"rank": 2, "is_background": False, "mask": second},
         {"rank": 3, "is_background": True, "mask": ~(first | second)},
     ]
     steps = prediction_steps(regions)
-    picture = draw_sequence(image, steps, panel_side=40)
+    picture = draw_sequence(image, steps, panel_area=320 * 320)
     pixels_ = np.asarray(picture).astype(int)
-    top = picture.height - 40
+    top = picture.height - 320
     context, target = blend((128,) * 3, CONTEXT_COLOR, 0.55), blend((128,) * 3, TARGET_COLOR, 0.55)
     dimmed = blend((128,) * 3, (255, 255, 255), 0.6)
-    assert near(pixels_[top + 5, 5], context) and near(pixels_[top + 35, 35], target)  # step 1: R1 -> R2
-    assert near(pixels_[top + 20, 20], dimmed)
-    right = [x for x in range(40, picture.width) if near(pixels_[top + 5, x], context)]
+    assert near(pixels_[top + 40, 40], context) and near(pixels_[top + 280, 280], target)  # step 1: R1 -> R2
+    assert near(pixels_[top + 160, 160], dimmed)
+    right = [x for x in range(320, picture.width) if near(pixels_[top + 40, x], context)]
     assert right, "step 2 shows R1 in its context"
     x = right[0]  # left edge of the second panel
-    assert near(pixels_[top + 35, x + 35], context) and near(pixels_[top + 20, x + 20], target)  # R1 u R2 -> bg
-    single = draw_sequence(image, [])
-    assert single.width == 40 and single.height > 40  # one dimmed panel, titled that there is no step; no key
+    assert near(pixels_[top + 280, x + 280], context) and near(pixels_[top + 160, x + 160], target)  # R1 u R2 -> bg
+    single = draw_sequence(image, [], panel_area=320 * 320)
+    assert single.width == 320 and single.height > 320  # one dimmed panel, titled that there is no step; no key
     shown = np.asarray(single).reshape(-1, 3)
     assert not any(np.all(shown == color, axis=1).any() for color in (CONTEXT_COLOR, TARGET_COLOR))  # the key's swatches
 

@@ -275,10 +275,11 @@ class Pretrainer:
         raise TrainingCollapsed(f"{warning}: training stopped (stop_on_collapse). The last checkpoint is {where}.")
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self, last_step: int) -> TrainResult:
+    def run(self, last_step: int, progress: bool = True) -> TrainResult:
+        """Train to `last_step`; `progress`: the progress bar (on the main rank)."""
         metrics_path = self.output / "metrics.jsonl"
         writer = self._tensorboard()
-        progress = tqdm(total=last_step, initial=self.step, disable=not self.dist.is_main, desc="train",
+        progress = tqdm(total=last_step, initial=self.step, disable=not (progress and self.dist.is_main), desc="train",
                         dynamic_ncols=True)
         record: dict = {"loss": float("nan")}
         global_batch = self.config.batch_size * self.dist.world_size
@@ -351,11 +352,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def train(config: TrainConfig, data: str | os.PathLike, output: str | os.PathLike, *, max_steps: int | None = None,
-          resume: bool = False) -> TrainResult:
+          resume: bool = False, progress: bool = True) -> TrainResult:
     """Pretrain as `config` says on the images in `data`, writing to `output`.
 
     `max_steps` stops after that step without changing any schedule; `resume` continues from
-    the newest complete checkpoint in `output`. Under torchrun every process calls this.
+    the newest complete checkpoint in `output`; `progress`: a progress bar (the command's console decides).
+    Under torchrun every process calls this.
     """
     output = Path(output)
     if not resume and (output / "metrics.jsonl").exists():
@@ -375,7 +377,7 @@ def train(config: TrainConfig, data: str | os.PathLike, output: str | os.PathLik
         if resumed is not None and trainer.step >= last_step:
             logger.info("the run is complete: %s is at step %d of %d; nothing to do", resumed, trainer.step, last_step)
             return TrainResult(trainer.step, None, resumed, gather_digests(trainer.student, dist_context))
-        result = trainer.run(last_step)
+        result = trainer.run(last_step, progress=progress)
         if dist_context.is_main:
             summary = {"step": result.step, "loss": result.loss, "world_size": dist_context.world_size,
                        "checkpoint": str(result.checkpoint) if result.checkpoint else None,

@@ -37,6 +37,10 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "images"  # in
 OFFLINE_ENVIRONMENT = {"GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TELEMETRY_ENABLED": "False"}
 DEFAULT_PORT = 7860
 OUTPUT_BUTTONS = ["download", "fullscreen"]  # not "share": it posts to the Hub
+OUTPUT_IDS = ("regions-output", "saliency-output", "sequence-output")
+# Gradio floats each output's label (top left) and buttons (top right) over the image: the pictures start
+# below them, so that no title or colour-bar value is hidden (tests/test_demo.py checks it in Chromium).
+CSS = ", ".join(f"#{name} .image-frame" for name in OUTPUT_IDS) + " { padding-top: 2.25rem; }"
 
 
 class DemoError(DSeqJEPAError):
@@ -183,6 +187,6 @@ def launch(demo, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, block: bo
     """Serve `demo`; returns (app, local URL, share URL) as `gradio.Blocks.launch` does."""
     try:
         return demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=quiet,
-                           share=False, theme=theme(), footer_links=["api"])
+                           share=False, theme=theme(), css=CSS, footer_links=["api"])
     except OSError as error:
         raise DemoError(f"cannot serve the demo on {host}:{port}: {error}") from None

@@ -6,14 +6,23 @@ translucent colour fill, an outline inside its mask (the region's colour, then a
 that contrasts with it), and a label "rank: score" on a patch of the region's colour placed at the
 region pixel nearest to its centroid; a legend ("rank: score" per colour, or "no foreground region")
 sits in the corner it hides least of. The background region is not drawn: it is everything else.
-Line widths and font sizes follow the image size, so overlays stay legible from 64 px thumbnails to
-4,000 px photos (the legend and colour bar are left out where they would cover most of the image).
 Optionally the saliency map is shown beside the overlay as a heatmap, with a colour bar, on the part
 of the image the model saw.
 
 The other pictures (`draw_saliency`, `draw_attention`, `draw_similarity`, `draw_clusters`,
-`draw_sequence`) take maps from `dseqjepa_hub.application.feature_maps` on the patch grid and the crop box that maps the
-grid onto the image; heatmaps carry a colour bar with their value range.
+`draw_sequence`, `draw_pca`) take maps from `dseqjepa_hub.application.feature_maps` on the patch grid and the
+crop box that maps the grid onto the image; heatmaps carry a colour bar with their value range, beside the
+map and exactly as tall as it, never over it; legends list only what is drawn.
+
+Sizes, so that a picture reads at a glance from a 200 px thumbnail to a 4,000 px photo:
+- text, line widths and markers follow the size of the panel they are drawn on (`font_size_for`: about
+  1/30 of its geometric mean side, never under MIN_FONT px), and text is at least 1/READABLE_FRACTION of the
+  whole picture's longer side (10 px when the picture is shown 1,000 px wide, a 4,000 px picture at 25 %);
+- panels of several-panel pictures (attention heads, prediction steps) have PANEL_AREA px² whatever the
+  image's shape (a panorama's panels are wide, not thin), and `readable` scales an image smaller than
+  MIN_PICTURE_AREA px² up before it is drawn (`dseqjepa visualize` does);
+- panels are laid out in the number of columns that brings the picture closest to FIGURE_ASPECT
+  (a panorama's overlay and heat map one above the other, a photo's side by side).
 """
 
 from __future__ import annotations
@@ -40,6 +49,12 @@ _HEATMAP_STOPS = np.array(
     [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)], dtype=np.float64
 )
 
+MIN_FONT = 10  # px: the smallest text drawn (without anti-aliasing up to 16 px, so that it stays crisp)
+READABLE_FRACTION = 100  # text is at least 1/100 of the picture's longer side
+PANEL_AREA = 480 * 480  # px²: each panel of the attention and sequence pictures
+MIN_PICTURE_AREA = 400 * 400  # px²: `readable` scales smaller images up to this
+FIGURE_ASPECT = 16 / 9  # width:height that panel layouts aim for (a screen)
+
 
 def draw_regions(
     image: Image.Image,
@@ -56,17 +71,18 @@ def draw_regions(
     regions: region dicts with `rank`, `score`, `is_background` and `mask` (H, W) bool, the masks
         disjoint (as `region_dicts` gives them).
     alpha: opacity of the region fills.
-    show_saliency: put a heatmap of `saliency` (h, w), min-max normalised, to the right of
-        the overlay, covering `saliency_box` (x0, y0, x1, y1; default the whole image), the
-        part of the image the model saw, and a colour bar of the raw values beside it (never over
-        the map; left out beside images under MIN_COLORBAR_HEIGHT px).
+    show_saliency: put a heatmap of `saliency` (h, w), min-max normalised, beside the overlay (to its
+        right, or below a wide image), covering `saliency_box` (x0, y0, x1, y1; default the whole image),
+        the part of the image the model saw, and a colour bar of the raw values beside the map (never over
+        it; left out beside maps under MIN_COLORBAR_HEIGHT px).
     legend: a legend of the regions ("rank: score"; "no foreground region" when only the
-        background is left) in the corner of the overlay that hides the fewest region pixels.
+        background is left) in the corner of the overlay that hides the fewest region pixels (left out
+        where it would cover more than half the overlay's width or height).
     """
     image = image.convert("RGB")
     width, height = image.size
-    line_width = max(1, round(math.sqrt(width * height) / 250))
-    font_size = max(10, round(math.sqrt(width * height) / 30))
+    line_width = line_width_for(width, height)
+    font_size = font_size_for(width, height)
     font = ImageFont.load_default(size=font_size)
 
     overlay = image.copy()
@@ -89,14 +105,13 @@ def draw_regions(
         overlay.paste(color, mask=Image.fromarray(_inner_outline(mask, line_width)))
 
     draw = ImageDraw.Draw(overlay)
-    if font_size <= 16:
-        draw.fontmode = "1"  # no anti-aliasing: crisper glyphs at thumbnail sizes
-    for region in foreground:
-        if region["mask"].any():
+    draw.fontmode = _font_mode(font_size)
+    for region, mask in zip(foreground, masks):
+        if mask.any():
             text = f"{region['rank']}: {region['score']:.2f}"
-            _draw_label(draw, text, _label_anchor(region["mask"]), region_color(region["rank"]), font, (width, height))
+            _draw_label(draw, text, _label_anchor(mask), region_color(region["rank"]), font, (width, height))
     if legend:
-        entries = [(region_color(r["rank"]), f"{r['rank']}: {r['score']:.2f}") for r in foreground if r["mask"].any()]
+        entries = [(region_color(r["rank"]), f"{r['rank']}: {r['score']:.2f}") for r, m in zip(foreground, masks) if m.any()]
         _draw_legend(overlay, entries or [(None, NO_FOREGROUND)], occupied, font_size)
 
     if not show_saliency:
@@ -106,10 +121,9 @@ def draw_regions(
     heatmap = saliency_heatmap(saliency, (width, height), saliency_box)
     values = np.asarray(saliency, dtype=np.float64)
     gap = line_width * 4
-    panels = [overlay, heatmap]
     if height >= MIN_COLORBAR_HEIGHT:
-        panels.append(colorbar(height, float(values.min()), float(values.max()), font_size))
-    return _row(panels, gap=gap)
+        heatmap = _with_colorbar(heatmap, 0, float(values.min()), float(values.max()), font_size)
+    return _arrange([overlay, heatmap], gap)
 
 
 NO_FOREGROUND = "no foreground region"
@@ -233,11 +247,64 @@ def _luminance(color) -> float:
     return 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
 
 
+
+
 def font_size_for(width: int, height: int) -> int:
-    """The label size of an image: about 1/30 of its geometric mean side, at least 10 px."""
-    return max(10, round(math.sqrt(width * height) / 30))
+    """The text size on a panel of `width` x `height` px: about 1/30 of its geometric mean side, at least
+    MIN_FONT px."""
+    return max(MIN_FONT, round(math.sqrt(width * height) / 30))
 
 
+def line_width_for(width: int, height: int) -> int:
+    """The width of outlines and markers on a panel of `width` x `height` px: about 1/250 of its geometric mean side."""
+    return max(1, round(math.sqrt(width * height) / 250))
+
+
+def _hairline(font_size: int) -> int:
+    """The width of frames and ticks beside text of `font_size` px."""
+    return max(1, round(font_size / 16))
+
+
+def _font_mode(font_size: int) -> str:
+    return "1" if font_size <= 16 else "L"  # no anti-aliasing for small text: crisper glyphs
+
+
+def readable(image: Image.Image, box: tuple[int, int, int, int] | None = None
+             ) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
+    """`image` scaled up to MIN_PICTURE_AREA px² when it is smaller (a thumbnail's picture gets room for its
+    text), with `box` scaled alike; larger images are returned as they are."""
+    if image.width * image.height >= MIN_PICTURE_AREA:
+        return image, box
+    return _scaled_to_area(image, box, MIN_PICTURE_AREA)
+
+
+def _scaled_to_area(image: Image.Image, box, area: int) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
+    """`image` scaled (up or down, keeping its shape) to about `area` px², with `box` scaled alike."""
+    scale = math.sqrt(area / (image.width * image.height))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    if size == image.size:
+        return image, box
+    scaled_box = None if box is None else tuple(round(v * size[i % 2] / image.size[i % 2]) for i, v in enumerate(box))
+    return image.resize(size, Image.Resampling.LANCZOS), scaled_box
+
+
+def _columns(count: int, panel_size: tuple[int, int]) -> int:
+    """The number of columns that lays out `count` panels of `panel_size` closest to FIGURE_ASPECT."""
+    width, height = panel_size
+
+    def distance(columns: int) -> float:
+        return abs(math.log(columns * width / (math.ceil(count / columns) * height) / FIGURE_ASPECT))
+
+    return min(range(1, count + 1), key=distance)
+
+
+def _figure_font(panel_size: tuple[int, int], count: int) -> int:
+    """The text size for `count` panels of `panel_size` laid out by `_columns`: the panel's, and at least
+    1/READABLE_FRACTION of the picture's longer side (the panels', with a tenth more for the titles and the
+    colour bar or key beside them)."""
+    columns = _columns(count, panel_size)
+    panels = (columns * panel_size[0], math.ceil(count / columns) * panel_size[1])
+    return max(font_size_for(*panel_size), math.ceil(1.1 * max(panels) / READABLE_FRACTION))
 def _corner_boxes(size: tuple[int, int], box_size: tuple[int, int], margin: int) -> list[tuple[int, int]]:
     """Top-left positions of a box in the corners, in matplotlib's "best" order: upper right, upper left,
     lower left, lower right."""
@@ -255,6 +322,8 @@ def _least_covering(corners, box_size, occupied: np.ndarray | None) -> tuple[int
     return corners[int(np.argmin(covered))]  # first minimum: the preferred corner on ties
 
 
+
+
 def _legend_layout(entries: list[tuple], font_size: int) -> tuple[int, int, int, int, int]:
     """(width, height, pad, row height, swatch side) of a legend box of (colour or None, text) entries."""
     font = ImageFont.load_default(size=font_size)
@@ -269,13 +338,15 @@ def _legend_layout(entries: list[tuple], font_size: int) -> tuple[int, int, int,
 def _paint_legend(image: Image.Image, entries: list[tuple], xy: tuple[int, int], font_size: int) -> None:
     width, height, pad, row, swatch = _legend_layout(entries, font_size)
     font = ImageFont.load_default(size=font_size)
+    line = _hairline(font_size)
     draw = ImageDraw.Draw(image, "RGBA")
+    draw.fontmode = _font_mode(font_size)
     x, y = xy
-    draw.rectangle((x, y, x + width - 1, y + height - 1), fill=(255, 255, 255, 215), outline=(40, 40, 40, 255))
+    draw.rectangle((x, y, x + width - 1, y + height - 1), fill=(255, 255, 255, 215), outline=(40, 40, 40, 255), width=line)
     for index, (color, text) in enumerate(entries):
         top, left = y + pad + index * row, x + pad
         if color is not None:
-            draw.rectangle((left, top, left + swatch - 1, top + swatch - 1), fill=tuple(color), outline=(0, 0, 0))
+            draw.rectangle((left, top, left + swatch - 1, top + swatch - 1), fill=tuple(color), outline=(0, 0, 0), width=line)
             left += swatch + pad
         draw.text((left, top), text, font=font, fill=(0, 0, 0))
 
@@ -291,7 +362,6 @@ def _draw_legend(image: Image.Image, entries: list[tuple], occupied: np.ndarray 
     _paint_legend(image, entries, xy, font_size)
     return True
 
-
 def colormap(values: np.ndarray) -> np.ndarray:
     """Values in [0, 1] (any shape) -> uint8 RGB (..., 3) on the viridis-like ramp."""
     positions = np.linspace(0, 1, len(_HEATMAP_STOPS))
@@ -300,38 +370,45 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return np.round(colors).astype(np.uint8)
 
 
+
+
 def _format_value(value: float) -> str:
     return f"{value:.3g}"
 
 
-def colorbar(height: int, vmin: float, vmax: float, font_size: int, label: str | None = None) -> Image.Image:
-    """A vertical colour bar, `height` px tall: the ramp from vmin (bottom) to vmax (top), with both values
-    (and the middle one) written beside it and an optional label on top."""
+def colorbar(map_height: int, vmin: float, vmax: float, font_size: int) -> Image.Image:
+    """A vertical colour bar for a map `map_height` px tall, as tall as it: the ramp from vmin (bottom) to
+    vmax (top), with ticks at both ends and the middle and their values beside them (the end values within
+    the strip, so that nothing is clipped)."""
     font = ImageFont.load_default(size=font_size)
     texts = [_format_value(vmax), _format_value((vmin + vmax) / 2), _format_value(vmin)]
-    text_width = max(font.getbbox(text)[2] for text in texts)
-    text_height = font.getbbox("0")[3]
-    label_height = font.getbbox(label)[3] + font_size // 2 if label else 0
+    boxes = [font.getbbox(text) for text in texts]
     pad = max(2, font_size // 4)
+    line = _hairline(font_size)
     tick = max(3, pad)
     bar_width = max(8, font_size)
-    bar_top, bar_bottom = label_height + text_height // 2 + 1, height - text_height // 2 - 2
     text_x = pad + bar_width + tick + pad
-    width = text_x + text_width + pad
-    if label:
-        width = max(width, font.getbbox(label)[2] + 2 * pad)
-    strip = Image.new("RGB", (width, height), (255, 255, 255))
-    span = max(bar_bottom - bar_top, 1)
-    ramp = colormap(np.linspace(1, 0, span + 1))[:, None, :].repeat(bar_width, axis=1)  # top: vmax
-    strip.paste(Image.fromarray(ramp), (pad, bar_top))
+    strip = Image.new("RGB", (text_x + max(box[2] for box in boxes) + pad, map_height), (255, 255, 255))
+    ramp = colormap(np.linspace(1, 0, map_height))[:, None, :].repeat(bar_width, axis=1)  # top: vmax
+    strip.paste(Image.fromarray(ramp), (pad, 0))
     draw = ImageDraw.Draw(strip)
-    draw.rectangle((pad - 1, bar_top - 1, pad + bar_width, bar_top + span + 1), outline=(0, 0, 0))
-    for text, y in zip(texts, (bar_top, bar_top + span // 2, bar_top + span)):
-        draw.line((pad + bar_width, y, pad + bar_width + tick, y), fill=(0, 0, 0))
-        draw.text((text_x, y - (text_height + font.getbbox(text)[1]) // 2), text, font=font, fill=(0, 0, 0))
-    if label:
-        draw.text((pad, 0), label, font=font, fill=(0, 0, 0))
+    draw.fontmode = _font_mode(font_size)
+    bottom = map_height - 1
+    # framed left and right (the ramp's end rows stay whole: they are the map's extreme colours)
+    draw.rectangle((pad - line, -line, pad + bar_width - 1 + line, bottom + line), outline=(0, 0, 0), width=line)
+    for text, (_, top, _, low), y in zip(texts, boxes, (0, bottom // 2, bottom)):
+        draw.line((pad + bar_width, y, pad + bar_width + tick, y), fill=(0, 0, 0), width=line)
+        ink = low - top
+        ink_top = min(max(y - ink // 2, 0), max(map_height - ink, 0))  # centred on its tick, inside the strip
+        draw.text((text_x, ink_top - top), text, font=font, fill=(0, 0, 0))
     return strip
+
+
+def _with_colorbar(panel: Image.Image, map_top: int, vmin: float, vmax: float, font_size: int) -> Image.Image:
+    """`panel`, whose map starts `map_top` px down and reaches its bottom, with a colour bar beside the map,
+    level with it and as tall."""
+    bar = colorbar(panel.height - map_top, vmin, vmax, font_size)
+    return _row([panel, _key(bar, panel.height, map_top)], gap=max(2, font_size // 2))
 
 
 def heatmap_overlay(
@@ -359,17 +436,23 @@ def heatmap_overlay(
     return Image.blend(image, layer, alpha)
 
 
+
+
 def _titled(panel: Image.Image, title: str, font_size: int) -> Image.Image:
-    """`panel` with `title` written above it on white (a long title shrinks to the panel's width)."""
+    """`panel` with `title` written above it on white. A title wider than the panel is set smaller, down to
+    MIN_FONT px, and past that the canvas is widened (the panel centred below it): never clipped."""
     pad = max(2, font_size // 3)
     font = ImageFont.load_default(size=font_size)
-    while font.getbbox(title)[2] > panel.width - 2 * pad and font_size > 8:
+    while font.getbbox(title)[2] > panel.width - 2 * pad and font_size > MIN_FONT:
         font_size -= 1
         font = ImageFont.load_default(size=font_size)
     left, _, right, bottom = font.getbbox(title)
-    canvas = Image.new("RGB", (panel.width, panel.height + bottom + 2 * pad), (255, 255, 255))
-    ImageDraw.Draw(canvas).text(((panel.width - (right - left)) // 2 - left, pad), title, font=font, fill=(0, 0, 0))
-    canvas.paste(panel, (0, bottom + 2 * pad))
+    width = max(panel.width, right - left + 2 * pad)
+    canvas = Image.new("RGB", (width, panel.height + bottom + 2 * pad), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    draw.fontmode = _font_mode(font_size)
+    draw.text(((width - (right - left)) // 2 - left, pad), title, font=font, fill=(0, 0, 0))
+    canvas.paste(panel, ((width - panel.width) // 2, bottom + 2 * pad))
     return canvas
 
 
@@ -394,14 +477,10 @@ def _grid(panels: Sequence[Image.Image], columns: int, gap: int) -> Image.Image:
     return canvas
 
 
-def _thumbnail(image: Image.Image, box, max_side: int) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
-    """`image` scaled down to at most `max_side` px a side, with `box` scaled alike."""
-    scale = min(1.0, max_side / max(image.size))
-    if scale == 1.0:
-        return image, box
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    scaled_box = None if box is None else tuple(round(v * scale) for v in box)
-    return image.resize(size, Image.Resampling.LANCZOS), scaled_box
+def _arrange(panels: Sequence[Image.Image], gap: int) -> Image.Image:
+    """`panels` in the grid closest to FIGURE_ASPECT (side by side for a photo, one above the other for a panorama)."""
+    size = (max(panel.width for panel in panels), max(panel.height for panel in panels))
+    return _grid(panels, _columns(len(panels), size), gap)
 
 
 def _check_map(values, name: str, dims: int) -> np.ndarray:
@@ -419,11 +498,7 @@ def draw_saliency(
     panel = heatmap_overlay(image, values, box, alpha=alpha)
     size = font_size_for(*panel.size)
     titled = _titled(panel, "saliency (CLS similarity)", size)
-    return _row([titled, colorbar(titled.height, float(values.min()), float(values.max()), size)], gap=size // 2)
-
-
-def _title_height(font_size: int) -> int:
-    return _titled(Image.new("RGB", (400, 1)), "Ag", font_size).height - 1
+    return _with_colorbar(titled, titled.height - panel.height, float(values.min()), float(values.max()), size)
 
 
 def draw_attention(
@@ -431,23 +506,22 @@ def draw_attention(
     attention: np.ndarray,
     box: tuple[int, int, int, int] | None = None,
     *,
-    panel_side: int = 320,
+    panel_area: int = PANEL_AREA,
     alpha: float = 0.6,
 ) -> Image.Image:
-    """CLS attention (heads, h, w): the mean over heads, then each head, on one colour scale (0 to the
-    largest value), with its colour bar."""
+    """CLS attention (heads, h, w): the mean over heads, then each head, each panel `panel_area` px², on one
+    colour scale (0 to the largest value), with its colour bar."""
     maps = _check_map(attention, "attention", 3).astype(np.float64)
-    thumbnail, thumb_box = _thumbnail(image.convert("RGB"), box, panel_side)
+    panel, panel_box = _scaled_to_area(image.convert("RGB"), box, panel_area)
     mean = maps.mean(axis=0)
     high = float(max(maps.max(), mean.max()))
-    size = font_size_for(*thumbnail.size)
-    panels = [_titled(heatmap_overlay(thumbnail, mean, thumb_box, vmin=0.0, vmax=high, alpha=alpha),
-                      f"mean of {len(maps)} heads", size)]
-    panels += [_titled(heatmap_overlay(thumbnail, head, thumb_box, vmin=0.0, vmax=high, alpha=alpha), f"head {i + 1}", size)
-               for i, head in enumerate(maps)]
-    columns = min(len(panels), max(1, math.ceil(math.sqrt(len(panels)))))
-    grid = _grid(panels, columns, gap=size // 2)
-    return _row([grid, colorbar(grid.height, 0.0, high, size, "attention")], gap=size // 2)
+    count = len(maps) + 1
+    size = _figure_font(panel.size, count)
+    titles = [f"CLS attention, mean of {len(maps)} heads"] + [f"head {i + 1}" for i in range(len(maps))]
+    panels = [_titled(heatmap_overlay(panel, values, panel_box, vmin=0.0, vmax=high, alpha=alpha), title, size)
+              for values, title in zip([mean, *maps], titles)]
+    grid = _grid(panels, _columns(count, panel.size), gap=size // 2)
+    return _with_colorbar(grid, panels[0].height - panel.height, 0.0, high, size)
 
 
 def draw_similarity(
@@ -469,13 +543,13 @@ def draw_similarity(
         row, col = query
         left, right = x0 + col * (x1 - x0) // cols, x0 + (col + 1) * (x1 - x0) // cols - 1
         top, bottom = y0 + row * (y1 - y0) // rows, y0 + (row + 1) * (y1 - y0) // rows - 1
-        line = max(1, round(math.sqrt(panel.width * panel.height) / 250))
+        line = line_width_for(*panel.size)
         draw = ImageDraw.Draw(panel)
         draw.rectangle((left, top, right, bottom), outline=(255, 255, 255), width=line)
         draw.rectangle((left - line, top - line, right + line, bottom + line), outline=(0, 0, 0), width=line)
-    title = "similarity to the CLS token" if query is None else f"similarity to patch ({query[0]}, {query[1]})"
-    titled = _titled(panel, title, size)
-    return _row([titled, colorbar(titled.height, float(values.min()), float(values.max()), size, "cosine")], gap=size // 2)
+    target = "the CLS token" if query is None else f"patch ({query[0]}, {query[1]})"
+    titled = _titled(panel, f"cosine similarity to {target}", size)
+    return _with_colorbar(titled, titled.height - panel.height, float(values.min()), float(values.max()), size)
 
 
 def cluster_color(label: int) -> tuple[int, int, int]:
@@ -486,7 +560,8 @@ def cluster_color(label: int) -> tuple[int, int, int]:
 def draw_clusters(
     image: Image.Image, labels: np.ndarray, box: tuple[int, int, int, int] | None = None, *, alpha: float = 0.55
 ) -> Image.Image:
-    """Patch clusters (h, w) int as colours over the image, with a legend (cluster, patch count)."""
+    """Patch clusters (h, w) int as colours over the image, with a legend (cluster, patch count) of the
+    clusters that have patches."""
     labels = _check_map(labels, "labels", 2).astype(np.int64)
     image = image.convert("RGB")
     x0, y0, x1, y1 = box if box is not None else (0, 0, image.width, image.height)
@@ -500,20 +575,21 @@ def draw_clusters(
     entries = [(cluster_color(label), f"{label + 1}: {count} patches") for label, count in enumerate(counts) if count]
     titled = _titled(panel, f"{len(entries)} clusters of the patch features", size)
     legend = _legend_image(entries, size)
-    return _row([titled, _key(legend, titled.height, _title_height(size))], gap=size // 2)
+    return _row([titled, _key(legend, titled.height, titled.height - panel.height)], gap=size // 2)
 
 
 def draw_pca(image: Image.Image, colors: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Image.Image:
-    """The image beside its PCA feature map: (h, w, 3) colours in [0, 1], patches upsampled over `box`."""
+    """The image beside (or above, when wide) its PCA feature map: (h, w, 3) colours in [0, 1], patches
+    upsampled over `box`."""
     colors = _check_map(colors, "colors", 3)
     image = image.convert("RGB")
     x0, y0, x1, y1 = box if box is not None else (0, 0, image.width, image.height)
     pixels = (np.clip(colors, 0.0, 1.0) * 255).round().astype(np.uint8)
     panel = image.copy()
     panel.paste(Image.fromarray(pixels).resize((x1 - x0, y1 - y0), Image.Resampling.NEAREST), (x0, y0))
-    size = font_size_for(*panel.size)
-    return _row([_titled(image, "image", size), _titled(panel, "first 3 principal components as RGB", size)],
-                gap=size // 2)
+    size = _figure_font(panel.size, 2)
+    return _arrange([_titled(image, "image", size), _titled(panel, "first 3 principal components as RGB", size)],
+                    gap=size // 2)
 
 
 def _legend_image(entries: list[tuple], font_size: int) -> Image.Image:
@@ -528,17 +604,17 @@ def draw_sequence(
     image: Image.Image,
     steps: Sequence[dict],
     *,
-    panel_side: int = 480,
+    panel_area: int = PANEL_AREA,
     dim: float = 0.6,
     alpha: float = 0.55,
 ) -> Image.Image:
-    """The DSeq prediction sequence as a strip of panels, one per step (`maps.prediction_steps`): the
+    """The DSeq prediction sequence, one panel of `panel_area` px² per step (`maps.prediction_steps`): the
     context R1..Rk tinted blue, the target R(k+1) vermillion, the rest of the image dimmed; titled
     "step k: R1..Rk -> R(k+1)", with a context/target key. An image with a single region (no step) gives one
     panel saying so, and no key (nothing is drawn in those colours)."""
     image = image.convert("RGB")
-    thumbnail, _ = _thumbnail(image, None, panel_side)
-    size = font_size_for(*thumbnail.size)
+    thumbnail, _ = _scaled_to_area(image, None, panel_area)
+    size = _figure_font(thumbnail.size, max(1, len(steps)))
     dimmed = Image.blend(thumbnail, Image.new("RGB", thumbnail.size, (255, 255, 255)), dim)
     panels = []
     for step in steps:
@@ -554,9 +630,9 @@ def draw_sequence(
         panels.append(_titled(panel, f"step {step['step']}: {context_text} -> {target_text}", size))
     if not panels:
         return _titled(dimmed, "one region only: no prediction step", size)
-    strip = _row(panels, gap=size // 2)
+    grid = _grid(panels, _columns(len(panels), thumbnail.size), gap=size // 2)
     legend = _legend_image([(CONTEXT_COLOR, "context"), (TARGET_COLOR, "target")], size)
-    return _row([strip, _key(legend, strip.height, _title_height(size))], gap=size // 2)
+    return _row([grid, _key(legend, grid.height, panels[0].height - thumbnail.height)], gap=size // 2)
 
 
 def _key(legend: Image.Image, height: int, top: int) -> Image.Image:

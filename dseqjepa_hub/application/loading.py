@@ -382,6 +382,11 @@ def load_model(
     loaded.model.to(device).eval()
     if quantize is not None:
         quantize_model(loaded.model, quantize, device)
+    size = loaded.processor.size
+    logger.info("model %s: %s, %s parameters, %s%s on %s; inputs %dx%d px, patch %d", loaded.description,
+                type(loaded.model).__name__, f"{loaded.model.num_parameters():,}", str(loaded.model.dtype).removeprefix("torch."),
+                f", {quantize} quantized" if quantize else "", device, size["width"], size["height"],
+                loaded.model.config.patch_size)
     return loaded
 
 

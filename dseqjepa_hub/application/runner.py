@@ -24,10 +24,12 @@ pass on whole batches -> the caller's sink, at the model's pace. `regions_job`, 
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +46,8 @@ from tqdm.auto import tqdm
 from ..errors import NonFiniteOutputError
 from ..image_io import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from .hf_datasets import ImageRows
+
+logger = logging.getLogger(__name__)
 
 MAX_DEFAULT_WORKERS = 4
 
@@ -378,8 +382,14 @@ def infer_files(
     called one batch late in the calling thread -> None (the sink keeps what it needs) or one job
     per image (a callable without arguments) for the `write_threads` writer threads (None:
     `default_write_threads()`). num_workers: decoding processes (None: `default_num_workers(device)`;
-    0: this process). The progress bar counts `skipped` files (already done) as done.
+    0: this process). The progress bar counts `skipped` files (already done) as done. Logs (INFO) one line
+    with the work and how it is split, and one with the time it took.
     """
+    workers = default_num_workers(device) if num_workers is None else num_workers
+    logger.info("%s: %d image(s)%s, batches of %d on %s, %d decoding worker(s), %d writer thread(s)", desc, len(paths),
+                f" ({skipped} already done)" if skipped else "", batch_size, device, workers,
+                default_write_threads() if write_threads is None else write_threads)
+    start = time.perf_counter()
     with (
         image_batches(
             paths, processor, batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels,
@@ -387,8 +397,12 @@ def infer_files(
         ) as batches,  # first: the workers are forked before any thread starts
         tqdm(total=len(paths) + skipped, initial=skipped, desc=desc, unit="img", disable=not progress) as bar,
     ):
-        return _run(batches, forward, sink, device=device, dtype=dtype, write_threads=write_threads,
-                    max_pending=2 * batch_size, bar=bar)
+        results, failures = _run(batches, forward, sink, device=device, dtype=dtype, write_threads=write_threads,
+                                 max_pending=2 * batch_size, bar=bar)
+    seconds = time.perf_counter() - start
+    logger.info("%s: %d image(s) done in %.1f s (%.2f img/s), %d unreadable", desc, len(paths) - len(failures), seconds,
+                (len(paths) - len(failures)) / max(seconds, 1e-9), len(failures))
+    return results, failures
 
 
 def infer_images(

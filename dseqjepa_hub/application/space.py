@@ -40,12 +40,12 @@ APP_TEMPLATE = '''"""Hugging Face Space: the DSeq-JEPA browser demo (dseqjepa_hu
 
 from pathlib import Path
 
-from dseqjepa_hub.application.demo import build_demo, theme
+from dseqjepa_hub.application.demo import CSS, build_demo, theme
 
 demo = build_demo({repo_id!r}, examples_dir=Path(__file__).parent / "examples")
 
 if __name__ == "__main__":
-    demo.launch(theme=theme())
+    demo.launch(theme=theme(), css=CSS)
 '''
 CARD_BODY = """
 # {title}

@@ -44,6 +44,7 @@ from .drawing import (
     draw_saliency,
     draw_sequence,
     draw_similarity,
+    readable,
 )
 from .hf_datasets import ImageRows
 from .regions_job import batch_regions, ranked_regions_forward
@@ -199,43 +200,47 @@ def _pca_forward(model: DSeqJEPAModel, options: dict) -> Forward:
 
 
 def _draw_one(kind, path: Path, pixels: torch.Tensor, outputs: dict, row: int, box, options: dict, output: Path) -> dict:
-    """In a writer thread: one image's picture of `kind`, written to `output` -> its index entry."""
-    image = Image.fromarray(pixels.numpy())
+    """In a writer thread: one image's picture of `kind`, written to `output` -> its index entry. An image
+    under `drawing.MIN_PICTURE_AREA` px² is drawn scaled up (room for the text); the entry is the image's own."""
+    original = Image.fromarray(pixels.numpy())
+    image, shown_box = readable(original, box)
     details = {}
     if kind in ("regions", "sequence"):
-        regions = batch_regions(outputs, row, (image.height, image.width), box)
+        regions = batch_regions(outputs, row, (original.height, original.width), box)
         details = {
             "no_foreground_region": not any(not region["is_background"] for region in regions),
             "regions": [{key: region[key] for key in ("rank", "is_background", "score", "area_fraction", "box")}
                         for region in regions],
         }
+        if image is not original:  # drawn at the scaled-up size
+            regions = batch_regions(outputs, row, (image.height, image.width), shown_box)
         if kind == "regions":
             picture = draw_regions(image, regions, show_saliency=True, saliency=outputs["saliency"][row].numpy(),
-                                   saliency_box=box)
+                                   saliency_box=shown_box)
         else:
             steps = maps.prediction_steps(regions)
             details["steps"] = [{key: step[key] for key in ("step", "context_ranks", "target_rank")} for step in steps]
             picture = draw_sequence(image, steps)
     elif kind == "pca":
-        picture = draw_pca(image, outputs["values"][row].numpy(), box)
+        picture = draw_pca(image, outputs["values"][row].numpy(), shown_box)
         details = {"layer": options["layer"], "foreground": options["foreground"]}
         if options["foreground"]:
             details["foreground_fraction"] = float(outputs["foreground"][row].float().mean())
     elif kind == "clusters":
         labels = outputs["labels"][row].numpy()
-        picture = draw_clusters(image, labels, box)
+        picture = draw_clusters(image, labels, shown_box)
         details = {"layer": options["layer"], "method": options["method"],
                    "cluster_sizes": np.bincount(labels.ravel(), minlength=options["num_clusters"]).tolist()}
     else:
         values = outputs["values"][row].numpy()
         if kind == "saliency":
-            picture = draw_saliency(image, values, box)
+            picture = draw_saliency(image, values, shown_box)
         elif kind == "attention":
-            picture = draw_attention(image, values, box)
+            picture = draw_attention(image, values, shown_box)
             details = {"layer": options["layer"], "heads": int(values.shape[0])}
         else:
             query = options["query"]
-            picture = draw_similarity(image, values, box, query=None if isinstance(query, str) else tuple(query))
+            picture = draw_similarity(image, values, shown_box, query=None if isinstance(query, str) else tuple(query))
             details = {"layer": options["layer"], "query": query}
     atomic_write(output, partial(picture.save, format="PNG"))
-    return {"image": str(path), "output": str(output), "size": [image.height, image.width], **details}
+    return {"image": str(path), "output": str(output), "size": [original.height, original.width], **details}
