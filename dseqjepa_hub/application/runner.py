@@ -385,7 +385,7 @@ def infer_files(
     0: this process). The progress bar counts `skipped` files (already done) as done. Logs (INFO) one line
     with the work and how it is split, and one with the time it took.
     """
-    workers = default_num_workers(device) if num_workers is None else num_workers
+    workers = workers_for(len(paths), batch_size, num_workers, device)  # what image_batches starts
     logger.info("%s: %d image(s)%s, batches of %d on %s, %d decoding worker(s), %d writer thread(s)", desc, len(paths),
                 f" ({skipped} already done)" if skipped else "", batch_size, device, workers,
                 default_write_threads() if write_threads is None else write_threads)
