@@ -549,6 +549,12 @@ def test_images_are_preprocessed_on_one_intra_op_thread_and_the_count_restored()
         with pytest.raises(ValueError, match="bad image"):
             runner.prepare_image(0, None, image, failing, keep_image=False)
         assert torch.get_num_threads() == 2
+        # Another thread (a server's request handler) leaves the count alone: a thread starting its first
+        # parallel work meanwhile would otherwise keep 1 thread for good.
+        handler = threading.Thread(target=runner.prepare_image, args=(0, None, image, recording), kwargs={"keep_image": False})
+        handler.start()
+        handler.join()
+        assert seen == [1, 2]
     finally:
         torch.set_num_threads(before)
     assert torch.equal(item["pixel_values"], processor(image, return_tensors="pt")["pixel_values"][0])
