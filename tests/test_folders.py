@@ -558,3 +558,21 @@ def test_images_are_preprocessed_on_one_intra_op_thread_and_the_count_restored()
     finally:
         torch.set_num_threads(before)
     assert torch.equal(item["pixel_values"], processor(image, return_tensors="pt")["pixel_values"][0])
+
+
+def test_the_library_jobs_name_two_files_of_one_stem_apart(tiny, tmp_path):
+    """regions and visualize called as libraries name their outputs through the one output_stems: two
+    photos called cat.jpg in two folders give cat and cat-2, neither overwriting the other."""
+    from dseqjepa_hub.application.visualize_job import visualize_files
+
+    _, model, processor = tiny
+    first, _ = make_folder(tmp_path / "a", count=1, bad=False)
+    second, _ = make_folder(tmp_path / "b", count=1, bad=False)
+    assert first[0].name == second[0].name
+    files = [first[0], second[0]]
+    visualize_files(files, model, processor, "saliency", out_dir=tmp_path / "v", num_workers=0)
+    regions_job.rank_regions_in_files(files, model, processor, out_dir=tmp_path / "r", num_workers=0)
+    stem = first[0].stem
+    for folder in ("v", "r"):
+        written = sorted(path.name for path in (tmp_path / folder).iterdir() if not path.name.endswith(".json"))
+        assert sorted(name.split(".")[0] for name in written) == sorted([stem, f"{stem}-2"]), written
