@@ -475,8 +475,8 @@ def _otsu_threshold_on_host(levels: np.ndarray) -> np.ndarray:
     """`otsu_threshold` in NumPy: (B, N) int64 levels -> (B,) int64.
 
     The criterion num^2 / den in float64 (relative error < 1e-15) leaves a few thresholds per
-    image within 1e-12 of the best; only those are compared exactly, as in `otsu_threshold` (one
-    candidate per image, the common case, is the maximum without it).
+    image within 1e-12 of the best; only those are compared exactly, as in `otsu_threshold` (a lone
+    candidate per image is the maximum without it).
     """
     batch, num_patches = levels.shape
     offsets = 256 * np.arange(batch)[:, None]

@@ -525,3 +525,31 @@ def test_default_workers_follow_the_cores_and_the_device(monkeypatch):
     monkeypatch.setattr(runner, "available_cores", lambda: 16)
     assert runner.default_num_workers("cuda:1", processes=8) == 1  # 2 cores a rank under torchrun
     assert runner.workers_for(num_files=3, batch_size=2, num_workers=4) == 2  # no idle worker
+
+
+def test_images_are_preprocessed_on_one_intra_op_thread_and_the_count_restored():
+    """One image's small tensors are not split over the cores (on busy cores every operation would wait for
+    all of them); the pixels are the processor's own, and the thread count is back afterwards, also after
+    an error."""
+    processor = DSeqJEPAImageProcessor()
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    seen = []
+
+    def recording(image, **kwargs):
+        seen.append(torch.get_num_threads())
+        return processor(image, **kwargs)
+
+    def failing(image, **kwargs):
+        raise ValueError("bad image")
+
+    before = torch.get_num_threads()  # 1 in the tests (conftest)
+    torch.set_num_threads(2)
+    try:
+        item = runner.prepare_image(0, None, image, recording, keep_image=False)
+        assert seen == [1] and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="bad image"):
+            runner.prepare_image(0, None, image, failing, keep_image=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(item["pixel_values"], processor(image, return_tensors="pt")["pixel_values"][0])

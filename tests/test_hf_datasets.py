@@ -186,6 +186,8 @@ def test_a_repo_id_is_read_from_the_hf_caches_offline(dataset, hf_caches, tmp_pa
     np.testing.assert_allclose(embed_repo("prepared.npy"), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(embed_repo("prepared_streamed.npy", "--streaming"), expected, rtol=1e-5, atol=1e-6)
     assert "Traceback" not in capsys.readouterr().err
+    config = load_config("tiny-cpu", ["image_column=img", "batch_size=4", "num_workers=0"])
+    assert train(config, "someone/photos", tmp_path / "run", max_steps=1).step == 1
 
 
 def test_embed_under_torchrun_writes_every_row_once(dataset, tmp_path):

@@ -85,12 +85,13 @@ def test_mask_of_wrong_size_is_refused():
 
 def test_dilate_matches_a_direct_square_dilation():
     rng = np.random.default_rng(0)
-    for _ in range(50):
-        mask = rng.random((rng.integers(1, 20), rng.integers(1, 20))) < 0.2
-        radius = int(rng.integers(1, 4))
-        padded = np.pad(mask, radius, constant_values=True)
+    for _ in range(100):
+        mask = rng.random((rng.integers(1, 30), rng.integers(1, 30))) < 0.1
+        radius = int(rng.integers(0, 10))  # windows of 1 to 19 cells: every doubling step count
+        outside = bool(rng.integers(0, 2))
+        padded = np.pad(mask, radius, constant_values=outside)
         expected = np.zeros_like(mask)
         for dy in range(2 * radius + 1):
             for dx in range(2 * radius + 1):
                 expected |= padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]]
-        assert np.array_equal(_dilate(mask, radius), expected)
+        assert np.array_equal(_dilate(mask, radius, outside=outside), expected), (radius, outside)

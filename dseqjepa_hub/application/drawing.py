@@ -68,7 +68,8 @@ def draw_regions(
 ) -> Image.Image:
     """Draw ranked regions over `image` (the original image the region masks refer to).
 
-    regions: region dicts with `rank`, `score`, `is_background` and `mask` (H, W) bool.
+    regions: region dicts with `rank`, `score`, `is_background` and `mask` (H, W) bool, the masks
+        disjoint (as `region_dicts` gives them).
     alpha: opacity of the region fills.
     show_saliency: put a heatmap of `saliency` (h, w), min-max normalised, beside the overlay (to its
         right, or below a wide image), covering `saliency_box` (x0, y0, x1, y1; default the whole image),
@@ -90,10 +91,13 @@ def draw_regions(
     occupied = np.zeros((height, width), dtype=bool)
     for mask in masks:
         occupied |= mask
+    if masks:  # the regions are disjoint: one blend tints them all, each with its colour
+        colors = Image.new("RGB", overlay.size)
+        for region, mask in zip(foreground, masks):
+            colors.paste(region_color(region["rank"]), mask=Image.fromarray(mask))
+        overlay.paste(Image.blend(overlay, colors, alpha), mask=Image.fromarray(occupied))
     for region, mask in zip(foreground, masks):
         color = region_color(region["rank"])
-        tinted = Image.blend(overlay, Image.new("RGB", overlay.size, color), alpha)
-        overlay.paste(tinted, mask=Image.fromarray(mask))
         # Outside the coloured outline, on the background only, a black or white line, whichever
         # contrasts with the colour: the outline stays visible on image parts of the region's own colour.
         ring = _outer_ring(mask, max(1, line_width // 2)) & ~occupied
@@ -193,17 +197,22 @@ def _outer_ring(mask: np.ndarray, width: int) -> np.ndarray:
 def _dilate(mask: np.ndarray, radius: int, outside: bool = True) -> np.ndarray:
     """Square dilation by `radius`, with everything outside the array counted as set (`outside`) or unset.
 
-    Separable, each axis a running-window sum from a cumulative sum: O(pixels), independent of radius.
+    Separable: along each axis the OR over a window of 2 * radius + 1 cells, built by doubling (each
+    step ORs the array with itself shifted, so a window of w cells grows to up to 2w): about
+    log2(radius) boolean operations per axis, on bytes (an outline is a few pixels wide).
     """
+    window = 2 * radius + 1
     result = mask
     for axis in (0, 1):
-        padded = np.pad(result, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)], constant_values=outside)
-        counts = np.cumsum(padded, axis=axis, dtype=np.int32)
-        counts = np.concatenate([np.zeros_like(counts.take([0], axis=axis)), counts], axis=axis)
-        size = result.shape[axis]
-        upper = counts.take(np.arange(2 * radius + 1, 2 * radius + 1 + size), axis=axis)
-        lower = counts.take(np.arange(size), axis=axis)
-        result = upper - lower > 0
+        covered = np.pad(result, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)], constant_values=outside)
+        width = 1  # covered[i] is the OR of the `width` padded cells from i on
+        while width < window:
+            step = min(width, window - width)
+            head = tuple(slice(None, -step) if a == axis else slice(None) for a in (0, 1))
+            tail = tuple(slice(step, None) if a == axis else slice(None) for a in (0, 1))
+            covered = covered[head] | covered[tail]
+            width += step
+        result = covered
     return result
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,13 +37,13 @@ class DatasetError(DSeqJEPAError):
 
 def is_dataset(source: str | os.PathLike) -> bool:
     """A folder written by save_to_disk, a Parquet / Arrow file, or OWNER/NAME that is no path here (a repo id,
-    looked up in the HF caches)."""
+    looked up in the HF caches; without `datasets` installed, a missing file)."""
     path = Path(source)
     if path.is_dir():
         return any((path / marker).is_file() for marker in SAVED_MARKERS)
     if path.exists():
         return path.is_file() and path.suffix in DATASET_FILES
-    return REPO_ID.fullmatch(str(source)) is not None
+    return REPO_ID.fullmatch(str(source)) is not None and importlib.util.find_spec("datasets") is not None
 
 
 @contextlib.contextmanager
@@ -77,9 +78,9 @@ def _cached_builder(repo_id: str):
         folder = snapshot_download(repo_id, repo_type="dataset", local_files_only=True)
     except (OSError, ValueError):
         hub = Path(constants.HF_HUB_CACHE) / f"datasets--{repo_id.replace('/', '--')}"
-        raise DatasetError(f"{repo_id}: no such file or folder, and not a data set in the HF caches ({prepared_error} in {datasets.config.HF_DATASETS_CACHE}; "
-                           f"no snapshot in {hub}); load it once where there is a network "
-                           f"(`hf download {repo_id} --repo-type dataset`)") from None
+        raise DatasetError(f"{repo_id}: no such file or folder, and not a data set in the HF caches ({prepared_error} "
+                           f"in {datasets.config.HF_DATASETS_CACHE}; no snapshot in {hub}); load it once where there "
+                           f"is a network (`hf download {repo_id} --repo-type dataset`)") from None
     return datasets.load_dataset_builder(folder)
 
 
@@ -104,6 +105,7 @@ def open_dataset(source: str | os.PathLike, streaming: bool = False):
     """The "train" split of `source` (see the module docstring) -> (a Dataset or, streaming, an IterableDataset,
     its number of rows)."""
     import datasets
+    from pyarrow.dataset import ParquetFragmentScanOptions
 
     path = Path(source)
     if path.is_dir():
@@ -122,6 +124,9 @@ def open_dataset(source: str | os.PathLike, streaming: bool = False):
         builder = _cached_builder(str(source))
         if "train" not in (builder.config.data_files or {"train": None}):
             raise DatasetError(f"{source}: no 'train' split (it has {sorted(builder.config.data_files)})")
+    if hasattr(builder.config, "fragment_scan_options"):  # Parquet: each row group read as it comes, then freed
+        builder.config.fragment_scan_options = ParquetFragmentScanOptions(pre_buffer=False, use_buffered_stream=True)
+        builder.config.batch_size = STREAM_BATCH
     if streaming:
         return builder.as_streaming_dataset(split="train"), _count_rows(builder, source)
     builder.download_and_prepare()  # local files only: Parquet converted once into the datasets cache, then mapped

@@ -161,10 +161,32 @@ class StreamedImages(ImageFiles, IterableDataset):
                             lambda: self.paths.decode(position, value, **self.limits()))  # noqa: B023 (called at once)
 
 
+@contextmanager
+def one_intra_op_thread() -> Iterator[None]:
+    """torch's intra-op threads at 1 in this thread for the block, then back to their number.
+
+    One image's tensors are small (3 x 224 x 224 floats): split over the cores, every elementwise
+    operation of the image processor waits for each core's share, and on a machine whose cores
+    are busy that wait costs several times the work (benchmarks/RESULTS.md: 15-23 ms against
+    3-5 ms per photo on 2 busy cores). A DataLoader worker process already runs with 1 thread.
+    OpenMP keeps the count per thread: threads already running (the model's, the caller's) keep
+    theirs; only a thread making its first parallel call inside the block would start with 1."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def prepare_image(index: int, path: Path, image: Image.Image, processor, *, keep_image: bool) -> dict:
     """One decoded RGB image -> its item: preprocessed one image at a time, as the pipeline's
-    preprocess does (the same model input)."""
-    pixel_values = processor(image, return_tensors="pt")["pixel_values"][0]
+    preprocess does (the same model input), on one intra-op thread (`one_intra_op_thread`)."""
+    with one_intra_op_thread():
+        pixel_values = processor(image, return_tensors="pt")["pixel_values"][0]
     item = {
         "index": index,
         "path": path,
