@@ -74,10 +74,13 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
     )
     written = [result for result in results if not result["skipped"]]
+    min_fraction = (loaded.model.config.min_region_fraction if args.min_region_fraction is None
+                    else args.min_region_fraction)
     if not args.quiet:
         report_paths(
             [result["image"] for result in written if result["no_foreground_region"]],
-            "with no foreground region, only the background (no component passed the area filter"
+            "with no foreground region, only the background (no component passed the area filter, "
+            f"--min-region-fraction {min_fraction:g}: try a lower one"
             + ('; "no_foreground_region": true in their JSON)' if args.json else ")"),
         )
     report_failures(failures)

@@ -113,10 +113,10 @@ def test_verbose_says_what_the_job_does_a_line_each_and_no_config_dumps(tmp_path
                         lines[1]), lines
     assert re.fullmatch(r"regions: 4 image\(s\) done in [0-9.]+ s \([0-9.]+ img/s\), 0 unreadable", lines[2]), lines
     assert len(lines) == 3, lines  # nothing else: no "Model config DSeqJEPAConfig {" and its 40 lines
-    assert main(["embed", str(IMAGES / "coffee.jpg"), "--out", str(tmp_path / "q.npy"), "--quantize", "int8", "-v"]) == 0
-    assert "DSeqJEPAModel, 1,214,720 parameters, float32, int8 quantized on cpu" in capsys.readouterr().err
     assert main(["regions", str(IMAGES), "--out", str(tmp_path / "d")]) == 0
     assert capsys.readouterr().err == ""
+    assert main(["embed", str(IMAGES / "coffee.jpg"), "--out", str(tmp_path / "q.npy"), "--quantize", "int8", "-v"]) == 0
+    assert "DSeqJEPAModel, 1,214,720 parameters, float32, int8 quantized on cpu" in capsys.readouterr().err  # all of them
 
 
 def test_pillows_decoder_warnings_are_shown_with_verbose_only(tmp_path, capsys):

@@ -154,6 +154,7 @@ def test_an_image_without_foreground_region_is_said_and_recorded(tiny, tmp_path,
         if fraction == "1.0":
             assert all(flags.values())
             assert f"{len(good)} image(s) with no foreground region" in stdout and listed == good
+            assert "--min-region-fraction 1: try a lower one" in stdout  # what to do about it
         else:
             assert not any(flags.values()) and "no foreground region" not in stdout and listed == []
 
