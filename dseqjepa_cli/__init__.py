@@ -105,6 +105,9 @@ def _main(argv: list[str] | None) -> int:
         errors = sys.modules.get("dseqjepa_hub.errors")  # never imported: cannot be one of ours
         if errors is None or not isinstance(error, errors.DSeqJEPAError):
             raise
-        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())  # one line
+        message = str(error).strip()
+        if "\nOriginal Traceback" in message:  # raised in a DataLoader worker: torch put its traceback first
+            message = message.splitlines()[-1].split(": ", 1)[-1]  # its last line, "module.Class: message"
+        message = " ".join(line.strip() for line in message.splitlines() if line.strip())  # one line
         print(f"dseqjepa {args.command}: error: {message}", file=sys.stderr)
         return 1

@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(the images it lists: the data kit's scenes/train), or a Hugging Face data set (a "
                              "save_to_disk folder, a Parquet or Arrow file, a repo id in the HF caches; its column "
                              "image_column, --set image_column=NAME)")
+    parser.add_argument("--streaming", action="store_true",
+                        help="read the --data data set as a stream (nothing converted into the datasets cache, nothing "
+                             "held beyond a row group and the shuffle buffer of shuffle_buffer rows, reseeded each "
+                             "epoch); --resume resumes it exactly (the config key streaming)")
     parser.add_argument("--output", required=True, help="the run's folder")
     parser.add_argument("--max-steps", type=positive_int, default=None,
                         help="stop after this step; schedules still follow the config's training length")
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides = args.overrides + ([f"init_from={args.init_from}"] if args.init_from is not None else [])
     overrides += ["stop_on_collapse=true"] if args.stop_on_collapse else []
+    overrides += ["streaming=true"] if args.streaming else []
     config = load_config(args.config, overrides)
     result = train(config, args.data, args.output, max_steps=args.max_steps, resume=args.resume,
                    progress=show_progress(args))

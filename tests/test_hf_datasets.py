@@ -17,12 +17,14 @@ import pytest
 import torch
 from PIL import Image
 from test_init_from import readme_commands
+from test_training_runs import losses, run_state
 
 from dseqjepa_cli import main
 from dseqjepa_hub.application.hf_datasets import DatasetError, ImageRows
 from dseqjepa_hub.application.loading import load_model
 from dseqjepa_hub.application.runner import image_batches
 from dseqjepa_train import load_config, train
+from dseqjepa_train.pretraining_data import PretrainingImages, build_loader, list_image_files
 
 datasets = pytest.importorskip("datasets")
 REPO = Path(__file__).resolve().parents[1]
@@ -78,6 +80,8 @@ def test_readme_trains_on_a_saved_data_set(dataset, tmp_path, monkeypatch):
     assert summary["step"] == 2 and summary["skipped_images"] >= 1  # the damaged row
     records = [json.loads(line) for line in Path("dataset_run/metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in records)
+    streamed = json.loads(Path("dataset_streamed_run/summary.json").read_text())
+    assert streamed["step"] == 2 and streamed["weight_digests"] != summary["weight_digests"]  # another order
 
 
 def test_the_rows_are_the_images_in_order(dataset, tmp_path):
@@ -229,3 +233,77 @@ def test_a_missing_path_that_reads_as_a_file_is_not_taken_for_a_repo_id(tmp_path
     assert "photos/cat.JPG: file not found" in capsys.readouterr().err
     assert main(["embed", str(Path(__file__).resolve().parents[1] / "examples/images"), "--streaming", "--out", "y.npy"]) != 0
     assert "--streaming reads one Hugging Face data set" in capsys.readouterr().err and not Path("y.npy").exists()
+
+
+def test_a_streamed_epoch_is_each_rank_s_rows_shuffled_and_cropped_as_files(dataset, tmp_path):
+    """`train --data --streaming`: rank r of 2 draws rows r, r + 2, ... through the seeded shuffle buffer, in a new
+    order each epoch; the crops are the files' crops of those rows (seeded by epoch and row), the damaged row
+    replaced by the next readable one of its batch and counted."""
+    dataset.to_parquet(tmp_path / "images.parquet")
+    stream = list_image_files(tmp_path / "images.parquet", "img", streaming=True)
+    options = {"image_size": 32, "crop_scale": (0.3, 1.0), "mean": [0.5] * 3, "std": [0.2] * 3, "seed": 0}
+    ranks = [build_loader(stream, **options, batch_size=2, num_workers=0, world_size=2, rank=rank, shuffle_buffer=2)[1]
+             for rank in (0, 1)]
+    for epoch in (0, 1):
+        drawn = [[sampler.rows.rows[position] for position, _ in sampler.order(epoch)] for sampler in ranks]
+        assert sorted(drawn[0]) == [0, 2, 4, 6] and sorted(drawn[1]) == [1, 3, 5, 7], drawn
+    assert [[s.rows.rows[p] for p, _ in s.order(0)] for s in ranks] != [[s.rows.rows[p] for p, _ in s.order(1)] for s in ranks]
+
+    mapped = PretrainingImages(ImageRows(tmp_path / "images.parquet", "img"), **options)
+    for world_size, rank, start in ((1, 0, 4), (2, 1, 2)):  # rank 1 of 2: positions 0, 1, ... are rows 1, 3, ...
+        loader, sampler = build_loader(stream, **options, batch_size=start, num_workers=2, world_size=world_size,
+                                       rank=rank, shuffle_buffer=3)
+        assert sampler.num_samples == 8 // world_size
+        for epoch, first in ((0, 0), (1, 0), (1, start)):
+            check_streamed_crops(loader, sampler, mapped, epoch, first, batch_size=start)
+
+
+def check_streamed_crops(loader, sampler, mapped, epoch: int, start: int, batch_size: int) -> None:
+    """The loader's batches from (epoch, start) are the files' crops of the rows the sampler draws."""
+    order = [sampler.rows.rows[position] for position, _ in sampler.order(epoch)][start:]
+    expected, skipped = [], []
+    for slot, row in enumerate(order):
+        batch = order[slot // batch_size * batch_size:(slot // batch_size + 1) * batch_size]
+        shown = next(other for other in batch[batch.index(row):] + batch if other != 3)
+        expected.append(mapped.crop(mapped.paths.load(shown), epoch, row))
+        skipped.append(int(row == 3))
+    sampler.set_position(epoch, start)
+    batches = list(loader)
+    assert torch.equal(torch.cat([images for images, _ in batches]), torch.stack(expected)), (epoch, start)
+    assert torch.cat([counts for _, counts in batches]).tolist() == skipped
+
+
+def test_streamed_training_resumes_bit_identical(dataset, tmp_path):
+    """Stopped mid-epoch and resumed (two decoding workers, a shuffle buffer), a streamed run ends with the
+    uninterrupted run's weights and optimizer state, bit for bit."""
+    dataset.to_parquet(tmp_path / "images.parquet")
+    config = load_config("tiny-cpu", ["image_column=img", "batch_size=4", "num_workers=2", "epochs=2", "streaming=true",
+                                      "shuffle_buffer=3"])
+    straight, pieces = tmp_path / "straight", tmp_path / "pieces"
+    train(config, tmp_path / "images.parquet", straight, max_steps=3, progress=False)
+    train(config, tmp_path / "images.parquet", pieces, max_steps=1, progress=False)
+    assert train(config, tmp_path / "images.parquet", pieces, max_steps=3, resume=True, progress=False).step == 3
+    expected, found = run_state(straight), run_state(pieces)
+    assert expected.keys() == found.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, found[name]), name
+    assert losses(straight) == losses(pieces)
+    assert json.loads((straight / "summary.json").read_text())["skipped_images"] >= 1  # the damaged row
+
+
+def test_streaming_a_folder_or_a_batch_of_unreadable_rows_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (64, 64)).save(tmp_path / "photos" / "a.png")
+    assert main(["train", "--config", "tiny-cpu", "--data", str(tmp_path / "photos"), "--output", str(tmp_path / "run"),
+                 "--streaming"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--streaming reads a Hugging Face data set" in error, error
+    damaged = datasets.Dataset.from_dict({"img": [{"bytes": b"not an image", "path": None}] * 4},
+                                         features=datasets.Features({"img": datasets.Image()}))
+    damaged.to_parquet(tmp_path / "damaged.parquet")
+    assert main(["train", "--config", "tiny-cpu", "--data", str(tmp_path / "damaged.parquet"), "--output",
+                 str(tmp_path / "run"), "--streaming", "--set", "image_column=img", "--set", "batch_size=4",
+                 "--set", "num_workers=1"]) == 1  # raised in the decoding worker
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("dseqjepa train: error: none of the 4 rows of a batch could be read (") and \
+        "Traceback" not in error, error

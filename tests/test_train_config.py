@@ -147,6 +147,6 @@ def test_a_config_yaml_written_by_a_run_still_loads_and_saves_the_same(tmp_path)
     save_config(config, tmp_path / "saved.yaml")
     added = ("init_from: null\n", "log_every: 10\neval_every: 0\neval_data: null\neval_images: 1000\ncollapse_rank: 1.5\n"
              "collapse_std: 0.05\ncollapse_patience: 3\nstop_on_collapse: false\n")  # the keys added since, at their places
-    old = RUN_CONFIG_YAML.replace("crop_scale:\n- 0.3\n- 1.0\n", "crop_scale:\n- 0.3\n- 1.0\nimage_column: image\n")
+    old = RUN_CONFIG_YAML.replace("crop_scale:\n- 0.3\n- 1.0\n", "crop_scale:\n- 0.3\n- 1.0\nimage_column: image\nstreaming: false\nshuffle_buffer: 1000\n")
     assert old != RUN_CONFIG_YAML
     assert (tmp_path / "saved.yaml").read_text() == added[0] + old + added[1]

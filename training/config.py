@@ -111,6 +111,8 @@ class TrainConfig:
     # Data.
     crop_scale: Pair = _scale_range(default=(0.3, 1.0))
     image_column: str = "image"  # --data a Hugging Face data set: the column holding the images
+    streaming: bool = False  # --data a Hugging Face data set read as a stream (pretraining_data.StreamedPretrainingImages)
+    shuffle_buffer: int = _positive(default=1000)  # streaming: the rows a seeded shuffle buffer holds (per decoding worker)
     batch_size: int = _positive(default=256)  # per process
     num_workers: int = _count(default=8)
     # Optimisation (docs/METHOD.md section 6).

@@ -1,20 +1,24 @@
-"""Pretraining data: an image folder or file list, random-resized crops, a resumable sampler.
+"""Pretraining data: an image folder or file list, random-resized crops, a resumable sampler; or a Hugging
+Face data set read as a stream through a seeded shuffle buffer.
 
 Every random choice is a function of (seed, epoch, index): the sampler yields (epoch, index)
-pairs and the dataset seeds its crop from them. Data order and augmentation therefore do not
-depend on worker processes or on earlier steps, and a resumed run sees exactly the images and
-crops the uninterrupted run would have seen.
+pairs and the dataset seeds its crop from them (a stream: its order is drawn from (seed, epoch, rank),
+each crop from (seed, epoch, row)). Data order and augmentation therefore do not depend on worker
+processes or on earlier steps, and a resumed run sees exactly the images and crops the uninterrupted run
+would have seen.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, get_worker_info
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms import functional as TF
 
@@ -36,16 +40,21 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def list_image_files(source: str | os.PathLike, image_column: str = "image") -> list[Path] | ImageRows:
+def list_image_files(source: str | os.PathLike, image_column: str = "image",
+                     streaming: bool = False) -> list[Path] | ImageRows:
     """Images under a folder (recursive, sorted; class sub-folders are just folders), in a
     text file listing one path per line (relative paths are relative to the list's folder), the images a
     labelled split's labels.tsv lists (the data kit's `scenes/train`: not its masks/), or the `image_column`
-    of a Hugging Face data set (a save_to_disk folder, a Parquet or Arrow file, a repo id in the HF caches)."""
+    of a Hugging Face data set (a save_to_disk folder, a Parquet or Arrow file, a repo id in the HF caches;
+    read as a stream with `streaming`)."""
     if is_dataset(source):
-        rows = ImageRows(source, image_column)
+        rows = ImageRows(source, image_column, streaming=streaming)
         if not len(rows):
             raise TrainingDataError(f"--data {source}: the data set has no rows")
         return rows
+    if streaming:
+        raise TrainingDataError(f"--data {source}: --streaming reads a Hugging Face data set (a save_to_disk folder, a "
+                                "Parquet or Arrow file, a repo id in the HF caches), not a folder or a file list")
     source = Path(source)
     if (source / "labels.tsv").is_file():
         paths = load_labelled_split(source).paths
@@ -100,8 +109,12 @@ class PretrainingImages(Dataset):
             except ImageLoadError as error:
                 logger.warning("skipping unreadable image %s", error)
                 continue
-            return self.transform(image, derive_seed(self.seed, epoch, index)), skipped
+            return self.crop(image, epoch, index), skipped
         raise TrainingDataError(f"none of the {len(self.paths)} training images could be read")
+
+    def crop(self, image, epoch: int, index: int) -> torch.Tensor:
+        """The crop of image `index` (a data set's row) in `epoch`."""
+        return self.transform(image, derive_seed(self.seed, epoch, index))
 
     def transform(self, image, seed: int) -> torch.Tensor:
         """RandomResizedCrop(scale=crop_scale) drawn from `seed`, then ImageNet normalisation."""
@@ -134,15 +147,96 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.start
 
 
+class StreamedPretrainingImages(IterableDataset):
+    """A streamed data set (`ImageRows` with streaming) as batches of `PretrainingImages`' crops, and its own
+    resumable sampler (`set_position`, `num_samples`, as `ResumableSampler`).
+
+    Rank r of K takes rows r, r + K, ... (the slicing of the other streamed jobs) and reads them in order
+    through a shuffle buffer of `buffer_size` rows: each row read replaces a row drawn from the buffer by a
+    generator seeded by (seed, epoch, rank), so every epoch has its own order. An epoch is the first
+    `num_samples` rows drawn (K * num_samples <= the rows: no row twice in an epoch over the ranks), in whole
+    batches; a run resumed at (epoch, start) reads the epoch's order again and decodes from its `start`-th
+    row on. Each crop is seeded by (seed, epoch, row) as the files' are. An unreadable row is replaced by the
+    next readable one of its batch (cropped with its own seed) and counted, so a batch keeps its size.
+    DataLoader worker w of W reads the stream and decodes the batches w, w + W, ... (each worker holds its
+    own buffer), which the loader's round robin puts back in order.
+    """
+
+    def __init__(self, images: PretrainingImages, *, rank: int, world_size: int, batch_size: int, buffer_size: int):
+        self.images = images
+        self.rows: ImageRows = images.paths[rank::world_size]
+        self.rank = rank
+        self.batch_size = batch_size
+        self.buffer_size = buffer_size
+        self.num_samples = len(images.paths) // world_size
+        self.epoch = self.start = 0
+
+    def set_position(self, epoch: int, start: int) -> None:
+        """Begin epoch `epoch` at its `start`-th row (of this rank)."""
+        self.epoch, self.start = epoch, start
+
+    def order(self, epoch: int) -> Iterator[tuple[int, object]]:
+        """(position in this rank's rows, encoded image) of epoch `epoch`, in the shuffle buffer's order."""
+        generator = np.random.default_rng(derive_seed(self.images.seed, epoch, self.rank))
+        buffer: list = []
+        for item in self.rows.encoded():
+            if len(buffer) < self.buffer_size:
+                buffer.append(item)
+                continue
+            drawn = int(generator.integers(len(buffer)))
+            yield buffer[drawn]
+            buffer[drawn] = item
+        generator.shuffle(buffer)
+        yield from buffer
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        worker = get_worker_info()
+        index, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        end = self.num_samples // self.batch_size * self.batch_size  # drop_last
+        rows = islice(self.order(self.epoch), self.start, end)
+        for number, batch in enumerate(iter(lambda: list(islice(rows, self.batch_size)), [])):
+            if number % workers == index:
+                yield self.crops(batch)
+
+    def crops(self, batch: list[tuple[int, object]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch's crops (B, 3, S, S) and, per item, 1 where its row was unreadable and replaced."""
+        decoded = []
+        for position, value in batch:
+            try:
+                decoded.append(self.rows.decode(position, value))
+            except ImageLoadError as error:
+                logger.warning("skipping unreadable image %s", error)
+                decoded.append(None)
+        if all(image is None for image in decoded):
+            raise TrainingDataError(f"none of the {len(batch)} rows of a batch could be read "
+                                    f"({', '.join(str(self.rows.name(position)) for position, _ in batch)})")
+        crops, skipped = [], []
+        for slot, (position, _) in enumerate(batch):
+            image = next(image for image in decoded[slot:] + decoded[:slot] if image is not None)
+            crops.append(self.images.crop(image, self.epoch, self.rows.rows[position]))
+            skipped.append(int(decoded[slot] is None))
+        return torch.stack(crops), torch.tensor(skipped)
+
+
 def build_loader(paths: list[Path] | ImageRows, *, image_size: int, crop_scale, mean, std, seed: int, batch_size: int,
-                 num_workers: int, world_size: int, rank: int) -> tuple[DataLoader, ResumableSampler]:
+                 num_workers: int, world_size: int, rank: int,
+                 shuffle_buffer: int = 1000) -> tuple[DataLoader, ResumableSampler | StreamedPretrainingImages]:
+    """The batches (crops, skipped) of `paths` and the sampler that positions them; a streamed data set is its
+    own sampler (its shuffle buffer holds `shuffle_buffer` rows)."""
     dataset = PretrainingImages(paths, image_size, crop_scale, mean, std, seed)
-    sampler = ResumableSampler(dataset, world_size, rank, seed)
+    if isinstance(paths, ImageRows) and paths.streaming:
+        sampler = StreamedPretrainingImages(dataset, rank=rank, world_size=world_size, batch_size=batch_size,
+                                            buffer_size=shuffle_buffer)
+    else:
+        sampler = ResumableSampler(dataset, world_size, rank, seed)
     if sampler.num_samples < batch_size:
         raise TrainingDataError(
             f"{len(paths)} images give {sampler.num_samples} per process, fewer than batch_size {batch_size}; "
             "add images or lower batch_size"
         )
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                        pin_memory=torch.cuda.is_available(), drop_last=True)
+    if isinstance(sampler, StreamedPretrainingImages):
+        loader = DataLoader(sampler, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                            pin_memory=torch.cuda.is_available(), drop_last=True)
     return loader, sampler

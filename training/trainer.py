@@ -89,10 +89,10 @@ class Pretrainer:
         model_config, processor = start.encoder.config, start.processor
         self.processor = processor  # the training statistics, saved with every checkpoint
         self.loader, self.sampler = build_loader(
-            list_image_files(data, config.image_column), image_size=model_config.image_size, crop_scale=config.crop_scale,
-            mean=list(processor.image_mean), std=list(processor.image_std), seed=config.seed,
+            list_image_files(data, config.image_column, config.streaming), image_size=model_config.image_size,
+            crop_scale=config.crop_scale, mean=list(processor.image_mean), std=list(processor.image_std), seed=config.seed,
             batch_size=config.batch_size, num_workers=config.num_workers, world_size=dist_context.world_size,
-            rank=dist_context.rank,
+            rank=dist_context.rank, shuffle_buffer=config.shuffle_buffer,
         )
         self.steps_per_epoch = self.sampler.num_samples // config.batch_size
         self.schedules = Schedules.for_run(config, self.steps_per_epoch)
