@@ -165,6 +165,9 @@ def image_inputs(inputs: list[str], image_column: str | None = None, streaming: 
 
         if is_dataset(inputs[0]):
             return ImageRows(inputs[0], image_column, streaming=streaming), []
+    if streaming:
+        raise DSeqJEPAError(f"--streaming reads one Hugging Face data set (a save_to_disk folder, a Parquet or Arrow "
+                            f"file, a cached repo id); {' '.join(inputs)} is not one: drop --streaming")
 
     paths, skipped = find_images(inputs)
     report_failures(skipped, "skipped while walking the input folders")

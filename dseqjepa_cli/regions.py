@@ -48,7 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dseqjepa_hub.application.hf_datasets import ImageRows
     from dseqjepa_hub.application.loading import check_device, load_model
     from dseqjepa_hub.application.regions_job import output_stems, rank_regions_in_files
 
@@ -60,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         loaded.model,
         loaded.processor,
         out_dir=args.out,
-        stems=paths.stems() if isinstance(paths, ImageRows) else output_stems(paths, args.inputs),
+        stems=output_stems(paths, args.inputs),
         write_json=args.json,
         min_region_fraction=args.min_region_fraction,
         num_regions=args.num_regions,
@@ -75,10 +74,13 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
     )
     written = [result for result in results if not result["skipped"]]
+    min_fraction = (loaded.model.config.min_region_fraction if args.min_region_fraction is None
+                    else args.min_region_fraction)
     if not args.quiet:
         report_paths(
             [result["image"] for result in written if result["no_foreground_region"]],
-            "with no foreground region, only the background (no component passed the area filter"
+            "with no foreground region, only the background (no component passed the area filter, "
+            f"--min-region-fraction {min_fraction:g}: try a lower one"
             + ('; "no_foreground_region": true in their JSON)' if args.json else ")"),
         )
     report_failures(failures)

@@ -67,7 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dseqjepa_hub.application.hf_datasets import ImageRows
     from dseqjepa_hub.application.loading import check_device, load_model
     from dseqjepa_hub.application.regions_job import output_stems
     from dseqjepa_hub.application.visualize_job import output_tag, parse_query, visualize_files
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     options = dict(num_regions=args.num_regions, min_region_fraction=args.min_region_fraction, layer=args.layer,
                    query=parse_query(args.query), num_clusters=args.clusters, foreground=args.foreground,
                    method=args.method, seed=args.seed)
-    stems = paths.stems() if isinstance(paths, ImageRows) else output_stems(paths, args.inputs)  # rows: NAME#ROW
+    stems = output_stems(paths, args.inputs)  # a data set's rows: NAME#ROW
     entries, failures = visualize_files(
         paths, loaded.model, loaded.processor, args.kind, out_dir=args.out, stems=stems,
         batch_size=args.batch_size, model_description=loaded.description, max_pixels=args.max_pixels,

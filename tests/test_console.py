@@ -103,18 +103,20 @@ def test_output_into_a_closed_pipe_ends_quietly(arguments, code):
 def test_verbose_says_what_the_job_does_a_line_each_and_no_config_dumps(tmp_path, capsys):
     """--verbose: the model loaded, the work and how it is split, its time; not transformers' information level
     (whole config and processor reprs over dozens of lines). Without --verbose none of it."""
-    assert main(["regions", str(IMAGES), "--out", str(tmp_path / "v"), "-v"]) == 0
+    assert main(["regions", str(IMAGES), "--out", str(tmp_path / "v"), "--batch-size", "3", "--num-workers", "4", "-v"]) == 0
     err = capsys.readouterr().err
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "%|" not in line]
     assert re.fullmatch(r"model .*default_model: DSeqJEPAModel, 1,214,720 parameters, float32 on cpu; "
                         r"inputs 96x96 px, patch 8", lines[0]), lines
-    assert lines[1] == "regions: 4 image(s), batches of 8 on cpu, 0 decoding worker(s), 2 writer thread(s)" or (
-        re.fullmatch(r"regions: 4 image\(s\), batches of 8 on cpu, \d+ decoding worker\(s\), \d+ writer thread\(s\)",
-                     lines[1])), lines
+    # 4 images in batches of 3: 2 batches, so 2 of the 4 workers asked for start (one per batch at most)
+    assert re.fullmatch(r"regions: 4 image\(s\), batches of 3 on cpu, 2 decoding worker\(s\), \d+ writer thread\(s\)",
+                        lines[1]), lines
     assert re.fullmatch(r"regions: 4 image\(s\) done in [0-9.]+ s \([0-9.]+ img/s\), 0 unreadable", lines[2]), lines
     assert len(lines) == 3, lines  # nothing else: no "Model config DSeqJEPAConfig {" and its 40 lines
     assert main(["regions", str(IMAGES), "--out", str(tmp_path / "d")]) == 0
     assert capsys.readouterr().err == ""
+    assert main(["embed", str(IMAGES / "coffee.jpg"), "--out", str(tmp_path / "q.npy"), "--quantize", "int8", "-v"]) == 0
+    assert "DSeqJEPAModel, 1,214,720 parameters, float32, int8 quantized on cpu" in capsys.readouterr().err  # all of them
 
 
 def test_pillows_decoder_warnings_are_shown_with_verbose_only(tmp_path, capsys):

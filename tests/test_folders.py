@@ -154,6 +154,7 @@ def test_an_image_without_foreground_region_is_said_and_recorded(tiny, tmp_path,
         if fraction == "1.0":
             assert all(flags.values())
             assert f"{len(good)} image(s) with no foreground region" in stdout and listed == good
+            assert "--min-region-fraction 1: try a lower one" in stdout  # what to do about it
         else:
             assert not any(flags.values()) and "no foreground region" not in stdout and listed == []
 
@@ -549,6 +550,30 @@ def test_images_are_preprocessed_on_one_intra_op_thread_and_the_count_restored()
         with pytest.raises(ValueError, match="bad image"):
             runner.prepare_image(0, None, image, failing, keep_image=False)
         assert torch.get_num_threads() == 2
+        # Another thread (a server's request handler) leaves the count alone: a thread starting its first
+        # parallel work meanwhile would otherwise keep 1 thread for good.
+        handler = threading.Thread(target=runner.prepare_image, args=(0, None, image, recording), kwargs={"keep_image": False})
+        handler.start()
+        handler.join()
+        assert seen == [1, 2]
     finally:
         torch.set_num_threads(before)
     assert torch.equal(item["pixel_values"], processor(image, return_tensors="pt")["pixel_values"][0])
+
+
+def test_the_library_jobs_name_two_files_of_one_stem_apart(tiny, tmp_path):
+    """regions and visualize called as libraries name their outputs through the one output_stems: two
+    photos called cat.jpg in two folders give cat and cat-2, neither overwriting the other."""
+    from dseqjepa_hub.application.visualize_job import visualize_files
+
+    _, model, processor = tiny
+    first, _ = make_folder(tmp_path / "a", count=1, bad=False)
+    second, _ = make_folder(tmp_path / "b", count=1, bad=False)
+    assert first[0].name == second[0].name
+    files = [first[0], second[0]]
+    visualize_files(files, model, processor, "saliency", out_dir=tmp_path / "v", num_workers=0)
+    regions_job.rank_regions_in_files(files, model, processor, out_dir=tmp_path / "r", num_workers=0)
+    stem = first[0].stem
+    for folder in ("v", "r"):
+        written = sorted(path.name for path in (tmp_path / folder).iterdir() if not path.name.endswith(".json"))
+        assert sorted(name.split(".")[0] for name in written) == sorted([stem, f"{stem}-2"]), written

@@ -220,6 +220,21 @@ def test_embed_under_torchrun_writes_every_row_once(dataset, tmp_path):
             np.testing.assert_allclose(row, expected[name], rtol=1e-5, atol=1e-6)
 
 
+def test_a_missing_path_that_reads_as_a_file_is_not_taken_for_a_repo_id(tmp_path, monkeypatch, capsys):
+    """OWNER/NAME that is no path here is a data set repo id; a missing image file (a typo) or a missing
+    folder under an existing one stays a missing path, said as such (no HF cache lookup, no download hint)."""
+    from dseqjepa_hub.application.hf_datasets import is_dataset
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    assert is_dataset("owner/name")
+    assert not is_dataset("photos/cat.jpg") and not is_dataset("data/train")
+    assert main(["embed", "photos/cat.JPG", "--out", "x.npy"]) != 0
+    assert "photos/cat.JPG: file not found" in capsys.readouterr().err
+    assert main(["embed", str(Path(__file__).resolve().parents[1] / "examples/images"), "--streaming", "--out", "y.npy"]) != 0
+    assert "--streaming reads one Hugging Face data set" in capsys.readouterr().err and not Path("y.npy").exists()
+
+
 def test_a_streamed_epoch_is_each_rank_s_rows_shuffled_and_cropped_as_files(dataset, tmp_path):
     """`train --data --streaming`: rank r of 2 draws rows r, r + 2, ... through the seeded shuffle buffer, in a new
     order each epoch; the crops are the files' crops of those rows (seeded by epoch and row), the damaged row

@@ -156,6 +156,11 @@ def test_resume_takes_changed_monitoring_keys(images, tmp_path, caplog):
     assert load_config(tmp_path / "split" / "config.yaml").log_every == 1
     whole, split = run_state(tmp_path / "whole"), run_state(tmp_path / "split")
     assert whole.keys() == split.keys() and all(torch.equal(whole[k], split[k]) for k in whole)
+    # Resuming a complete run does nothing, and its folder is left as it was (the command says "nothing was changed")
+    before = {path: path.read_bytes() for path in (tmp_path / "whole").rglob("*") if path.is_file()}
+    result = train(watched, images, tmp_path / "whole", max_steps=2, resume=True)
+    assert result.step == 2 and result.loss is None  # nothing trained
+    assert {path: path.read_bytes() for path in (tmp_path / "whole").rglob("*") if path.is_file()} == before
 
 
 def test_a_nan_loss_stops_the_run_naming_the_step(images, tmp_path, capsys):

@@ -83,6 +83,14 @@ def test_mask_of_wrong_size_is_refused():
         draw_regions(Image.new("RGB", (10, 10)), make_regions(20, 20))
 
 
+def test_overlapping_masks_are_refused_naming_the_rank():
+    """One blend tints all regions at once, which holds for disjoint masks only (as region_dicts gives them)."""
+    regions = make_regions(40, 40)
+    regions[1]["mask"] = regions[1]["mask"] | regions[0]["mask"]
+    with pytest.raises(ValueError, match="mask of rank 2 overlaps"):
+        draw_regions(Image.new("RGB", (40, 40)), regions)
+
+
 def test_dilate_matches_a_direct_square_dilation():
     rng = np.random.default_rng(0)
     for _ in range(100):

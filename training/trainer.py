@@ -368,15 +368,15 @@ def train(config: TrainConfig, data: str | os.PathLike, output: str | os.PathLik
         if dist_context.is_main:
             output.mkdir(parents=True, exist_ok=True)
         resumed = trainer.resume() if resume else None
+        last_step = trainer.schedules.total_steps if max_steps is None else min(max_steps, trainer.schedules.total_steps)
+        if resumed is not None and trainer.step >= last_step:  # the run's folder is left exactly as it was
+            logger.info("the run is complete: %s is at step %d of %d; nothing to do", resumed, trainer.step, last_step)
+            return TrainResult(trainer.step, None, resumed, gather_digests(trainer.student, dist_context))
         if dist_context.is_main:
             save_config(config, output / "config.yaml")
             _truncate_metrics(output / "metrics.jsonl", trainer.step)
             if resumed is not None:
                 logger.info("resumed from %s at step %d", resumed, trainer.step)
-        last_step = trainer.schedules.total_steps if max_steps is None else min(max_steps, trainer.schedules.total_steps)
-        if resumed is not None and trainer.step >= last_step:
-            logger.info("the run is complete: %s is at step %d of %d; nothing to do", resumed, trainer.step, last_step)
-            return TrainResult(trainer.step, None, resumed, gather_digests(trainer.student, dist_context))
         result = trainer.run(last_step, progress=progress)
         if dist_context.is_main:
             summary = {"step": result.step, "loss": result.loss, "world_size": dist_context.world_size,

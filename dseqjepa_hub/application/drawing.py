@@ -89,7 +89,10 @@ def draw_regions(
     foreground = [region for region in regions if not region["is_background"]]
     masks = [_checked_mask(region, (height, width)) for region in foreground]
     occupied = np.zeros((height, width), dtype=bool)
-    for mask in masks:
+    for region, mask in zip(foreground, masks):
+        if (occupied & mask).any():
+            raise ValueError(f"draw_regions: the mask of rank {region['rank']} overlaps an earlier region's; "
+                             "the region masks must be disjoint (as region_dicts gives them)")
         occupied |= mask
     if masks:  # the regions are disjoint: one blend tints them all, each with its colour
         colors = Image.new("RGB", overlay.size)

@@ -23,7 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import DSeqJEPAError
-from ..image_io import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, load_image_bytes
+from ..image_io import DEFAULT_MAX_PIXELS, ImageLoadError, image_extensions, load_image, load_image_bytes
 
 DATASET_FILES = (".parquet", ".arrow")
 SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")  # what save_to_disk writes
@@ -37,13 +37,15 @@ class DatasetError(DSeqJEPAError):
 
 def is_dataset(source: str | os.PathLike) -> bool:
     """A folder written by save_to_disk, a Parquet / Arrow file, or OWNER/NAME that is no path here (a repo id,
-    looked up in the HF caches; without `datasets` installed, a missing file)."""
+    looked up in the HF caches; without `datasets` installed, a missing file). A missing path that reads as a
+    file or folder here (an image file's extension, or OWNER an existing folder) stays a missing path."""
     path = Path(source)
     if path.is_dir():
         return any((path / marker).is_file() for marker in SAVED_MARKERS)
     if path.exists():
         return path.is_file() and path.suffix in DATASET_FILES
-    return REPO_ID.fullmatch(str(source)) is not None and importlib.util.find_spec("datasets") is not None
+    return (REPO_ID.fullmatch(str(source)) is not None and path.suffix.lower() not in image_extensions()
+            and not path.parent.is_dir() and importlib.util.find_spec("datasets") is not None)
 
 
 @contextlib.contextmanager

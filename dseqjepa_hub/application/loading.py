@@ -380,11 +380,11 @@ def load_model(
     if image_size is not None:
         resize_processor(loaded.processor, image_size, loaded.model.config.patch_size)
     loaded.model.to(device).eval()
+    size, parameters = loaded.processor.size, loaded.model.num_parameters()  # counted before quantization hides them
     if quantize is not None:
         quantize_model(loaded.model, quantize, device)
-    size = loaded.processor.size
     logger.info("model %s: %s, %s parameters, %s%s on %s; inputs %dx%d px, patch %d", loaded.description,
-                type(loaded.model).__name__, f"{loaded.model.num_parameters():,}", str(loaded.model.dtype).removeprefix("torch."),
+                type(loaded.model).__name__, f"{parameters:,}", str(loaded.model.dtype).removeprefix("torch."),
                 f", {quantize} quantized" if quantize else "", device, size["width"], size["height"],
                 loaded.model.config.patch_size)
     return loaded

@@ -55,9 +55,13 @@ OVERLAY_SAVE_OPTIONS = {
 }
 
 
-def output_stems(paths: Sequence[Path], inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Relative output stems: a file found under an input folder keeps its path below that
-    folder, a file given directly its name; the extension is dropped and a clash gets "-2", "-3"..."""
+def output_stems(paths: Sequence[Path] | ImageRows, inputs: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """Relative output stems, one per input image: a data set's rows NAME#ROW; a file found under an
+    input folder keeps its path below that folder, a file given directly its name; the extension is
+    dropped and a clash gets "-2", "-3"..."""
+    if isinstance(paths, ImageRows):
+        return paths.stems()
+    paths = [Path(path) for path in paths]
     folders = [Path(item) for item in inputs if Path(item).is_dir()]
     stems, taken = [], set()
     for path in paths:
@@ -190,10 +194,10 @@ def rank_regions_in_files(
         raise ValueError(f"overlay_format must be one of {', '.join(OVERLAY_FORMATS)}, got {overlay_format!r}")
     out_dir = Path(out_dir)
     remove_stale_temporaries(out_dir, recursive=True)  # left by a killed run; never outputs
+    if stems is None:
+        stems = output_stems(paths)
     rows = paths if isinstance(paths, ImageRows) else None  # a data set's rows, named SOURCE#ROW
     paths = rows.names() if rows is not None else paths
-    if stems is None:  # a data set's NAME#ROW, or the files' names, deduplicated
-        stems = rows.stems() if rows is not None else output_stems([Path(path) for path in paths], ())
     results: list[dict] = []
     todo: list[tuple[int, Path, Path, Path | None]] = []
     for index, (path, stem) in enumerate(zip(paths, stems, strict=True)):

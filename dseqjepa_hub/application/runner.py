@@ -169,10 +169,11 @@ def one_intra_op_thread() -> Iterator[None]:
     operation of the image processor waits for each core's share, and on a machine whose cores
     are busy that wait costs several times the work (benchmarks/RESULTS.md: 15-23 ms against
     3-5 ms per photo on 2 busy cores). A DataLoader worker process already runs with 1 thread.
-    OpenMP keeps the count per thread: threads already running (the model's, the caller's) keep
-    theirs; only a thread making its first parallel call inside the block would start with 1."""
+    OpenMP keeps the count per thread, but a thread making its first parallel call while the count
+    is 1 keeps 1 for good: so only the main thread (a command's, a DataLoader worker's) narrows it;
+    in any other thread (a server's request handlers, the demo's) the block leaves it as it is."""
     threads = torch.get_num_threads()
-    if threads == 1:
+    if threads == 1 or threading.current_thread() is not threading.main_thread():
         yield
         return
     torch.set_num_threads(1)
@@ -385,7 +386,7 @@ def infer_files(
     0: this process). The progress bar counts `skipped` files (already done) as done. Logs (INFO) one line
     with the work and how it is split, and one with the time it took.
     """
-    workers = default_num_workers(device) if num_workers is None else num_workers
+    workers = workers_for(len(paths), batch_size, num_workers, device)  # what image_batches starts
     logger.info("%s: %d image(s)%s, batches of %d on %s, %d decoding worker(s), %d writer thread(s)", desc, len(paths),
                 f" ({skipped} already done)" if skipped else "", batch_size, device, workers,
                 default_write_threads() if write_threads is None else write_threads)

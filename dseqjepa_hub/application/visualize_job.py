@@ -46,8 +46,7 @@ from .drawing import (
     draw_similarity,
     readable,
 )
-from .hf_datasets import ImageRows
-from .regions_job import batch_regions, ranked_regions_forward
+from .regions_job import batch_regions, output_stems, ranked_regions_forward
 from .runner import Forward, ImageBatch, check_finite, infer_files
 
 
@@ -132,7 +131,7 @@ def visualize_files(
     out_dir = Path(out_dir)
     remove_stale_temporaries(out_dir, recursive=True)
     if stems is None:
-        stems = paths.stems() if isinstance(paths, ImageRows) else [Path(Path(path).stem) for path in paths]
+        stems = output_stems(paths)
     options = kind_options(kind, model, num_regions=num_regions, min_region_fraction=min_region_fraction, layer=layer,
                            query=query, num_clusters=num_clusters, foreground=foreground, method=method, seed=seed)
     tag = output_tag(kind, model, num_regions=num_regions, min_region_fraction=min_region_fraction, layer=layer,
