@@ -15,6 +15,7 @@ import argparse
 import importlib.util
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,9 @@ import numpy as np
 from PIL import Image
 
 from dseqjepa_hub.application import drawing
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_pictures import regions_for  # noqa: E402 -- the pictures the tests check: one set of regions
 
 SIZES = {"photo 2048x1536": (2048, 1536), "thumbnail 200x150": (200, 150)}
 
@@ -33,27 +37,17 @@ def load_module(path: Path):
     return module
 
 
-def regions_of(width: int, height: int) -> list[dict]:
-    first = np.zeros((height, width), bool)
-    first[height // 4 : 3 * height // 4, width // 8 : width // 2] = True
-    second = np.zeros((height, width), bool)
-    second[: height // 3, 2 * width // 3 :] = True
-    return [{"rank": 1, "is_background": False, "score": 0.9, "mask": first},
-            {"rank": 2, "is_background": False, "score": 0.6, "mask": second},
-            {"rank": 3, "is_background": True, "score": 0.1, "mask": ~(first | second)}]
-
-
 def pictures(size: tuple[int, int]):
     """(name, draw(module)) for the regions, attention and sequence pictures of a grey image of `size`."""
     rng = np.random.default_rng(0)
     image, saliency, attention = Image.new("RGB", size, (128, 128, 128)), rng.normal(size=(12, 16)), rng.random((4, 12, 16))
-    regions = regions_of(*size)
+    regions = regions_for(*size)
     steps = [{"step": 1, "context": regions[0]["mask"], "target": regions[1]["mask"], "context_ranks": [1],
               "target_rank": 2, "target_is_background": False}]
 
     def draw_regions(module):
         shown = module.readable(image)[0] if hasattr(module, "readable") else image
-        return module.draw_regions(shown, regions_of(*shown.size), show_saliency=True, saliency=saliency)
+        return module.draw_regions(shown, regions_for(*shown.size), show_saliency=True, saliency=saliency)
 
     return [("regions + saliency", draw_regions), ("attention", lambda module: module.draw_attention(image, attention)),
             ("sequence", lambda module: module.draw_sequence(image, steps))]
