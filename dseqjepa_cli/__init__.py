@@ -12,7 +12,7 @@ A command module has `DESCRIPTION`, `add_arguments(parser)` and `run(args) -> ex
 Every command takes `-q/--quiet` and `-v/--verbose` (`console`: one progress bar per job, one
 summary line, the libraries silent unless something is wrong). Any `dseqjepa_hub.errors.DSeqJEPAError`
 that reaches `main` becomes one line,
-`dseqjepa CMD: error: MESSAGE`, and exit code 1; argparse's usage errors exit with 2; output piped into a
+`dseqjepa CMD: error: MESSAGE`, and exit code 1; usage errors are one line too, exit code 2; output piped into a
 reader that has stopped (`| head -1`) ends quietly, exit code 141 (128 + SIGPIPE, as a shell reports it).
 """
 
@@ -43,9 +43,17 @@ COMMANDS = {  # name -> (module, one-line help)
 }
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse's parser, but a usage error is one line (the problem, then where the options are listed), not the
+    usage block followed by the problem; exit code 2 as argparse's."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only `command` (if any) gets its full set of arguments."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="dseqjepa",
         description="DSeq-JEPA models: rank discriminative regions, embed images, pretrain, convert, publish.",
     )

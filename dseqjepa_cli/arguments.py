@@ -172,5 +172,17 @@ def image_inputs(inputs: list[str], image_column: str | None = None, streaming: 
     paths, skipped = find_images(inputs)
     report_failures(skipped, "skipped while walking the input folders")
     if not paths:
-        raise DSeqJEPAError(f"no image files found in {' '.join(inputs)}")
+        raise DSeqJEPAError(f"no image files found in {' '.join(inputs)}{model_folder_hint(inputs)}")
+    for folder in (Path(item) for item in inputs if Path(item).is_dir()):
+        if not any(path.is_relative_to(folder) for path in paths):
+            raise DSeqJEPAError(f"{folder}: no image files in this folder{model_folder_hint([folder])}")
     return paths, skipped
+
+
+def model_folder_hint(inputs) -> str:
+    """For the first input that holds a model or a training run rather than images: how to pass it."""
+    for item in inputs:
+        folder = Path(item)
+        if (folder / "config.json").is_file() or (folder / "checkpoints").is_dir():
+            return f" (it holds a model or a training run: pass it as --model {folder})"
+    return ""

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             + ('; "no_foreground_region": true in their JSON)' if args.json else ")"),
         )
     report_failures(failures)
-    summary = f"wrote {len(written)} overlay(s) to {args.out}"
+    summary = f"wrote {len(written)} overlay(s) to {args.out}" if written else "wrote no overlay"
     if args.skip_existing:
         summary += f", skipped {len(results) - len(written)} image(s) whose outputs exist (--skip-existing)"
     if failures:

@@ -55,7 +55,10 @@ def usage_error(argv, capsys) -> str:
     with pytest.raises(SystemExit) as raised:
         main(argv)
     assert raised.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines  # one line, not argparse's usage block first
+    assert lines[0].endswith(f"(`dseqjepa {argv[0]} --help` lists the options)"), lines
+    return lines[0]
 
 
 @pytest.mark.parametrize("argv, words", [

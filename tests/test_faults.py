@@ -383,6 +383,32 @@ def test_a_missing_local_model_path_fails_at_once_without_the_hub(tmp_path, caps
     assert f"dseqjepa regions: error: {name}: no such model folder" in capsys.readouterr().err
 
 
+def test_a_misspelled_default_model_is_named_not_looked_up(tmp_path, capsys, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("went to the Hub"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["regions", str(IMAGE), "--model", "defualt", "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == ("dseqjepa regions: error: defualt: no such model folder; did you mean 'default', "
+                                       "the bundled model?\n")
+
+
+def test_a_model_or_run_folder_among_the_images_is_refused_with_how_to_pass_it(tmp_path, capsys):
+    """A training run given where images go (the README once did it) would be walked as an empty image folder."""
+    run = tmp_path / "my_run"
+    (run / "checkpoints").mkdir(parents=True)
+    (tmp_path / "images").mkdir()
+    shutil.copy(IMAGE, tmp_path / "images" / IMAGE.name)
+    for inputs in ([str(run), str(tmp_path / "images")], [str(run)]):
+        assert main(["regions", *inputs, "--out", str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"pass it as --model {run}" in err, err
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "no_images").mkdir()
+    assert main(["regions", str(tmp_path / "images"), str(tmp_path / "no_images"), "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == f"dseqjepa regions: error: {tmp_path / 'no_images'}: no image files in this folder\n"
+
+
 # ----------------------------------------------------------------------------- the corpus
 
 

@@ -17,6 +17,7 @@ not account for, each of the shape config.json implies). Whatever is wrong becom
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -199,6 +200,8 @@ def locate_model(model: str | os.PathLike | None, hub_files: list[str] = HUB_FIL
         raise ModelLoadError(f"{text}: a file, not a model folder")
     if path.is_absolute() or text.startswith((".", "~")) or "\\" in text or text.count("/") > 1:
         raise ModelLoadError(f"{text}: no such model folder")
+    if "/" not in text and difflib.get_close_matches(text, [DEFAULT_MODEL], cutoff=0.7):
+        raise ModelLoadError(f"{text}: no such model folder; did you mean {DEFAULT_MODEL!r}, the bundled model?")
     return hub_snapshot(text, hub_files), text
 
 
