@@ -7,6 +7,7 @@ import argparse
 from dseqjepa_options import SEEDS
 
 from .arguments import integer, output_folder
+from .console import show_progress
 
 DESCRIPTION = "Build an offline data set from Debian packages (installed with apt-get when missing)."
 
@@ -58,6 +59,7 @@ def _build_scenes(args: argparse.Namespace) -> int:
         source_root=args.source_root,
         jpeg_quality=args.jpeg_quality,
         force=args.force,
+        progress=show_progress(args),
     )
     return 0
 
@@ -71,5 +73,6 @@ def _build_fashion_mnist(args: argparse.Namespace) -> int:
         num_test=args.num_test,
         source_root=args.source_root,
         force=args.force,
+        progress=show_progress(args),
     )
     return 0

@@ -304,8 +304,10 @@ def test_push_create_pr_public_default_message(converted, hub):
 
 
 def test_dry_run_stages_and_makes_no_call(converted, hub, tmp_path):
-    names = push(converted, REPO_ID, dry_run=True, stage_dir=tmp_path / "stage", log=lambda *_: None)
+    said = []
+    names = push(converted, REPO_ID, dry_run=True, stage_dir=tmp_path / "stage", log=said.append)
     assert set(names) == STAGED_FILES and hub.calls == []
+    assert said[-1].endswith(f"(dry run: nothing uploaded; `hf upload {REPO_ID} {tmp_path / 'stage'}` uploads them)")
     with pytest.raises(HubError, match="--dry-run needs --stage-dir"):
         push(converted, REPO_ID, dry_run=True)
 

@@ -312,7 +312,8 @@ def push(
     folder = Path(stage_dir) if stage_dir is not None else Path(temporary) / "staged"
     try:
         names = stage(model_dir, folder, repo_id=repo_id, **card_options)
-        log(f"staged {len(names)} files in {folder}: {', '.join(names)}")
+        log(f"staged {len(names)} files in {folder}: {', '.join(names)}"
+            + (f" (dry run: nothing uploaded; `hf upload {repo_id} {folder}` uploads them)" if dry_run else ""))
         if dry_run:
             return names
         api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=os.environ.get("HF_TOKEN") or None)

@@ -52,8 +52,10 @@ def build_fashion_mnist(
     num_test: int | None = None,
     source_root: str | Path = "/",
     force: bool = False,
+    progress: bool = True,
 ) -> Path:
-    """Write Fashion-MNIST (the first `num_train` / `num_test` images of each file, all by default) to `out`."""
+    """Write Fashion-MNIST (the first `num_train` / `num_test` images of each file, all by default) to `out`;
+    a progress bar per split with `progress`."""
     out = Path(out)
     root = ensure_packages([PACKAGE], source_root)
     data_dir = root / PACKAGES[PACKAGE].marker
@@ -73,7 +75,7 @@ def build_fashion_mnist(
             count = len(images) if limits[split] is None else min(limits[split], len(images))
             for name in CLASSES:
                 (work / split / name).mkdir(parents=True, exist_ok=True)
-            for index in tqdm(range(count), desc=f"fashion-mnist/{split}", unit="img"):
+            for index in tqdm(range(count), desc=f"fashion-mnist/{split}", unit="img", disable=not progress):
                 path = work / split / CLASSES[labels[index]] / f"{index:05d}.png"
                 if not path.exists():
                     build_dir.save_image(Image.fromarray(images[index], mode="L"), path)

@@ -291,8 +291,10 @@ def build_scenes(
     source_root: str | Path = "/",
     jpeg_quality: int = 95,
     force: bool = False,
+    progress: bool = True,
 ) -> Path:
-    """Build the scenes data set into `out` (see the module docstring). Returns `out`."""
+    """Build the scenes data set into `out` (see the module docstring); a progress bar per split with
+    `progress`. Returns `out`."""
     if image_size < 32:
         raise DataKitError(f"--image-size must be at least 32, got {image_size}")
     if num_train < 1 or num_val < 1:
@@ -322,7 +324,8 @@ def build_scenes(
         stamp_by_path = {stamp.path: stamp for stamp in stamps}
         for split, count in (("train", num_train), ("val", num_val)):
             _build_split(
-                work / split, split, count, seed, image_size, jpeg_quality, root, sources[split], stamp_by_path, categories
+                work / split, split, count, seed, image_size, jpeg_quality, root, sources[split], stamp_by_path, categories,
+                progress,
             )
         package_of = {path: package for package, path in backgrounds}
         used = Counter(package_of[path] for split in SPLITS for path in sources[split]["backgrounds"])
@@ -343,6 +346,7 @@ def _build_split(
     sources: dict,
     stamp_by_path: dict[str, Stamp],
     categories: list[str],
+    progress: bool,
 ) -> None:
     if (folder / "annotations.json").exists():  # finished in an earlier, interrupted run
         return
@@ -357,7 +361,7 @@ def _build_split(
             with Image.open(root / path) as image:
                 stamp_images.append(image.convert("RGBA"))
         mirrorable = [stamp_by_path[path].mirrorable for path in sources["stamps"]]
-        for index in tqdm(todo, desc=f"scenes/{split}", unit="img"):
+        for index in tqdm(todo, desc=f"scenes/{split}", unit="img", disable=not progress):
             rng = np.random.default_rng(_image_seed(seed, split, index))
             image, label, background_index, objects = compose_scene(
                 rng, image_size, background_images, stamp_images, mirrorable
