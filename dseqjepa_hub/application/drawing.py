@@ -220,13 +220,36 @@ def _dilate(mask: np.ndarray, radius: int, outside: bool = True) -> np.ndarray:
 
 
 def _label_anchor(mask: np.ndarray) -> tuple[int, int]:
-    """The (x, y) of the region pixel nearest to the region's centroid (on a grid of at most ~250k points)."""
+    """The (x, y) of the region pixel nearest to the region's centroid, the first in raster order on ties (on a
+    grid of at most ~250k points).
+
+    Without listing the points, inside their bounding box: the centroid from the row and column counts
+    (integer sums, one division, as NumPy's mean of the points' coordinates), each row's nearest point among
+    its nearest on either side of the centroid's column (the distances, computed as for every point, grow away
+    from it), and the points of the first nearest row alone compared."""
     step = max(1, math.isqrt(mask.size // 250_000))
-    ys, xs = np.nonzero(mask[::step, ::step])
-    if ys.size == 0:  # a region thinner than the grid
-        ys, xs, step = *np.nonzero(mask), 1
-    nearest = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
-    return int(xs[nearest]) * step, int(ys[nearest]) * step
+    grid = mask[::step, ::step]
+    if not grid.any():  # a region thinner than the grid
+        grid, step = mask, 1
+    rows, columns = np.flatnonzero(grid.any(axis=1)), np.flatnonzero(grid.any(axis=0))
+    rows, columns = np.arange(rows[0], rows[-1] + 1), np.arange(columns[0], columns[-1] + 1)
+    grid = grid[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+    row_counts = np.count_nonzero(grid, axis=1)
+    count = row_counts.sum()
+    cy = np.float64(row_counts @ rows) / count
+    cx = np.float64(np.count_nonzero(grid, axis=0) @ columns) / count
+    column_distance = (columns - cx) ** 2
+    split = int(cx) + 1 - columns[0]  # columns before it lie at or left of the centroid, the others right of it
+    inside = np.arange(len(rows))
+    left = split - 1 - grid[:, split - 1 :: -1].argmax(axis=1)  # each row's last point before `split`, if any
+    nearest = np.where(grid[inside, left], column_distance[left], np.inf)
+    if split < len(columns):
+        right = split + grid[:, split:].argmax(axis=1)  # each row's first point from `split` on, if any
+        nearest = np.where(grid[inside, right], np.minimum(nearest, column_distance[right]), nearest)
+    row = int(np.argmin((rows - cy) ** 2 + nearest))  # the first row holding a nearest point
+    xs = np.flatnonzero(grid[row])
+    x = columns[xs[np.argmin((np.full(len(xs), rows[row]) - cy) ** 2 + column_distance[xs])]]
+    return int(x) * step, int(rows[row]) * step
 
 
 def _draw_label(draw: ImageDraw.ImageDraw, text: str, anchor: tuple[int, int], color, font, image_size) -> None:
