@@ -28,7 +28,9 @@ Sizes, so that a picture reads at a glance from a 200 px thumbnail to a 4,000 px
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -83,7 +85,7 @@ def draw_regions(
     width, height = image.size
     line_width = line_width_for(width, height)
     font_size = font_size_for(width, height)
-    font = ImageFont.load_default(size=font_size)
+    font = _font(font_size)
 
     overlay = image.copy()
     foreground = [region for region in regions if not region["is_background"]]
@@ -133,6 +135,18 @@ NO_FOREGROUND = "no foreground region"
 MIN_COLORBAR_HEIGHT = 120  # px: beside a smaller overlay a colour bar's labels would not fit
 CONTEXT_COLOR = (0, 114, 178)  # the prediction sequence: context regions (Okabe-Ito blue)
 TARGET_COLOR = (213, 94, 0)  # and the target region (Okabe-Ito vermillion)
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's default font at `size` px, loaded once per size and thread (`_loaded_font`)."""
+    return _loaded_font(size, threading.get_ident())
+
+
+@lru_cache(maxsize=32)
+def _loaded_font(size: int, thread: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Loading decodes and parses the font each time (0.1 ms, four times an overlay); one per thread, as FreeType
+    wants a face used by one thread at a time (a thread's number can be reused only once it has ended)."""
+    return ImageFont.load_default(size=size)
 
 
 def region_color(rank: int) -> tuple[int, int, int]:
@@ -352,7 +366,7 @@ def _least_covering(corners, box_size, occupied: np.ndarray | None) -> tuple[int
 
 def _legend_layout(entries: list[tuple], font_size: int) -> tuple[int, int, int, int, int]:
     """(width, height, pad, row height, swatch side) of a legend box of (colour or None, text) entries."""
-    font = ImageFont.load_default(size=font_size)
+    font = _font(font_size)
     boxes = [font.getbbox(text) for _, text in entries]
     text_height = max(bottom for _, _, _, bottom in boxes)
     pad = max(2, font_size // 4)
@@ -361,9 +375,11 @@ def _legend_layout(entries: list[tuple], font_size: int) -> tuple[int, int, int,
     return width, pad + (text_height + pad) * len(entries), pad, text_height + pad, swatch
 
 
-def _paint_legend(image: Image.Image, entries: list[tuple], xy: tuple[int, int], font_size: int) -> None:
-    width, height, pad, row, swatch = _legend_layout(entries, font_size)
-    font = ImageFont.load_default(size=font_size)
+def _paint_legend(image: Image.Image, entries: list[tuple], xy: tuple[int, int], font_size: int,
+                  layout: tuple[int, int, int, int, int]) -> None:
+    """Paint a legend of (colour or None, text) entries at `xy`, as `_legend_layout` laid it out."""
+    width, height, pad, row, swatch = layout
+    font = _font(font_size)
     line = _hairline(font_size)
     draw = ImageDraw.Draw(image, "RGBA")
     draw.fontmode = _font_mode(font_size)
@@ -381,11 +397,12 @@ def _draw_legend(image: Image.Image, entries: list[tuple], occupied: np.ndarray 
                  max_fraction: float = 0.5) -> bool:
     """Draw (colour or None, text) entries as a legend in place, in the corner hiding the fewest `occupied`
     pixels; left out (False) when it would exceed `max_fraction` of the image's width or height."""
-    width, height, pad, _, _ = _legend_layout(entries, font_size)
+    layout = _legend_layout(entries, font_size)
+    width, height, pad, _, _ = layout
     if width > max_fraction * image.width or height > max_fraction * image.height:
         return False
     xy = _least_covering(_corner_boxes(image.size, (width, height), pad), (width, height), occupied)
-    _paint_legend(image, entries, xy, font_size)
+    _paint_legend(image, entries, xy, font_size, layout)
     return True
 
 def colormap(values: np.ndarray) -> np.ndarray:
@@ -406,7 +423,7 @@ def colorbar(map_height: int, vmin: float, vmax: float, font_size: int) -> Image
     """A vertical colour bar for a map `map_height` px tall, as tall as it: the ramp from vmin (bottom) to
     vmax (top), with ticks at both ends and the middle and their values beside them (the end values within
     the strip, so that nothing is clipped)."""
-    font = ImageFont.load_default(size=font_size)
+    font = _font(font_size)
     texts = [_format_value(vmax), _format_value((vmin + vmax) / 2), _format_value(vmin)]
     boxes = [font.getbbox(text) for text in texts]
     pad = max(2, font_size // 4)
@@ -468,10 +485,10 @@ def _titled(panel: Image.Image, title: str, font_size: int) -> Image.Image:
     """`panel` with `title` written above it on white. A title wider than the panel is set smaller, down to
     MIN_FONT px, and past that the canvas is widened (the panel centred below it): never clipped."""
     pad = max(2, font_size // 3)
-    font = ImageFont.load_default(size=font_size)
+    font = _font(font_size)
     while font.getbbox(title)[2] > panel.width - 2 * pad and font_size > MIN_FONT:
         font_size -= 1
-        font = ImageFont.load_default(size=font_size)
+        font = _font(font_size)
     left, _, right, bottom = font.getbbox(title)
     width = max(panel.width, right - left + 2 * pad)
     canvas = Image.new("RGB", (width, panel.height + bottom + 2 * pad), (255, 255, 255))
@@ -620,9 +637,10 @@ def draw_pca(image: Image.Image, colors: np.ndarray, box: tuple[int, int, int, i
 
 def _legend_image(entries: list[tuple], font_size: int) -> Image.Image:
     """A legend of (colour or None, text) entries as an image of its own."""
-    width, height, pad, _, _ = _legend_layout(entries, font_size)
+    layout = _legend_layout(entries, font_size)
+    width, height, pad, _, _ = layout
     legend = Image.new("RGB", (width + pad, height + pad), (255, 255, 255))
-    _paint_legend(legend, entries, (0, 0), font_size)
+    _paint_legend(legend, entries, (0, 0), font_size, layout)
     return legend
 
 
