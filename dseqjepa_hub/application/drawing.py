@@ -81,13 +81,12 @@ def draw_regions(
         background is left) in the corner of the overlay that hides the fewest region pixels (left out
         where it would cover more than half the overlay's width or height).
     """
-    image = image.convert("RGB")
-    width, height = image.size
+    overlay = image.convert("RGB")  # a copy: `image` stays as it is
+    width, height = overlay.size
     line_width = line_width_for(width, height)
     font_size = font_size_for(width, height)
     font = _font(font_size)
 
-    overlay = image.copy()
     foreground = [region for region in regions if not region["is_background"]]
     masks = [_checked_mask(region, (height, width)) for region in foreground]
     occupied = np.zeros((height, width), dtype=bool)
@@ -96,18 +95,26 @@ def draw_regions(
             raise ValueError(f"draw_regions: the mask of rank {region['rank']} overlaps an earlier region's; "
                              "the region masks must be disjoint (as region_dicts gives them)")
         occupied |= mask
-    if masks:  # the regions are disjoint: one blend tints them all, each with its colour
-        colors = Image.new("RGB", overlay.size)
+    # Every fill and line is drawn inside the bounding box of the pixels it changes (`_window`).
+    tinted = _window(occupied)
+    if tinted is not None:  # the regions are disjoint: one blend tints them all, each with its colour
+        part = overlay.crop(tinted.box)
+        colors = Image.new("RGB", part.size)
         for region, mask in zip(foreground, masks):
-            colors.paste(region_color(region["rank"]), mask=Image.fromarray(mask))
-        overlay.paste(Image.blend(overlay, colors, alpha), mask=Image.fromarray(occupied))
+            colors.paste(region_color(region["rank"]), mask=Image.fromarray(mask[tinted.slices]))
+        overlay.paste(Image.blend(part, colors, alpha), tinted.box, mask=Image.fromarray(occupied[tinted.slices]))
     for region, mask in zip(foreground, masks):
         color = region_color(region["rank"])
+        inside = _window(mask)
+        if inside is None:
+            continue
         # Outside the coloured outline, on the background only, a black or white line, whichever
         # contrasts with the colour: the outline stays visible on image parts of the region's own colour.
-        ring = _outer_ring(mask, max(1, line_width // 2)) & ~occupied
-        overlay.paste(contrast_color(color), mask=Image.fromarray(ring))
-        overlay.paste(color, mask=Image.fromarray(_inner_outline(mask, line_width)))
+        around = inside.grown(max(1, line_width // 2), (height, width))
+        ring = ~mask[around.slices] & _dilate(mask[around.slices], max(1, line_width // 2), outside=False)
+        overlay.paste(contrast_color(color), around.box, mask=Image.fromarray(ring & ~occupied[around.slices]))
+        crop = mask[inside.slices]
+        overlay.paste(color, inside.box, mask=Image.fromarray(crop & _dilate(~crop, line_width)))
 
     draw = ImageDraw.Draw(overlay)
     draw.fontmode = _font_mode(font_size)
@@ -187,28 +194,26 @@ def _checked_mask(region: dict, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _inner_outline(mask: np.ndarray, width: int) -> np.ndarray:
-    """Pixels of `mask` within `width` pixels of its edge (the image border counts as an edge)."""
-    outline = np.zeros_like(mask)
-    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    if rows.size == 0:
-        return outline
-    window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    crop = mask[window]
-    outline[window] = crop & _dilate(~crop, width)
-    return outline
+class _Window:
+    """A rectangle of an (H, W) array: `slices` (rows, columns) for NumPy, `box` (x0, y0, x1, y1) for Pillow."""
+
+    def __init__(self, top: int, bottom: int, left: int, right: int):
+        self.top, self.bottom, self.left, self.right = top, bottom, left, right
+        self.slices = (slice(top, bottom), slice(left, right))
+        self.box = (left, top, right, bottom)
+
+    def grown(self, by: int, shape: tuple[int, int]) -> _Window:
+        """This window `by` pixels wider on every side, inside an array of `shape`."""
+        return _Window(max(self.top - by, 0), min(self.bottom + by, shape[0]), max(self.left - by, 0),
+                       min(self.right + by, shape[1]))
 
 
-def _outer_ring(mask: np.ndarray, width: int) -> np.ndarray:
-    """Pixels outside `mask` within `width` pixels of it (inside the image)."""
-    ring = np.zeros_like(mask)
-    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+def _window(mask: np.ndarray) -> _Window | None:
+    """The bounding box of `mask`'s pixels (None when it has none)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
-        return ring
-    window = (slice(max(rows[0] - width, 0), rows[-1] + width + 1), slice(max(cols[0] - width, 0), cols[-1] + width + 1))
-    crop = mask[window]
-    ring[window] = ~crop & _dilate(crop, width, outside=False)
-    return ring
+        return None
+    return _Window(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
 
 
 def _dilate(mask: np.ndarray, radius: int, outside: bool = True) -> np.ndarray:
