@@ -248,11 +248,12 @@ def _label_anchor(mask: np.ndarray) -> tuple[int, int]:
     from it), and the points of the first nearest row alone compared."""
     step = max(1, math.isqrt(mask.size // 250_000))
     grid = mask[::step, ::step]
-    if not grid.any():  # a region thinner than the grid
+    window = _window(grid)
+    if window is None:  # a region thinner than the grid
         grid, step = mask, 1
-    rows, columns = np.flatnonzero(grid.any(axis=1)), np.flatnonzero(grid.any(axis=0))
-    rows, columns = np.arange(rows[0], rows[-1] + 1), np.arange(columns[0], columns[-1] + 1)
-    grid = grid[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+        window = _window(grid)
+    rows, columns = np.arange(window.top, window.bottom), np.arange(window.left, window.right)
+    grid = grid[window.slices]
     row_counts = np.count_nonzero(grid, axis=1)
     count = row_counts.sum()
     cy = np.float64(row_counts @ rows) / count
