@@ -1,13 +1,17 @@
-"""Where a folder job's time goes per photo, outside the forward pass: decoding, preprocessing
-(torch's default thread count against `runner.one_intra_op_thread`, which the runner uses),
-drawing an overlay and encoding it, on an idle and on a busy machine.
+"""Where a folder job's time goes per photo: decoding, preprocessing (torch's default thread count
+against `runner.one_intra_op_thread`, which the runner uses), keeping the decoded image for the
+writers, the forward pass and the rest of the ranking, and what `dseqjepa regions` does per image
+in its writer threads (region dicts, the overlay, its encoding, the JSON), on an idle and on a
+busy machine.
 
-    python benchmarks/bench_folder_parts.py [--images 16] [--repeats 7] [--busy N]
+    python benchmarks/bench_folder_parts.py [--images 16] [--repeats 7] [--busy N] [--model PATH]
 
-Makes `--images` 640x480 photos (as bench_folders.py), ranks their regions with the bundled
-model, then times each part per photo (medians over repeats of the whole set, wall clock): idle,
-then with `--busy` processes spinning (default: one per core; started and stopped here, as in
-bench_regions.py). Preprocessing is timed both ways in the same run and its pixel values are
+Makes `--images` 640x480 photos (as bench_folders.py), ranks their regions with the model
+(default: the bundled one; a size preset such as vit_small_patch16_224 gives random weights, fine
+for timing), then times each part per photo (medians over repeats of the whole set, wall clock):
+idle, then with `--busy` processes spinning (default: one per core; started and stopped here, as in
+bench_regions.py; 0: idle only). The forward pass and the ranking run on batches of 8, as
+`dseqjepa regions` does. Preprocessing is timed both ways in the same run and its pixel values are
 asserted equal.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import platform
 import shutil
@@ -25,6 +30,7 @@ from contextlib import nullcontext
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 import torch
 from bench_folders import make_photos
 from bench_regions import busy_machine
@@ -32,6 +38,7 @@ from bench_regions import busy_machine
 from dseqjepa_hub.application import regions_job, runner
 from dseqjepa_hub.application.drawing import draw_regions
 from dseqjepa_hub.application.loading import load_model
+from dseqjepa_hub.application.region_json import regions_to_json
 from dseqjepa_hub.image_io import load_image
 from dseqjepa_hub.regions import rank_regions, region_dicts
 
@@ -51,8 +58,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--busy", type=int, default=os.cpu_count())
+    parser.add_argument("--model", default=None, help="model folder, repo id or size preset (default: the bundled model)")
     args = parser.parse_args()
-    loaded = load_model(None, "cpu")
+    torch.manual_seed(0)  # a size preset's random weights: the same regions from run to run
+    loaded = load_model(args.model, "cpu")
     model, processor = loaded.model, loaded.processor
     work = Path(tempfile.mkdtemp(prefix="bench_folder_parts_"))
     try:
@@ -67,32 +76,54 @@ def main() -> None:
             return pixels
 
         assert all(torch.equal(a, b) for a, b in zip(preprocess(nullcontext), preprocess(runner.one_intra_op_thread)))
-        with torch.inference_mode():
-            ranked = rank_regions(model, torch.stack(preprocess(runner.one_intra_op_thread)))
-        regions = [region_dicts(masks=ranked["masks"][row], scores=ranked["scores"][row], valid=ranked["valid"][row],
-                                original_size=(image.height, image.width)) for row, image in enumerate(images)]
+        batches = torch.stack(preprocess(runner.one_intra_op_thread)).split(8)
+
+        def forward(rank: bool) -> list[dict]:
+            with torch.inference_mode():
+                return [rank_regions(model, batch) if rank else {"pooled": model(pixel_values=batch).pooler_output}
+                        for batch in batches]
+
+        ranked = {name: torch.cat([part[name] for part in forward(rank=True)]) for name in ("masks", "scores", "valid")}
+        crop_box = getattr(processor, "crop_box", None)
+
+        def dicts() -> list[list[dict]]:
+            return [region_dicts(masks=ranked["masks"][row], scores=ranked["scores"][row], valid=ranked["valid"][row],
+                                 original_size=(image.height, image.width),
+                                 crop_box=None if crop_box is None else crop_box(original_size=(image.height, image.width)))
+                    for row, image in enumerate(images)]
+
+        regions = dicts()
         overlays = [draw_regions(image, found) for image, found in zip(images, regions)]
+        print(f"regions per photo, background included: {[len(found) for found in regions]}")
         parts = {
-            "decode (load_image, max side 1024)": lambda: [load_image(p, max_side=regions_job.DEFAULT_MAX_SIDE) for p in paths],
+            f"decode (load_image, max side {regions_job.DEFAULT_MAX_SIDE})":
+                lambda: [load_image(p, max_side=regions_job.DEFAULT_MAX_SIDE) for p in paths],
             f"preprocess, torch's {torch.get_num_threads()} threads": lambda: preprocess(nullcontext),
             "preprocess, one_intra_op_thread (the runner)": lambda: preprocess(runner.one_intra_op_thread),
-            "draw_regions": lambda: [draw_regions(image, found) for image, found in zip(images, regions)],
-            "encode jpg (quality 90)": lambda: [o.save(io.BytesIO(), **regions_job.OVERLAY_SAVE_OPTIONS["jpg"]) for o in overlays],
+            "keep the decoded image (uint8 tensor, for the writers)": lambda: [torch.from_numpy(np.array(i)) for i in images],
+            "forward pass, batches of 8": lambda: forward(rank=False),
+            "rank_regions (forward + regions), batches of 8": lambda: forward(rank=True),
+            "writer: region_dicts": dicts,
+            "writer: draw_regions": lambda: [draw_regions(image, found) for image, found in zip(images, regions)],
+            "writer: encode jpg (quality 90)":
+                lambda: [o.save(io.BytesIO(), **regions_job.OVERLAY_SAVE_OPTIONS["jpg"]) for o in overlays],
+            "writer: JSON (--json: RLE masks, dumps)": lambda: [json.dumps(regions_to_json(found)) for found in regions],
         }
         results = {}
-        for busy in (0, args.busy):
+        for busy in sorted({0, args.busy}):
             with busy_machine(busy):
                 for name, function in parts.items():
                     results[name, busy] = per_photo_ms(function, len(images), args.repeats)
     finally:
         shutil.rmtree(work)
     print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {version('torch')}, "
-          f"Pillow {version('pillow')}, {args.images} photos 640x480, median of {args.repeats}, "
-          f"load average {os.getloadavg()[0]:.1f} at the end")
-    print(f"| part | idle ms/photo | busy ({args.busy} spinning) ms/photo |")
-    print("|---|---|---|")
+          f"Pillow {version('pillow')}, model {loaded.description}, {args.images} photos 640x480, "
+          f"median of {args.repeats}, load average {os.getloadavg()[0]:.1f} at the end")
+    busy = [] if args.busy == 0 else [args.busy]
+    print("| part | idle ms/photo |" + "".join(f" busy ({n} spinning) ms/photo |" for n in busy))
+    print("|---|---|" + "---|" * len(busy))
     for name in parts:
-        print(f"| {name} | {results[name, 0]:.2f} | {results[name, args.busy]:.2f} |")
+        print(f"| {name} | {results[name, 0]:.2f} |" + "".join(f" {results[name, n]:.2f} |" for n in busy))
 
 
 if __name__ == "__main__":

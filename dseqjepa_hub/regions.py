@@ -569,17 +569,17 @@ def region_dicts(
     score_values = scores.float().cpu().numpy()
     valid_flags = valid.cpu().numpy().astype(bool)
     vectors = None if embeddings is None else embeddings.float().cpu().numpy()
-    # Original pixel -> patch row / column inside the crop box, -1 outside it.
-    rows = _pixel_to_patch(np.arange(height), y0, y1, grid_height)  # (H,)
-    cols = _pixel_to_patch(np.arange(width), x0, x1, grid_width)  # (W,)
-    inside = (rows >= 0)[:, None] & (cols >= 0)[None, :]  # (H, W)
+    # The pixels inside both the image and the crop box, and how many of them fall in each patch row / column.
+    top, bottom, row_counts = _pixels_per_patch(height, y0, y1, grid_height)
+    left, right, col_counts = _pixels_per_patch(width, x0, x1, grid_width)
 
     regions = []
     for slot in range(num_regions):
         if not valid_flags[slot]:
             continue
         patch_mask = patch_masks[slot]
-        mask = patch_mask[rows.clip(0)][:, cols.clip(0)] & inside  # (H, W)
+        mask = np.zeros((height, width), dtype=bool)  # (H, W): each patch stretched over its pixels
+        mask[top:bottom, left:right] = np.repeat(np.repeat(patch_mask, row_counts, axis=0), col_counts, axis=1)
         ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         box = [int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1] if len(ys) else [0, 0, 0, 0]
         region = {
@@ -597,7 +597,11 @@ def region_dicts(
     return regions
 
 
-def _pixel_to_patch(pixels: np.ndarray, start: int, stop: int, cells: int) -> np.ndarray:
-    """Nearest-neighbour cell of each pixel coordinate in [start, stop) split into `cells`; -1 outside."""
-    cell = (pixels - start) * cells // (stop - start)
-    return np.where((pixels >= start) & (pixels < stop), cell, -1)
+def _pixels_per_patch(size: int, start: int, stop: int, cells: int) -> tuple[int, int, np.ndarray]:
+    """Pixels 0..size-1 of one axis, of which [start, stop) is split into `cells` by nearest neighbour
+    (pixel p -> cell (p - start) * cells // (stop - start)) -> (first, end, counts): the pixels in both,
+    [first, end), and how many of them each cell gets, (cells,). The cells are in pixel order, so
+    repeating each cell counts[cell] times stretches a row of cells over pixels first..end-1."""
+    first, end = (min(max(pixel, 0), size) for pixel in (start, stop))  # start < stop: first <= end
+    cell = (np.arange(first, end) - start) * cells // (stop - start)
+    return first, end, np.bincount(cell, minlength=cells)

@@ -82,13 +82,13 @@ def draw(kind: str, image: Image.Image) -> Image.Image:
 
 def drawn_with_fonts(kind: str, image: Image.Image, monkeypatch) -> tuple[Image.Image, list[int]]:
     """The picture, and the size of every font it was drawn with."""
-    sizes, load_default = [], drawing.ImageFont.load_default
+    sizes, font = [], drawing._font
 
-    def spy(size=None):
+    def spy(size):
         sizes.append(size)
-        return load_default(size=size)
+        return font(size)
 
-    monkeypatch.setattr(drawing.ImageFont, "load_default", spy)
+    monkeypatch.setattr(drawing, "_font", spy)
     picture = draw(kind, image)
     monkeypatch.undo()
     return picture, sizes

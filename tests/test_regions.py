@@ -449,3 +449,27 @@ def test_numpy_and_tensor_paths_agree_exactly(grid):
             assert torch.equal(on_host.masks, in_tensors.masks)
             assert torch.equal(on_host.valid, in_tensors.valid)
             assert torch.equal(on_host.scores, in_tensors.scores)
+
+
+def test_region_dicts_stretch_each_patch_over_its_nearest_neighbour_pixels():
+    """Every pixel of the crop box (inside the image) takes its patch's value, (p - start) * cells // (stop - start)
+    on each axis, and every other pixel is in no region; boxes are the masks' extents. Grids larger and smaller
+    than the image, crop boxes inside it and reaching past its edges."""
+    rng = np.random.default_rng(5)
+    cases = [((14, 14), (480, 640), None), ((14, 14), (9, 11), None), ((3, 5), (60, 80), (10, 20, 50, 40)),
+             ((8, 8), (50, 70), (-7, -3, 75, 52)), ((7, 9), (5, 4), (1, 0, 3, 6)), ((16, 12), (300, 200), (13, 40, 187, 260))]
+    for (grid_height, grid_width), (height, width), crop_box in cases:
+        masks = torch.from_numpy(rng.random((4, grid_height, grid_width)) < 0.4)
+        regions = region_dicts(masks=masks, scores=torch.ones(4), valid=torch.ones(4, dtype=torch.bool),
+                               original_size=(height, width), crop_box=crop_box)
+        x0, y0, x1, y1 = (0, 0, width, height) if crop_box is None else crop_box
+        y, x = np.mgrid[:height, :width]
+        inside = (y >= y0) & (y < y1) & (x >= x0) & (x < x1)
+        row = np.where(inside, (y - y0) * grid_height // (y1 - y0), 0)
+        col = np.where(inside, (x - x0) * grid_width // (x1 - x0), 0)
+        for slot, region in enumerate(regions):
+            expected = masks[slot].numpy()[row, col] & inside
+            np.testing.assert_array_equal(region["mask"], expected)
+            ys, xs = np.nonzero(expected)
+            assert region["box"] == ([int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+                                     if len(ys) else [0, 0, 0, 0])

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dseqjepa_hub.application.drawing import REGION_COLORS, _dilate, draw_regions, region_color, saliency_heatmap
+from dseqjepa_hub.application.drawing import (
+    REGION_COLORS,
+    _dilate,
+    _label_anchor,
+    draw_regions,
+    region_color,
+    saliency_heatmap,
+)
 
 
 def make_regions(height: int, width: int) -> list[dict]:
@@ -103,3 +110,36 @@ def test_dilate_matches_a_direct_square_dilation():
             for dx in range(2 * radius + 1):
                 expected |= padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]]
         assert np.array_equal(_dilate(mask, radius, outside=outside), expected), (radius, outside)
+
+
+def test_label_anchor_is_the_first_point_nearest_to_the_centroid():
+    """The definition on every point of the grid (every pixel below 250k pixels, else every step-th row and
+    column): shapes with ties (mirror-symmetric, rings, two blobs), sparse points, and large photos."""
+
+    def nearest_point(mask: np.ndarray) -> tuple[int, int]:
+        step = max(1, int(np.sqrt(mask.size // 250_000)))
+        ys, xs = np.nonzero(mask[::step, ::step])
+        if ys.size == 0:
+            ys, xs, step = *np.nonzero(mask), 1
+        nearest = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+        return int(xs[nearest]) * step, int(ys[nearest]) * step
+
+    rng = np.random.default_rng(1)
+    masks = []
+    for _ in range(1000):
+        height, width = (int(side) for side in rng.integers(1, 30, 2))
+        y, x = np.mgrid[:height, :width]
+        radius = (y - height / 2) ** 2 + (x - width / 2) ** 2
+        half = rng.random((height, (width + 1) // 2)) < 0.5
+        mirrored = np.concatenate([half, half[:, ::-1]], axis=1)
+        masks += [rng.random((height, width)) < rng.random(), np.concatenate([mirrored, mirrored[::-1]], axis=0),
+                  (radius < (min(height, width) / 2) ** 2) & (radius > (min(height, width) / 4) ** 2),
+                  (x < width // 3) & (y < height // 3) | (x >= width - width // 3) & (y >= height - height // 3),
+                  (y == rng.integers(0, height)) & (x == rng.integers(0, width)) | (y == 0) & (x == width - 1)]
+    for height, width in [(480, 640), (2048, 1536), (3000, 60), (1001, 999)]:  # steps 1, 3, 1, 2
+        y, x = np.ogrid[:height, :width]
+        disc = (y - rng.uniform(0, height)) ** 2 + (x - rng.uniform(0, width)) ** 2 < (0.3 * min(height, width)) ** 2
+        masks += [disc, ~disc, disc & (y % 7 > 0), (x % 5 == 1) & (y % 3 == 2)]
+    for mask in masks:
+        if mask.any():
+            assert _label_anchor(mask) == nearest_point(mask), mask.shape

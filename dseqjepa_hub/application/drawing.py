@@ -28,7 +28,9 @@ Sizes, so that a picture reads at a glance from a 200 px thumbnail to a 4,000 px
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -79,13 +81,12 @@ def draw_regions(
         background is left) in the corner of the overlay that hides the fewest region pixels (left out
         where it would cover more than half the overlay's width or height).
     """
-    image = image.convert("RGB")
-    width, height = image.size
+    overlay = image.convert("RGB")  # a copy: `image` stays as it is
+    width, height = overlay.size
     line_width = line_width_for(width, height)
     font_size = font_size_for(width, height)
-    font = ImageFont.load_default(size=font_size)
+    font = _font(font_size)
 
-    overlay = image.copy()
     foreground = [region for region in regions if not region["is_background"]]
     masks = [_checked_mask(region, (height, width)) for region in foreground]
     occupied = np.zeros((height, width), dtype=bool)
@@ -94,18 +95,26 @@ def draw_regions(
             raise ValueError(f"draw_regions: the mask of rank {region['rank']} overlaps an earlier region's; "
                              "the region masks must be disjoint (as region_dicts gives them)")
         occupied |= mask
-    if masks:  # the regions are disjoint: one blend tints them all, each with its colour
-        colors = Image.new("RGB", overlay.size)
+    # Every fill and line is drawn inside the bounding box of the pixels it changes (`_window`).
+    tinted = _window(occupied)
+    if tinted is not None:  # the regions are disjoint: one blend tints them all, each with its colour
+        part = overlay.crop(tinted.box)
+        colors = Image.new("RGB", part.size)
         for region, mask in zip(foreground, masks):
-            colors.paste(region_color(region["rank"]), mask=Image.fromarray(mask))
-        overlay.paste(Image.blend(overlay, colors, alpha), mask=Image.fromarray(occupied))
+            colors.paste(region_color(region["rank"]), mask=Image.fromarray(mask[tinted.slices]))
+        overlay.paste(Image.blend(part, colors, alpha), tinted.box, mask=Image.fromarray(occupied[tinted.slices]))
     for region, mask in zip(foreground, masks):
         color = region_color(region["rank"])
+        inside = _window(mask)
+        if inside is None:
+            continue
         # Outside the coloured outline, on the background only, a black or white line, whichever
         # contrasts with the colour: the outline stays visible on image parts of the region's own colour.
-        ring = _outer_ring(mask, max(1, line_width // 2)) & ~occupied
-        overlay.paste(contrast_color(color), mask=Image.fromarray(ring))
-        overlay.paste(color, mask=Image.fromarray(_inner_outline(mask, line_width)))
+        around = inside.grown(max(1, line_width // 2), (height, width))
+        ring = ~mask[around.slices] & _dilate(mask[around.slices], max(1, line_width // 2), outside=False)
+        overlay.paste(contrast_color(color), around.box, mask=Image.fromarray(ring & ~occupied[around.slices]))
+        crop = mask[inside.slices]
+        overlay.paste(color, inside.box, mask=Image.fromarray(crop & _dilate(~crop, line_width)))
 
     draw = ImageDraw.Draw(overlay)
     draw.fontmode = _font_mode(font_size)
@@ -133,6 +142,18 @@ NO_FOREGROUND = "no foreground region"
 MIN_COLORBAR_HEIGHT = 120  # px: beside a smaller overlay a colour bar's labels would not fit
 CONTEXT_COLOR = (0, 114, 178)  # the prediction sequence: context regions (Okabe-Ito blue)
 TARGET_COLOR = (213, 94, 0)  # and the target region (Okabe-Ito vermillion)
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's default font at `size` px, loaded once per size and thread (`_loaded_font`)."""
+    return _loaded_font(size, threading.get_ident())
+
+
+@lru_cache(maxsize=32)
+def _loaded_font(size: int, thread: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Loading decodes and parses the font each time (0.1 ms, four times an overlay); one per thread, as FreeType
+    wants a face used by one thread at a time (a thread's number can be reused only once it has ended)."""
+    return ImageFont.load_default(size=size)
 
 
 def region_color(rank: int) -> tuple[int, int, int]:
@@ -173,28 +194,26 @@ def _checked_mask(region: dict, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _inner_outline(mask: np.ndarray, width: int) -> np.ndarray:
-    """Pixels of `mask` within `width` pixels of its edge (the image border counts as an edge)."""
-    outline = np.zeros_like(mask)
-    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    if rows.size == 0:
-        return outline
-    window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    crop = mask[window]
-    outline[window] = crop & _dilate(~crop, width)
-    return outline
+class _Window:
+    """A rectangle of an (H, W) array: `slices` (rows, columns) for NumPy, `box` (x0, y0, x1, y1) for Pillow."""
+
+    def __init__(self, top: int, bottom: int, left: int, right: int):
+        self.top, self.bottom, self.left, self.right = top, bottom, left, right
+        self.slices = (slice(top, bottom), slice(left, right))
+        self.box = (left, top, right, bottom)
+
+    def grown(self, by: int, shape: tuple[int, int]) -> _Window:
+        """This window `by` pixels wider on every side, inside an array of `shape`."""
+        return _Window(max(self.top - by, 0), min(self.bottom + by, shape[0]), max(self.left - by, 0),
+                       min(self.right + by, shape[1]))
 
 
-def _outer_ring(mask: np.ndarray, width: int) -> np.ndarray:
-    """Pixels outside `mask` within `width` pixels of it (inside the image)."""
-    ring = np.zeros_like(mask)
-    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+def _window(mask: np.ndarray) -> _Window | None:
+    """The bounding box of `mask`'s pixels (None when it has none)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
-        return ring
-    window = (slice(max(rows[0] - width, 0), rows[-1] + width + 1), slice(max(cols[0] - width, 0), cols[-1] + width + 1))
-    crop = mask[window]
-    ring[window] = ~crop & _dilate(crop, width, outside=False)
-    return ring
+        return None
+    return _Window(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
 
 
 def _dilate(mask: np.ndarray, radius: int, outside: bool = True) -> np.ndarray:
@@ -220,13 +239,37 @@ def _dilate(mask: np.ndarray, radius: int, outside: bool = True) -> np.ndarray:
 
 
 def _label_anchor(mask: np.ndarray) -> tuple[int, int]:
-    """The (x, y) of the region pixel nearest to the region's centroid (on a grid of at most ~250k points)."""
+    """The (x, y) of the region pixel nearest to the region's centroid, the first in raster order on ties (on a
+    grid of at most ~250k points).
+
+    Without listing the points, inside their bounding box: the centroid from the row and column counts
+    (integer sums, one division, as NumPy's mean of the points' coordinates), each row's nearest point among
+    its nearest on either side of the centroid's column (the distances, computed as for every point, grow away
+    from it), and the points of the first nearest row alone compared."""
     step = max(1, math.isqrt(mask.size // 250_000))
-    ys, xs = np.nonzero(mask[::step, ::step])
-    if ys.size == 0:  # a region thinner than the grid
-        ys, xs, step = *np.nonzero(mask), 1
-    nearest = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
-    return int(xs[nearest]) * step, int(ys[nearest]) * step
+    grid = mask[::step, ::step]
+    window = _window(grid)
+    if window is None:  # a region thinner than the grid
+        grid, step = mask, 1
+        window = _window(grid)
+    rows, columns = np.arange(window.top, window.bottom), np.arange(window.left, window.right)
+    grid = grid[window.slices]
+    row_counts = np.count_nonzero(grid, axis=1)
+    count = row_counts.sum()
+    cy = np.float64(row_counts @ rows) / count
+    cx = np.float64(np.count_nonzero(grid, axis=0) @ columns) / count
+    column_distance = (columns - cx) ** 2
+    split = int(cx) + 1 - columns[0]  # columns before it lie at or left of the centroid, the others right of it
+    inside = np.arange(len(rows))
+    left = split - 1 - grid[:, split - 1 :: -1].argmax(axis=1)  # each row's last point before `split`, if any
+    nearest = np.where(grid[inside, left], column_distance[left], np.inf)
+    if split < len(columns):
+        right = split + grid[:, split:].argmax(axis=1)  # each row's first point from `split` on, if any
+        nearest = np.where(grid[inside, right], np.minimum(nearest, column_distance[right]), nearest)
+    row = int(np.argmin((rows - cy) ** 2 + nearest))  # the first row holding a nearest point
+    xs = np.flatnonzero(grid[row])
+    x = columns[xs[np.argmin((np.full(len(xs), rows[row]) - cy) ** 2 + column_distance[xs])]]
+    return int(x) * step, int(rows[row]) * step
 
 
 def _draw_label(draw: ImageDraw.ImageDraw, text: str, anchor: tuple[int, int], color, font, image_size) -> None:
@@ -329,7 +372,7 @@ def _least_covering(corners, box_size, occupied: np.ndarray | None) -> tuple[int
 
 def _legend_layout(entries: list[tuple], font_size: int) -> tuple[int, int, int, int, int]:
     """(width, height, pad, row height, swatch side) of a legend box of (colour or None, text) entries."""
-    font = ImageFont.load_default(size=font_size)
+    font = _font(font_size)
     boxes = [font.getbbox(text) for _, text in entries]
     text_height = max(bottom for _, _, _, bottom in boxes)
     pad = max(2, font_size // 4)
@@ -338,9 +381,11 @@ def _legend_layout(entries: list[tuple], font_size: int) -> tuple[int, int, int,
     return width, pad + (text_height + pad) * len(entries), pad, text_height + pad, swatch
 
 
-def _paint_legend(image: Image.Image, entries: list[tuple], xy: tuple[int, int], font_size: int) -> None:
-    width, height, pad, row, swatch = _legend_layout(entries, font_size)
-    font = ImageFont.load_default(size=font_size)
+def _paint_legend(image: Image.Image, entries: list[tuple], xy: tuple[int, int], font_size: int,
+                  layout: tuple[int, int, int, int, int]) -> None:
+    """Paint a legend of (colour or None, text) entries at `xy`, as `_legend_layout` laid it out."""
+    width, height, pad, row, swatch = layout
+    font = _font(font_size)
     line = _hairline(font_size)
     draw = ImageDraw.Draw(image, "RGBA")
     draw.fontmode = _font_mode(font_size)
@@ -358,11 +403,12 @@ def _draw_legend(image: Image.Image, entries: list[tuple], occupied: np.ndarray 
                  max_fraction: float = 0.5) -> bool:
     """Draw (colour or None, text) entries as a legend in place, in the corner hiding the fewest `occupied`
     pixels; left out (False) when it would exceed `max_fraction` of the image's width or height."""
-    width, height, pad, _, _ = _legend_layout(entries, font_size)
+    layout = _legend_layout(entries, font_size)
+    width, height, pad, _, _ = layout
     if width > max_fraction * image.width or height > max_fraction * image.height:
         return False
     xy = _least_covering(_corner_boxes(image.size, (width, height), pad), (width, height), occupied)
-    _paint_legend(image, entries, xy, font_size)
+    _paint_legend(image, entries, xy, font_size, layout)
     return True
 
 def colormap(values: np.ndarray) -> np.ndarray:
@@ -383,7 +429,7 @@ def colorbar(map_height: int, vmin: float, vmax: float, font_size: int) -> Image
     """A vertical colour bar for a map `map_height` px tall, as tall as it: the ramp from vmin (bottom) to
     vmax (top), with ticks at both ends and the middle and their values beside them (the end values within
     the strip, so that nothing is clipped)."""
-    font = ImageFont.load_default(size=font_size)
+    font = _font(font_size)
     texts = [_format_value(vmax), _format_value((vmin + vmax) / 2), _format_value(vmin)]
     boxes = [font.getbbox(text) for text in texts]
     pad = max(2, font_size // 4)
@@ -445,10 +491,10 @@ def _titled(panel: Image.Image, title: str, font_size: int) -> Image.Image:
     """`panel` with `title` written above it on white. A title wider than the panel is set smaller, down to
     MIN_FONT px, and past that the canvas is widened (the panel centred below it): never clipped."""
     pad = max(2, font_size // 3)
-    font = ImageFont.load_default(size=font_size)
+    font = _font(font_size)
     while font.getbbox(title)[2] > panel.width - 2 * pad and font_size > MIN_FONT:
         font_size -= 1
-        font = ImageFont.load_default(size=font_size)
+        font = _font(font_size)
     left, _, right, bottom = font.getbbox(title)
     width = max(panel.width, right - left + 2 * pad)
     canvas = Image.new("RGB", (width, panel.height + bottom + 2 * pad), (255, 255, 255))
@@ -597,9 +643,10 @@ def draw_pca(image: Image.Image, colors: np.ndarray, box: tuple[int, int, int, i
 
 def _legend_image(entries: list[tuple], font_size: int) -> Image.Image:
     """A legend of (colour or None, text) entries as an image of its own."""
-    width, height, pad, _, _ = _legend_layout(entries, font_size)
+    layout = _legend_layout(entries, font_size)
+    width, height, pad, _, _ = layout
     legend = Image.new("RGB", (width + pad, height + pad), (255, 255, 255))
-    _paint_legend(legend, entries, (0, 0), font_size)
+    _paint_legend(legend, entries, (0, 0), font_size, layout)
     return legend
 
 

@@ -109,7 +109,8 @@ def _write_regions(job: _RegionsJob) -> dict:
         saliency=job.saliency,
         saliency_box=job.crop_box,
     )
-    atomic_write(job.overlay_path, partial(overlay.save, **OVERLAY_SAVE_OPTIONS[job.overlay_format]))
+    # The job cleared its folder's stale temporaries when it started (`rank_regions_in_files`).
+    atomic_write(job.overlay_path, partial(overlay.save, **OVERLAY_SAVE_OPTIONS[job.overlay_format]), clear_stale=False)
     if job.json_path is not None:
         record = {
             "image": str(job.path),
@@ -119,7 +120,7 @@ def _write_regions(job: _RegionsJob) -> dict:
             "no_foreground_region": no_foreground,
             "regions": regions_to_json(regions),
         }
-        atomic_write_text(job.json_path, json.dumps(record))
+        atomic_write_text(job.json_path, json.dumps(record), clear_stale=False)
     return {
         "index": job.index,
         "image": job.path,

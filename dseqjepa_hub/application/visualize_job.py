@@ -241,5 +241,5 @@ def _draw_one(kind, path: Path, pixels: torch.Tensor, outputs: dict, row: int, b
             query = options["query"]
             picture = draw_similarity(image, values, shown_box, query=None if isinstance(query, str) else tuple(query))
             details = {"layer": options["layer"], "query": query}
-    atomic_write(output, partial(picture.save, format="PNG"))
+    atomic_write(output, partial(picture.save, format="PNG"), clear_stale=False)  # the job cleared its folder first
     return {"image": str(path), "output": str(output), "size": [original.height, original.width], **details}
