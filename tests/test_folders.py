@@ -30,6 +30,7 @@ from dseqjepa_hub import (
 )
 from dseqjepa_hub.application import regions_job, runner
 from dseqjepa_hub.application.atomic import atomic_directory
+from dseqjepa_hub.application.drawing import readable
 from dseqjepa_hub.application.embed_job import NoImagesEmbeddedError, embed_files, write_embeddings
 from dseqjepa_hub.application.region_json import regions_from_json
 from dseqjepa_hub.errors import NonFiniteOutputError
@@ -133,7 +134,8 @@ def test_regions_with_and_without_workers_give_the_pipelines_regions_in_input_or
             assert np.array_equal(a["mask"], b["mask"]) and a["box"] == b["box"]
             assert a["score"] == pytest.approx(b["score"], rel=1e-6)
         with Image.open(tmp_path / "out2" / f"{path.stem}.regions.jpg") as overlay:
-            assert overlay.format == "JPEG" and overlay.height == image.height
+            shown = readable(image)[0]  # small ones are drawn scaled up, with the saliency beside or below
+            assert overlay.format == "JPEG" and overlay.width * overlay.height > shown.width * shown.height
 
 
 def test_an_image_without_foreground_region_is_said_and_recorded(tiny, tmp_path, capsys):
@@ -182,7 +184,7 @@ def test_skip_existing_says_how_many_it_skipped(tiny, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("overlay_format, pil_format", [("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP")])
-def test_overlay_formats_write_that_format_at_the_images_size(tiny, tmp_path, capsys, overlay_format, pil_format):
+def test_overlay_formats_write_that_format_at_the_drawn_size(tiny, tmp_path, capsys, overlay_format, pil_format):
     folder, _, _ = tiny
     good, _ = make_folder(tmp_path / "in", count=3, bad=False)
     out = tmp_path / "out"
@@ -191,7 +193,7 @@ def test_overlay_formats_write_that_format_at_the_images_size(tiny, tmp_path, ca
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{path.stem}.regions.{overlay_format}" for path in good)
     for path in good:
         with Image.open(out / f"{path.stem}.regions.{overlay_format}") as overlay, Image.open(path) as image:
-            assert overlay.format == pil_format and overlay.size == image.size
+            assert overlay.format == pil_format and overlay.size == readable(image)[0].size  # small ones scaled up
     assert set(regions_job.OVERLAY_SAVE_OPTIONS) == set(OVERLAY_FORMATS)  # the CLI's choices are the library's
     with pytest.raises(ValueError, match="overlay_format must be one of jpg, png, webp, got 'gif'"):
         regions_job.rank_regions_in_files(good, *tiny[1:], out_dir=out, overlay_format="gif")

@@ -229,15 +229,42 @@ def test_a_title_wider_than_its_panel_is_never_clipped_nor_tiny(monkeypatch):
     assert ink.min() > 0 and ink.max() - ink.min() > image.width  # the whole title, wider than the map
 
 
+def save_thumbnail(path) -> None:
+    """A 200 x 150 picture: a grey ramp with a red block."""
+    ramp = np.linspace(0, 255, 200)[None, :, None] * np.ones((150, 1, 3))
+    ramp[40:110, 60:140] = (230, 40, 20)
+    Image.fromarray(ramp.astype(np.uint8)).save(path)
+
+
+def test_regions_draws_a_thumbnail_scaled_up_and_keeps_its_own_size_in_the_json(tmp_path, monkeypatch):
+    """`dseqjepa regions` on a 200 x 150 thumbnail, as `visualize`: the overlay (and its colour bar) at
+    MIN_PICTURE_AREA, the JSON with the thumbnail's own size, boxes and masks."""
+    from dseqjepa_cli import main
+    from dseqjepa_hub.application.region_json import regions_from_json
+
+    monkeypatch.chdir(tmp_path)
+    save_thumbnail(tmp_path / "thumb.png")
+    assert main(["regions", "thumb.png", "--out", "out", "-q", "--json", "--format", "png", "--show-saliency",
+                 "--min-region-fraction", "0.02"]) == 0
+    record = json.loads((tmp_path / "out" / "thumb.regions.json").read_text())
+    assert record["size"] == [150, 200]
+    regions = regions_from_json(record["regions"])
+    assert [region["mask"].shape for region in regions] == [(150, 200)] * len(regions) and len(regions) > 1
+    for region in record["regions"]:
+        x0, y0, x1, y1 = region["box"]
+        assert 0 <= x0 < x1 <= 200 and 0 <= y0 < y1 <= 150, region
+    with Image.open(tmp_path / "out" / "thumb.regions.png") as overlay:
+        assert overlay.height >= 0.99 * math.sqrt(MIN_PICTURE_AREA * 150 / 200)  # the photo's panel, scaled up
+        assert overlay.width > overlay.height * 200 / 150  # and the colour bar beside it
+
+
 def test_visualize_draws_a_thumbnail_scaled_up_and_indexes_it_as_it_is(tmp_path, monkeypatch, capsys):
     """`dseqjepa visualize` on a 200 x 150 thumbnail: the picture is drawn at MIN_PICTURE_AREA, the index keeps
     the thumbnail's own size and region boxes."""
     from dseqjepa_cli import main
 
     monkeypatch.chdir(tmp_path)
-    ramp = np.linspace(0, 255, 200)[None, :, None] * np.ones((150, 1, 3))
-    ramp[40:110, 60:140] = (230, 40, 20)
-    Image.fromarray(ramp.astype(np.uint8)).save(tmp_path / "thumb.png")
+    save_thumbnail(tmp_path / "thumb.png")
     for kind in ("regions", "sequence"):
         assert main(["visualize", "thumb.png", "--kind", kind, "--model", "default", "--out", "out", "-q",
                      "--min-region-fraction", "0.02"]) == 0

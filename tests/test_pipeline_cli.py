@@ -15,6 +15,7 @@ from PIL import Image
 
 from dseqjepa_cli import main
 from dseqjepa_hub import DSeqJEPAConfig, DSeqJEPAImageProcessor, DSeqJEPAModel, SaliencyRankingPipeline
+from dseqjepa_hub.application.drawing import readable
 from dseqjepa_hub.application.loading import ModelLoadError, load_model
 from dseqjepa_hub.application.region_json import mask_to_rle, regions_from_json, rle_to_mask
 from dseqjepa_hub.application.regions_job import rank_regions_in_files
@@ -299,8 +300,9 @@ def test_regions_command_on_photos_and_bad_files(tiny, photos, tmp_path, monkeyp
         image = load_image(path)
         overlay = Image.open(out / f"{path.stem}.regions.jpg")
         overlay.load()
-        assert overlay.format == "JPEG" and overlay.height == image.height
-        assert image.width * 2 < overlay.width < image.width * 3  # overlay, heatmap, colour bar beside it
+        shown, _ = readable(image)  # the photos under MIN_PICTURE_AREA are drawn scaled up
+        assert overlay.format == "JPEG" and overlay.height == shown.height
+        assert shown.width * 2 < overlay.width < shown.width * 3  # overlay, heatmap, colour bar beside it
         record = json.loads((out / f"{path.stem}.regions.json").read_text())
         assert record["image"] == str(path) and record["size"] == [image.height, image.width]
         decoded = regions_from_json(record["regions"])
@@ -311,7 +313,7 @@ def test_regions_command_on_photos_and_bad_files(tiny, photos, tmp_path, monkeyp
             assert np.array_equal(got["mask"], want["mask"]) and np.array_equal(got["patch_mask"], want["patch_mask"])
             assert got["box"] == want["box"] and got["rank"] == want["rank"]
             assert got["score"] == pytest.approx(want["score"], rel=1e-6)
-    assert Image.open(out / "rotated.regions.jpg").height == 451  # EXIF applied
+    assert Image.open(out / "rotated.regions.jpg").height == 490  # EXIF applied (300 x 451), scaled up
 
     # Resuming rewrites nothing, still reports the bad files.
     stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}
@@ -327,7 +329,7 @@ def test_rank_regions_in_files_plain_overlay(tiny, photos, tmp_path):
     assert failures == [] and len(results) == 1
     assert results[0]["json"] is None and results[0]["num_regions"] >= 2
     with Image.open(results[0]["overlay"]) as overlay:
-        assert overlay.size == (451, 300)
+        assert overlay.size == readable(Image.new("RGB", (451, 300)))[0].size == (490, 326)  # scaled up to 400 x 400 px²
 
 
 def column_major_runs(mask: np.ndarray) -> list[int]:

@@ -39,7 +39,7 @@ from ..image_processing_dseqjepa import DSeqJEPAImageProcessor
 from ..modeling_dseqjepa import DSeqJEPAModel
 from ..regions import rank_regions, region_dicts
 from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
-from .drawing import draw_regions
+from .drawing import draw_regions, readable
 from .hf_datasets import ImageRows
 from .region_json import regions_to_json
 from .runner import ImageBatch, check_finite, infer_files
@@ -96,25 +96,32 @@ class _RegionsJob:
 
 
 def _write_regions(job: _RegionsJob) -> dict:
-    """In a writer thread: region dicts at the image's size, the overlay and the JSON."""
+    """In a writer thread: region dicts at the image's size, the overlay and the JSON. An image under
+    `drawing.MIN_PICTURE_AREA` px² is drawn scaled up (room for the text), as `dseqjepa visualize` draws it;
+    the JSON keeps the image's own size, masks and boxes."""
     height, width = job.image.shape[:2]
     regions = region_dicts(
         masks=job.masks, scores=job.scores, valid=job.valid, original_size=(height, width), crop_box=job.crop_box
     )
     no_foreground = not any(not region["is_background"] for region in regions)
+    original = Image.fromarray(job.image.numpy())
+    image, shown_box = readable(original, job.crop_box)
+    drawn = regions if image is original else region_dicts(
+        masks=job.masks, scores=job.scores, valid=job.valid, original_size=(image.height, image.width), crop_box=shown_box
+    )
     overlay = draw_regions(
-        Image.fromarray(job.image.numpy()),
-        regions,
+        image,
+        drawn,
         show_saliency=job.saliency is not None,
         saliency=job.saliency,
-        saliency_box=job.crop_box,
+        saliency_box=shown_box,
     )
     # The job cleared its folder's stale temporaries when it started (`rank_regions_in_files`).
     atomic_write(job.overlay_path, partial(overlay.save, **OVERLAY_SAVE_OPTIONS[job.overlay_format]), clear_stale=False)
     if job.json_path is not None:
         record = {
             "image": str(job.path),
-            "size": [height, width],  # of the masks, boxes and overlay
+            "size": [height, width],  # of the masks and boxes (and of the overlay, unless drawn scaled up)
             "original_size": list(job.original_size),
             "model": job.model_description,
             "no_foreground_region": no_foreground,
