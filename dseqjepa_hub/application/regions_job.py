@@ -99,16 +99,15 @@ def _write_regions(job: _RegionsJob) -> dict:
     """In a writer thread: region dicts at the image's size, the overlay and the JSON. An image under
     `drawing.MIN_PICTURE_AREA` px² is drawn scaled up (room for the text), as `dseqjepa visualize` draws it;
     the JSON keeps the image's own size, masks and boxes."""
+    def regions_at(size: tuple[int, int], crop_box) -> list[dict]:
+        return region_dicts(masks=job.masks, scores=job.scores, valid=job.valid, original_size=size, crop_box=crop_box)
+
     height, width = job.image.shape[:2]
-    regions = region_dicts(
-        masks=job.masks, scores=job.scores, valid=job.valid, original_size=(height, width), crop_box=job.crop_box
-    )
+    regions = regions_at((height, width), job.crop_box)
     no_foreground = not any(not region["is_background"] for region in regions)
     original = Image.fromarray(job.image.numpy())
     image, shown_box = readable(original, job.crop_box)
-    drawn = regions if image is original else region_dicts(
-        masks=job.masks, scores=job.scores, valid=job.valid, original_size=(image.height, image.width), crop_box=shown_box
-    )
+    drawn = regions if image is original else regions_at((image.height, image.width), shown_box)
     overlay = draw_regions(
         image,
         drawn,
