@@ -1,6 +1,6 @@
 """Where a folder job's time goes per photo: decoding, preprocessing (torch's default thread count
 against `runner.one_intra_op_thread`, which the runner uses), keeping the decoded image for the
-writers, the forward pass and the rest of the ranking, and what `dseqjepa regions` does per image
+writers (a copy with decoding workers; none without), the forward pass and the rest of the ranking, and what `dseqjepa regions` does per image
 in its writer threads (region dicts, the overlay, its encoding, the JSON), on an idle and on a
 busy machine.
 
@@ -13,6 +13,15 @@ idle, then with `--busy` processes spinning (default: one per core; started and 
 bench_regions.py; 0: idle only). The forward pass and the ranking run on batches of 8, as
 `dseqjepa regions` does. Preprocessing is timed both ways in the same run and its pixel values are
 asserted equal.
+
+Then, idle, what the writers' work (region dicts, overlay, JPEG encoding of a batch of 8, in a
+writer thread as the runner starts it: `runner.BackgroundWriter`) costs beside the two things the
+calling thread does, decoding and preprocessing a batch of 8, and the forward pass on it: each
+alone, then both at once (wall time until both are done); the table gives what the writers add
+to the calling thread's time, as a multiple of their own time alone. Sharing the cores perfectly,
+they would add nothing beside the single-threaded decoding while it is the longer (a core is
+free) and 1/cores of their time beside the forward pass (which keeps every core busy); run one
+after the other, 1x.
 """
 
 from __future__ import annotations
@@ -100,7 +109,8 @@ def main() -> None:
                 lambda: [load_image(p, max_side=regions_job.DEFAULT_MAX_SIDE) for p in paths],
             f"preprocess, torch's {torch.get_num_threads()} threads": lambda: preprocess(nullcontext),
             "preprocess, one_intra_op_thread (the runner)": lambda: preprocess(runner.one_intra_op_thread),
-            "keep the decoded image (uint8 tensor, for the writers)": lambda: [torch.from_numpy(np.array(i)) for i in images],
+            "with decoding workers: the decoded image as a uint8 tensor (for the writers)":
+                lambda: [torch.from_numpy(np.array(i)) for i in images],
             "forward pass, batches of 8": lambda: forward(rank=False),
             "rank_regions (forward + regions), batches of 8": lambda: forward(rank=True),
             "writer: region_dicts": dicts,
@@ -114,6 +124,7 @@ def main() -> None:
             with busy_machine(busy):
                 for name, function in parts.items():
                     results[name, busy] = per_photo_ms(function, len(images), args.repeats)
+        overlap = overlap_costs(paths[:8], images[:8], regions[:8], batches[0], processor, model, args.repeats)
     finally:
         shutil.rmtree(work)
     print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {version('torch')}, "
@@ -124,6 +135,49 @@ def main() -> None:
     print("|---|---|" + "---|" * len(busy))
     for name in parts:
         print(f"| {name} | {results[name, 0]:.2f} |" + "".join(f" {results[name, n]:.2f} |" for n in busy))
+    print("\nWriters beside the calling thread's work, a batch of 8, idle, medians:")
+    print("| calling thread's work | its time alone ms | writers' time alone ms | both at once ms | "
+          "writers' cost beside it (x their time alone) |")
+    print("|---|---|---|---|---|")
+    for name, (alone, writers, both) in overlap.items():
+        print(f"| {name} | {alone:.1f} | {writers:.1f} | {both:.1f} | {(both - alone) / writers:.2f}x |")
+
+
+def overlap_costs(paths, images, regions, pixel_values, processor, model, repeats: int) -> dict:
+    """{the calling thread's work: (its ms alone, the writers' ms alone, ms until both are done when run at once)}."""
+    def decode() -> None:
+        for path in paths:
+            image = load_image(path, max_side=regions_job.DEFAULT_MAX_SIDE)
+            with runner.one_intra_op_thread():
+                processor(image, return_tensors="pt")
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(pixel_values=pixel_values)
+
+    def write() -> None:
+        for image, found in zip(images, regions):
+            draw_regions(image, found).save(io.BytesIO(), **regions_job.OVERLAY_SAVE_OPTIONS["jpg"])
+
+    def milliseconds(function) -> float:
+        start = time.perf_counter()
+        function()
+        return (time.perf_counter() - start) * 1e3
+
+    def together(function) -> float:
+        with runner.BackgroundWriter(threads=1) as writer:  # the runner's writer thread, at its priority
+            start = time.perf_counter()
+            writer.submit(write)
+            function()
+            writer.finish()
+            return (time.perf_counter() - start) * 1e3
+
+    costs = {}
+    for name, function in (("decode + preprocess (one thread)", decode), ("forward pass (every core)", forward)):
+        function(), write(), together(function)
+        runs = [(milliseconds(function), milliseconds(write), together(function)) for _ in range(repeats)]
+        costs[name] = tuple(statistics.median(run[k] for run in runs) for k in range(3))
+    return costs
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ forward of the same files, in one process.
 --model also takes a size preset (e.g. vit_small_patch16_224: random weights, fine for timing).
 
 Makes `--images` JPEG photos of 640 x 480 (crops of examples/images, quality 90) in a temporary
-folder, loads the model once, then times, interleaved, `--repeats` times each (after one warm-up):
+folder, loads the model once, then times each variant `--repeats` times, each time side by side
+with its reference (alternately reference first and variant first, so that a machine that drifts
+during the run weighs on both alike), after one warm-up of each; `--only` keeps the variants whose
+name contains one of its comma-separated words:
 - reference: for each batch, `load_image` (the safe loader the commands use) of every file, the
   processor on the batch, the model's forward pass (`inference_mode`), the output to the host;
   serially, in this process; at each command's default batch size (regions 8, embed 32);
@@ -19,8 +22,9 @@ folder, loads the model once, then times, interleaved, `--repeats` times each (a
   other worker count.
 With `--cli`, also each command as a fresh process against the reference in a fresh process
 (imports and model loading included on both sides, as the issue measured).
-Prints medians, images per second and each row's throughput over its reference's (goal: >= 0.8x),
-with the machine, load average, versions and this command.
+Prints median times, images per second and each variant's throughput over its reference's: the
+median of the per-pair ratios with their quartiles (issue 22's goals: >= 0.95x at ViT sizes), with
+the machine, load average, versions and this command.
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ def reference(paths, model, processor, batch_size: int, max_side) -> None:
 
 def region_dicts_only(job) -> dict:
     """Stands in for `regions_job._write_regions`: the region dicts, no overlay, no file."""
-    height, width = job.image.shape[:2]
+    height, width = job.image.height, job.image.width
     regions = region_dicts(masks=job.masks, scores=job.scores, valid=job.valid, original_size=(height, width),
                            crop_box=job.crop_box)
     return {"index": job.index, "image": job.path, "overlay": None, "json": None, "num_regions": len(regions),
@@ -112,6 +116,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--model", default=None, help="model folder or repo id (default: the bundled model)")
     parser.add_argument("--cli", action="store_true", help="also time the commands and the reference as fresh processes")
+    parser.add_argument("--only", default="", help="comma-separated words: time only the variants whose name has one")
     args = parser.parse_args()
 
     loaded = load_model(args.model, args.device)
@@ -180,17 +185,31 @@ def main() -> None:
             variants["CLI `dseqjepa embed DIR --out X.npy`"] = (
                 command(*cli, "embed", str(photos), "--out", str(out / "cli.npy"), "--device", args.device, *model_args),
                 "CLI reference, batch 32")
-        for function, _ in variants.values():  # warm-up: caches, allocator, first calls
-            function()
+        words = [word for word in args.only.split(",") if word]
+        timed = [name for name, (_, ref) in variants.items() if name != ref and (not words or any(w in name for w in words))]
+        for name in dict.fromkeys([variants[name][1] for name in timed] + timed):  # warm-up: caches, allocator, first calls
+            variants[name][0]()
             synchronize()
-        times: dict[str, list[float]] = {name: [] for name in variants}
+
+        def seconds(name: str) -> float:
+            start = time.perf_counter()
+            variants[name][0]()
+            synchronize()
+            return time.perf_counter() - start
+
+        times: dict[str, list[float]] = {name: [] for name in dict.fromkeys([variants[name][1] for name in timed] + timed)}
+        ratios: dict[str, list[float]] = {name: [] for name in timed}
         load_before = os.getloadavg()[0]
-        for _ in range(args.repeats):
-            for name, (function, _) in variants.items():
-                start = time.perf_counter()
-                function()
-                synchronize()
-                times[name].append(time.perf_counter() - start)
+        for repeat in range(args.repeats):
+            for name in timed:
+                reference_name = variants[name][1]
+                if repeat % 2 == 0:
+                    reference_time, variant_time = seconds(reference_name), seconds(name)
+                else:
+                    variant_time, reference_time = seconds(name), seconds(reference_name)
+                times[reference_name].append(reference_time)
+                times[name].append(variant_time)
+                ratios[name].append(reference_time / variant_time)
         load_after = os.getloadavg()[0]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -201,15 +220,18 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""))
     print(f"model {loaded.description}; {args.images} JPEGs 640x480; default --num-workers {workers}, writer threads "
           f"{default_write_threads()}; load average {load_before:.2f} before, {load_after:.2f} after; "
-          f"{args.repeats} repeats, interleaved")
+          f"{args.repeats} repeats, each variant beside its reference (alternately first and second)")
     print(f"command: python {' '.join(sys.argv)}")
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    print("| variant | median s | img/s | throughput vs its reference |")
+    print("| variant | median s | img/s | throughput vs its reference: median of pairs (quartiles) |")
     print("|---|---|---|---|")
-    for name, median in medians.items():
-        print(f"| {name} | {median:.2f} | {len(paths) / median:.1f} | {medians[variants[name][1]] / median:.2f}x |")
+    for name, values in times.items():
+        median = statistics.median(values)
+        ratio = "(reference)"
+        if name in ratios:
+            low, _, high = statistics.quantiles(ratios[name], n=4) if len(ratios[name]) > 1 else ratios[name] * 3
+            ratio = f"{statistics.median(ratios[name]):.2f}x ({low:.2f}-{high:.2f})"
+        print(f"| {name} | {median:.2f} | {len(paths) / median:.1f} | {ratio} |")
     print("all runs (s): " + "; ".join(f"{name}: {', '.join(f'{t:.2f}' for t in values)}" for name, values in times.items()))
-
 
 if __name__ == "__main__":
     main()

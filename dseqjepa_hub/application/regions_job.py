@@ -84,7 +84,7 @@ class _RegionsJob:
     path: Path
     overlay_path: Path
     json_path: Path | None
-    image: torch.Tensor  # (H, W, 3) uint8, as decoded
+    image: Image.Image  # RGB, as decoded
     original_size: tuple[int, int]
     masks: torch.Tensor  # (R, h, w)
     scores: torch.Tensor  # (R,)
@@ -102,10 +102,10 @@ def _write_regions(job: _RegionsJob) -> dict:
     def regions_at(size: tuple[int, int], crop_box) -> list[dict]:
         return region_dicts(masks=job.masks, scores=job.scores, valid=job.valid, original_size=size, crop_box=crop_box)
 
-    height, width = job.image.shape[:2]
+    original = job.image
+    height, width = original.height, original.width
     regions = regions_at((height, width), job.crop_box)
     no_foreground = not any(not region["is_background"] for region in regions)
-    original = Image.fromarray(job.image.numpy())
     image, shown_box = readable(original, job.crop_box)
     drawn = regions if image is original else regions_at((image.height, image.width), shown_box)
     overlay = draw_regions(

@@ -198,10 +198,9 @@ def _pca_forward(model: DSeqJEPAModel, options: dict) -> Forward:
     return forward
 
 
-def _draw_one(kind, path: Path, pixels: torch.Tensor, outputs: dict, row: int, box, options: dict, output: Path) -> dict:
+def _draw_one(kind, path: Path, original: Image.Image, outputs: dict, row: int, box, options: dict, output: Path) -> dict:
     """In a writer thread: one image's picture of `kind`, written to `output` -> its index entry. An image
     under `drawing.MIN_PICTURE_AREA` px² is drawn scaled up (room for the text); the entry is the image's own."""
-    original = Image.fromarray(pixels.numpy())
     image, shown_box = readable(original, box)
     details = {}
     if kind in ("regions", "sequence"):
