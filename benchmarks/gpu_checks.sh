@@ -25,5 +25,5 @@ run bench_model_bf16 150 python benchmarks/bench_model.py --device cuda --dtype 
 run bench_ranking_cuda 60 python benchmarks/bench_ranking.py --device cuda --dtype bfloat16 --batch-size 256
 run bench_training_cuda 180 python benchmarks/bench_training.py --device cuda
 run folders_cuda 150 python -m pytest -q tests/test_folders.py -k cuda
-run bench_folders_cuda 150 python benchmarks/bench_folders.py --device cuda --repeats 3
+run bench_folders_cuda 150 python benchmarks/bench_folders.py --device cuda --repeats 3 --only "regions (overlays,not drawn,embed (.npy"
 cat "$OUT/gpu.txt" >> "$OUT/all.txt"
