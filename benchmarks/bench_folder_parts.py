@@ -1,8 +1,8 @@
 """Where a folder job's time goes per photo: decoding, preprocessing (torch's default thread count
 against `runner.one_intra_op_thread`, which the runner uses), keeping the decoded image for the
-writers (a copy with decoding workers; none without), the forward pass and the rest of the ranking, and what `dseqjepa regions` does per image
-in its writer threads (region dicts, the overlay, its encoding, the JSON), on an idle and on a
-busy machine.
+writers (a copy with decoding workers; none without), the forward pass and the rest of the ranking,
+and what `dseqjepa regions` does per image in its writer threads (region dicts, the overlay, its
+encoding, the JSON), on an idle and on a busy machine.
 
     python benchmarks/bench_folder_parts.py [--images 16] [--repeats 7] [--busy N] [--model PATH]
 

@@ -50,7 +50,7 @@ from PIL import Image
 from dseqjepa_hub.application import regions_job
 from dseqjepa_hub.application.embed_job import embed_files, write_embeddings
 from dseqjepa_hub.application.loading import load_model
-from dseqjepa_hub.application.runner import default_num_workers, default_write_threads
+from dseqjepa_hub.application.runner import decoded_image, default_num_workers, default_write_threads
 from dseqjepa_hub.image_io import load_image
 from dseqjepa_hub.regions import region_dicts
 
@@ -102,7 +102,8 @@ def reference(paths, model, processor, batch_size: int, max_side) -> None:
 
 def region_dicts_only(job) -> dict:
     """Stands in for `regions_job._write_regions`: the region dicts, no overlay, no file."""
-    height, width = job.image.height, job.image.width
+    image = decoded_image(job.image)
+    height, width = image.height, image.width
     regions = region_dicts(masks=job.masks, scores=job.scores, valid=job.valid, original_size=(height, width),
                            crop_box=job.crop_box)
     return {"index": job.index, "image": job.path, "overlay": None, "json": None, "num_regions": len(regions),
@@ -187,7 +188,8 @@ def main() -> None:
                 "CLI reference, batch 32")
         words = [word for word in args.only.split(",") if word]
         timed = [name for name, (_, ref) in variants.items() if name != ref and (not words or any(w in name for w in words))]
-        for name in dict.fromkeys([variants[name][1] for name in timed] + timed):  # warm-up: caches, allocator, first calls
+        run = list(dict.fromkeys([variants[name][1] for name in timed] + timed))  # references first
+        for name in run:  # warm-up: caches, allocator, first calls
             variants[name][0]()
             synchronize()
 
@@ -197,7 +199,7 @@ def main() -> None:
             synchronize()
             return time.perf_counter() - start
 
-        times: dict[str, list[float]] = {name: [] for name in dict.fromkeys([variants[name][1] for name in timed] + timed)}
+        times: dict[str, list[float]] = {name: [] for name in run}
         ratios: dict[str, list[float]] = {name: [] for name in timed}
         load_before = os.getloadavg()[0]
         for repeat in range(args.repeats):
@@ -232,6 +234,7 @@ def main() -> None:
             ratio = f"{statistics.median(ratios[name]):.2f}x ({low:.2f}-{high:.2f})"
         print(f"| {name} | {median:.2f} | {len(paths) / median:.1f} | {ratio} |")
     print("all runs (s): " + "; ".join(f"{name}: {', '.join(f'{t:.2f}' for t in values)}" for name, values in times.items()))
+
 
 if __name__ == "__main__":
     main()

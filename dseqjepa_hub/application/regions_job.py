@@ -42,7 +42,7 @@ from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from .drawing import draw_regions, readable
 from .hf_datasets import ImageRows
 from .region_json import regions_to_json
-from .runner import ImageBatch, check_finite, infer_files
+from .runner import ImageBatch, check_finite, decoded_image, infer_files
 
 # How each overlay format is written. JPEG, the default: an overlay is a photo with a few
 # outlines, and JPEG encodes one about 50x faster than PNG at a sixth of the bytes
@@ -84,7 +84,7 @@ class _RegionsJob:
     path: Path
     overlay_path: Path
     json_path: Path | None
-    image: Image.Image  # RGB, as decoded
+    image: Image.Image | torch.Tensor  # as decoded (`runner.decoded_image`)
     original_size: tuple[int, int]
     masks: torch.Tensor  # (R, h, w)
     scores: torch.Tensor  # (R,)
@@ -102,7 +102,7 @@ def _write_regions(job: _RegionsJob) -> dict:
     def regions_at(size: tuple[int, int], crop_box) -> list[dict]:
         return region_dicts(masks=job.masks, scores=job.scores, valid=job.valid, original_size=size, crop_box=crop_box)
 
-    original = job.image
+    original = decoded_image(job.image)
     height, width = original.height, original.width
     regions = regions_at((height, width), job.crop_box)
     no_foreground = not any(not region["is_background"] for region in regions)

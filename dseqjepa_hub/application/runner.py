@@ -9,9 +9,9 @@ pass on whole batches -> the caller's sink, at the model's pace. `regions_job`, 
   saliency-ranking pipeline does, so the CLI and the pipeline see the same model input. A file
   that cannot be read becomes a (path, reason) failure of its batch, never an exception.
   Workers send back only tensors and plain data: pixel values, sizes, paths, and with
-  `keep_images` the decoded image as a uint8 (H, W, 3) tensor (through shared memory), made a
-  PIL image again on arrival; `num_workers=0` does all of it in the calling process, which keeps
-  the decoded PIL image itself (no copy).
+  `keep_images` the decoded image as a uint8 (H, W, 3) tensor (through shared memory), which
+  `decoded_image` makes a PIL image again in the writer thread; `num_workers=0` does all of it in
+  the calling process, which keeps the decoded PIL image itself (no copy).
 - `infer_files` runs `forward(pixel_values)` (pinned, on the model's device) on each batch and
   hands its outputs, copied to the host one batch late (`HostCopy`: batch k is copied after
   batch k+1 is queued, so an accelerator never idles), to `sink(batch, outputs)`. The sink
@@ -84,8 +84,9 @@ class ImageBatch:
     """A batch of consecutive input files, as the workers send it.
 
     indices, paths, sizes ((H, W) as decoded, what masks and overlays are drawn at),
-    original_sizes ((H, W) on disk, as displayed) and, with `keep_images`, images (the decoded RGB
-    PIL images) describe the readable files, in input order; pixel_values (B, 3, h, w) is their
+    original_sizes ((H, W) on disk, as displayed) and, with `keep_images`, images (as decoded: RGB
+    PIL images, or uint8 (H, W, 3) tensors from a worker process; `decoded_image` gives the PIL image)
+    describe the readable files, in input order; pixel_values (B, 3, h, w) is their
     model input (None when none was readable). failures: (path, reason) for the others.
     """
 
@@ -93,7 +94,7 @@ class ImageBatch:
     paths: list[Path] = field(default_factory=list)
     sizes: list[tuple[int, int]] = field(default_factory=list)
     original_sizes: list[tuple[int, int]] = field(default_factory=list)
-    images: list[Image.Image] | None = None
+    images: list[Image.Image | torch.Tensor] | None = None
     pixel_values: torch.Tensor | None = None
     failures: list[tuple[Path, str]] = field(default_factory=list)
 
@@ -196,17 +197,15 @@ def prepare_image(index: int, path: Path, image: Image.Image, processor, *, keep
         "original_size": tuple(int(side) for side in image.info.get("original_size", (image.height, image.width))),
         "pixel_values": pixel_values,
     }
-    if keep_image:  # in a worker process, (H, W, 3) uint8 for its trip through shared memory (`_as_images`)
+    if keep_image:  # in a worker process, (H, W, 3) uint8 for its trip through shared memory
         item["image"] = image if get_worker_info() is None else torch.from_numpy(np.array(image))
     return item
 
 
-def _as_images(batch: ImageBatch) -> ImageBatch:
-    """A batch from a worker process with its images made PIL images again (in this process: as they are)."""
-    if batch.images is not None:
-        batch.images = [Image.fromarray(image.numpy()) if isinstance(image, torch.Tensor) else image
-                        for image in batch.images]
-    return batch
+def decoded_image(image: Image.Image | torch.Tensor) -> Image.Image:
+    """An image a batch kept, as a PIL image: itself when decoded in this process; made from a worker's
+    uint8 (H, W, 3) tensor otherwise (a copy: for the writer threads, not the loop that feeds the model)."""
+    return Image.fromarray(image.numpy()) if isinstance(image, torch.Tensor) else image
 
 
 def collate_images(items: Sequence[dict]) -> ImageBatch:
@@ -271,7 +270,7 @@ def image_batches(
     )
     iterator = iter(loader)  # forks the workers now, before the caller starts any thread
     try:
-        yield map(_as_images, iterator)
+        yield iterator
     finally:
         shutdown = getattr(iterator, "_shutdown_workers", None)  # at once, not when garbage-collected
         if shutdown is not None:
@@ -388,7 +387,7 @@ def infer_files(
 
     forward(pixel_values): pixel values (B, 3, h, w) on `device` as `dtype` (None: float32), in
     inference mode -> a dict of tensors on that device. sink(batch, outputs): the batch
-    (`ImageBatch`, with `keep_images` its decoded images) and those tensors on the host,
+    (`ImageBatch`, with `keep_images` its decoded images: `decoded_image`) and those tensors on the host,
     called one batch late in the calling thread -> None (the sink keeps what it needs) or one job
     per image (a callable without arguments) for the `write_threads` writer threads (None:
     `default_write_threads()`). num_workers: decoding processes (None: `default_num_workers(device)`;

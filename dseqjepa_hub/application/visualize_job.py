@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from dseqjepa_options import DRAWING_MAX_SIDE as DEFAULT_MAX_SIDE
 from dseqjepa_options import VISUALIZE_KINDS as KINDS
@@ -47,7 +46,7 @@ from .drawing import (
     readable,
 )
 from .regions_job import batch_regions, output_stems, ranked_regions_forward
-from .runner import Forward, ImageBatch, check_finite, infer_files
+from .runner import Forward, ImageBatch, check_finite, decoded_image, infer_files
 
 
 def parse_query(text: str) -> tuple[int, int] | str:
@@ -198,9 +197,10 @@ def _pca_forward(model: DSeqJEPAModel, options: dict) -> Forward:
     return forward
 
 
-def _draw_one(kind, path: Path, original: Image.Image, outputs: dict, row: int, box, options: dict, output: Path) -> dict:
+def _draw_one(kind, path: Path, decoded, outputs: dict, row: int, box, options: dict, output: Path) -> dict:
     """In a writer thread: one image's picture of `kind`, written to `output` -> its index entry. An image
     under `drawing.MIN_PICTURE_AREA` px² is drawn scaled up (room for the text); the entry is the image's own."""
+    original = decoded_image(decoded)
     image, shown_box = readable(original, box)
     details = {}
     if kind in ("regions", "sequence"):
